@@ -1,0 +1,220 @@
+//! Types shared by the eBPF programs and the userspace loader.
+//!
+//! Everything here is `#[repr(C)]` with explicit padding, so the byte layout the
+//! kernel writes is exactly the layout userspace reads. The aya `Pod` impls that let
+//! userspace read and write these types live behind the `user` feature.
+#![no_std]
+
+/// Length of a task's `comm` in the kernel, including the trailing NUL.
+pub const COMM_LEN: usize = 16;
+
+/// `AF_INET` / `AF_INET6` as the kernel spells them.
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+/// `IPPROTO_TCP`.
+pub const IPPROTO_TCP: u16 = 6;
+
+/// TCP states as numbered in `include/net/tcp_states.h`.
+pub mod tcp_state {
+    pub const ESTABLISHED: u8 = 1;
+    pub const SYN_SENT: u8 = 2;
+    pub const SYN_RECV: u8 = 3;
+    pub const FIN_WAIT1: u8 = 4;
+    pub const FIN_WAIT2: u8 = 5;
+    pub const TIME_WAIT: u8 = 6;
+    pub const CLOSE: u8 = 7;
+    pub const CLOSE_WAIT: u8 = 8;
+    pub const LAST_ACK: u8 = 9;
+    pub const LISTEN: u8 = 10;
+    pub const CLOSING: u8 = 11;
+    pub const NEW_SYN_RECV: u8 = 12;
+}
+
+/// What happened to a socket.
+pub mod event_kind {
+    /// `listen()` put the socket in LISTEN.
+    pub const LISTEN: u8 = 1;
+    /// `accept()`/`accept4()` handed an established connection to a process.
+    pub const ACCEPT: u8 = 2;
+    /// An outgoing connection reached ESTABLISHED.
+    pub const CONNECT: u8 = 3;
+    /// An outgoing connection went from SYN_SENT to CLOSE.
+    pub const CONNECT_FAILED: u8 = 4;
+    /// A connection or listener reached CLOSE.
+    pub const CLOSE: u8 = 5;
+}
+
+/// Which end of a connection the local socket is, as the kernel side saw it begin.
+pub mod origin {
+    /// Not seen begin (it existed before tracing started).
+    pub const UNKNOWN: u8 = 0;
+    pub const LISTENER: u8 = 1;
+    pub const SERVER: u8 = 2;
+    pub const CLIENT: u8 = 3;
+}
+
+/// Bits of [`Event::flags`] and [`SockInfo::flags`].
+pub mod flags {
+    /// `pid`, `tid`, `uid` and `comm` name a process (otherwise they are zero).
+    pub const OWNER_KNOWN: u8 = 1;
+    /// The owner was read in the process's own context (listen, connect, accept),
+    /// not inferred (for example from the listener of a never-accepted connection).
+    pub const PID_EXACT: u8 = 2;
+}
+
+/// One record in the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the event happened.
+    pub ts_ns: u64,
+    /// Kernel address of the `struct sock`: an opaque id, stable for the socket's life.
+    pub sock_id: u64,
+    /// Connect: SYN_SENT to ESTABLISHED. Close: lifetime from the start of the
+    /// connection (or listen). Otherwise 0.
+    pub duration_ns: u64,
+    /// Process id (the kernel's tgid).
+    pub pid: u32,
+    /// Thread id (the kernel's pid).
+    pub tid: u32,
+    pub uid: u32,
+    /// Connect-failed: the socket's error (`sk_err`, a positive errno), or 0.
+    pub error: i32,
+    /// Local port, host byte order.
+    pub sport: u16,
+    /// Remote port, host byte order.
+    pub dport: u16,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// One of [`event_kind`].
+    pub kind: u8,
+    /// One of [`origin`].
+    pub origin: u8,
+    pub old_state: u8,
+    pub new_state: u8,
+    /// Bits of [`flags`].
+    pub flags: u8,
+    pub _pad0: u8,
+    /// Local address: IPv4 in the first 4 bytes, or IPv6.
+    pub saddr: [u8; 16],
+    /// Remote address, laid out like `saddr`.
+    pub daddr: [u8; 16],
+    /// Task name, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+    pub _pad1: u32,
+}
+
+impl Event {
+    pub const SIZE: usize = core::mem::size_of::<Event>();
+}
+
+/// What the kernel side remembers about a socket between its state changes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockInfo {
+    /// When the connection (or listen) began, CLOCK_MONOTONIC ns.
+    pub start_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    /// One of [`origin`].
+    pub origin: u8,
+    /// Bits of [`flags`].
+    pub flags: u8,
+    pub _pad0: u16,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Who owns a listening port: kept per (family, port) so a connection that is closed
+/// before any process accepts it can still be attributed, inexactly, to its listener.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenKey {
+    pub family: u16,
+    pub port: u16,
+}
+
+/// Capacity of the per-socket map (LRU: the least recently used entry is evicted).
+pub const SOCKS_MAX_ENTRIES: u32 = 65_536;
+/// Capacity of the listener map (LRU).
+pub const LISTENERS_MAX_ENTRIES: u32 = 4_096;
+/// Default ring buffer size in bytes (a power of two, a multiple of the page size).
+pub const RINGBUF_DEFAULT_BYTES: u32 = 1 << 20;
+
+/// Offsets the kernel side needs but cannot know by itself: the tracepoint's
+/// field layout (from the kernel's tracefs format files) and kernel struct member
+/// offsets (from the kernel's BTF). Userspace fills this in before loading; it is
+/// a read-only global in the eBPF object.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// `sock:inet_sock_set_state` field offsets.
+    pub tp_skaddr: u32,
+    pub tp_oldstate: u32,
+    pub tp_newstate: u32,
+    pub tp_sport: u32,
+    pub tp_dport: u32,
+    pub tp_family: u32,
+    pub tp_protocol: u32,
+    pub tp_saddr: u32,
+    pub tp_daddr: u32,
+    pub tp_saddr_v6: u32,
+    pub tp_daddr_v6: u32,
+    /// `syscalls:sys_exit_accept{,4}` offset of `ret`.
+    pub tp_accept_ret: u32,
+    /// `task_struct.files`, `files_struct.fdt`, `fdtable.max_fds`, `fdtable.fd`,
+    /// `file.private_data`, `socket.sk`: the walk from an accepted fd to its sock.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    /// `sock.sk_err`.
+    pub sk_err: u32,
+    /// `sock.sk_protocol` (a whole u16 member since Linux 5.6).
+    pub sk_protocol: u32,
+    /// `sock_common` members, as offsets from the start of `struct sock`.
+    pub skc_daddr: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_dport: u32,
+    pub skc_num: u32,
+    pub skc_family: u32,
+    pub skc_state: u32,
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    /// Bits of [`config_flags`].
+    pub flags: u32,
+}
+
+pub mod config_flags {
+    /// The fd-to-sock walk offsets are valid: accept is attributed at syscall exit.
+    pub const ACCEPT_FD_WALK: u32 = 1;
+    /// `sock.sk_err` is valid: connect failures carry the kernel's reason.
+    pub const SK_ERR: u32 = 2;
+    /// `sock.sk_protocol` is a plain u16 member.
+    pub const SK_PROTOCOL: u32 = 4;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)], made only of integers and integer
+    // arrays, with every padding byte spelled out as a field.
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::SockInfo {}
+    unsafe impl aya::Pod for super::ListenKey {}
+    unsafe impl aya::Pod for super::Config {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_hidden_padding() {
+        assert_eq!(core::mem::size_of::<Event>(), 104);
+        assert_eq!(core::mem::size_of::<SockInfo>(), 40);
+        assert_eq!(core::mem::size_of::<ListenKey>(), 4);
+        assert_eq!(core::mem::size_of::<Config>(), 29 * 4);
+    }
+}

@@ -1,0 +1,103 @@
+//! Building events and putting them in the ring buffer, counting what does not fit.
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
+};
+use portwatch_common::{flags, Event, SockInfo};
+
+use crate::maps::{EVENTS, LOST};
+
+/// A connection's endpoints as the kernel side read them.
+#[derive(Clone, Copy)]
+pub struct Tuple {
+    pub family: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// What an event says beyond its endpoints.
+pub struct Detail {
+    pub kind: u8,
+    pub sock_id: u64,
+    pub old_state: u8,
+    pub new_state: u8,
+    pub duration_ns: u64,
+    pub error: i32,
+}
+
+/// The task running now, as the owner of a socket it is acting on.
+#[inline(always)]
+pub fn current_owner(origin: u8, start_ns: u64) -> SockInfo {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    SockInfo {
+        start_ns,
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        uid: uid_gid as u32,
+        origin,
+        flags: flags::OWNER_KNOWN | flags::PID_EXACT,
+        _pad0: 0,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    }
+}
+
+/// An owner for a socket nobody is known to own.
+#[inline(always)]
+pub fn unknown_owner(origin: u8, start_ns: u64) -> SockInfo {
+    SockInfo {
+        start_ns,
+        pid: 0,
+        tid: 0,
+        uid: 0,
+        origin,
+        flags: 0,
+        _pad0: 0,
+        comm: [0; 16],
+    }
+}
+
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Reserve, fill and submit one event; count it as lost when the buffer is full.
+#[inline(always)]
+pub fn emit(tuple: &Tuple, owner: &SockInfo, detail: &Detail) {
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut entry) => {
+            entry.write(Event {
+                ts_ns: now_ns(),
+                sock_id: detail.sock_id,
+                duration_ns: detail.duration_ns,
+                pid: owner.pid,
+                tid: owner.tid,
+                uid: owner.uid,
+                error: detail.error,
+                sport: tuple.sport,
+                dport: tuple.dport,
+                family: tuple.family,
+                kind: detail.kind,
+                origin: owner.origin,
+                old_state: detail.old_state,
+                new_state: detail.new_state,
+                flags: owner.flags,
+                _pad0: 0,
+                saddr: tuple.saddr,
+                daddr: tuple.daddr,
+                comm: owner.comm,
+                _pad1: 0,
+            });
+            entry.submit(0);
+        }
+        None => {
+            if let Some(count) = LOST.get_ptr_mut(0) {
+                // Per-CPU slot, and BPF programs do not migrate mid-run: a plain
+                // increment cannot race.
+                unsafe { *count += 1 };
+            }
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! Turning the kernel's raw records into [`ConnEvent`]s. Pure: the clock offset and
+//! the ephemeral range are passed in.
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use portwatch_common::{event_kind, flags, origin, Event, AF_INET, AF_INET6};
+
+use crate::{
+    classify::{self, EphemeralRange, PortClass},
+    model::{ConnEvent, ConnectError, Endpoint, EventKind, Family, Owner, Role, TcpState},
+};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("ring buffer record of {0} bytes, expected {expected}", expected = Event::SIZE)]
+    Size(usize),
+    #[error("unknown event kind {0}")]
+    Kind(u8),
+    #[error("unknown address family {0}")]
+    Family(u16),
+}
+
+/// Maps the kernel's CLOCK_MONOTONIC timestamps to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC, in ns.
+    pub realtime_minus_monotonic_ns: i128,
+}
+
+impl Clock {
+    /// Read both clocks now.
+    pub fn now() -> Clock {
+        use nix::time::{clock_gettime, ClockId};
+        let ns = |id| {
+            clock_gettime(id)
+                .map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
+                .unwrap_or(0)
+        };
+        let mono = ns(ClockId::CLOCK_MONOTONIC);
+        let real = ns(ClockId::CLOCK_REALTIME);
+        Clock {
+            realtime_minus_monotonic_ns: real - mono,
+        }
+    }
+
+    pub fn wall(self, monotonic_ns: u64) -> DateTime<Utc> {
+        let ns = monotonic_ns as i128 + self.realtime_minus_monotonic_ns;
+        DateTime::from_timestamp_nanos(ns.clamp(0, i64::MAX as i128) as i64)
+    }
+}
+
+/// Read one ring-buffer record.
+pub fn parse_record(bytes: &[u8]) -> Result<Event, DecodeError> {
+    if bytes.len() < Event::SIZE {
+        return Err(DecodeError::Size(bytes.len()));
+    }
+    // SAFETY: Event is plain old data and the length was checked; the ring buffer
+    // gives 8-byte alignment but read_unaligned does not rely on it.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
+}
+
+/// An address as users expect to read it: IPv4-mapped IPv6 (`::ffff:a.b.c.d`) is
+/// shown as the IPv4 address it is.
+fn address(family: u16, bytes: &[u8; 16]) -> IpAddr {
+    if family == AF_INET {
+        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+    } else {
+        let v6 = Ipv6Addr::from(*bytes);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        }
+    }
+}
+
+fn endpoint(addr: IpAddr, port: u16, range: EphemeralRange) -> Endpoint {
+    Endpoint {
+        addr,
+        port,
+        class: PortClass::of(port),
+        ephemeral: range.contains(port),
+        service: classify::service_name(port),
+    }
+}
+
+/// A task name as text: up to the first NUL.
+pub fn comm_text(comm: &[u8]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+pub fn decode(raw: &Event, clock: Clock, range: EphemeralRange) -> Result<ConnEvent, DecodeError> {
+    let kind = match raw.kind {
+        event_kind::LISTEN => EventKind::Listen,
+        event_kind::ACCEPT => EventKind::Accept,
+        event_kind::CONNECT => EventKind::Connect,
+        event_kind::CONNECT_FAILED => EventKind::ConnectFailed,
+        event_kind::CLOSE => EventKind::Close,
+        other => return Err(DecodeError::Kind(other)),
+    };
+    if raw.family != AF_INET && raw.family != AF_INET6 {
+        return Err(DecodeError::Family(raw.family));
+    }
+    let local_addr = address(raw.family, &raw.saddr);
+    let remote_addr = address(raw.family, &raw.daddr);
+    // The family of what crosses the wire: a v4-mapped socket speaks IPv4.
+    let family = match local_addr {
+        IpAddr::V4(_) => Family::Ipv4,
+        IpAddr::V6(_) => Family::Ipv6,
+    };
+    let origin = match raw.origin {
+        origin::LISTENER => Some(Role::Listener),
+        origin::SERVER => Some(Role::Server),
+        origin::CLIENT => Some(Role::Client),
+        _ => None,
+    };
+    let owner = (raw.flags & flags::OWNER_KNOWN != 0).then(|| Owner {
+        pid: raw.pid,
+        tid: raw.tid,
+        uid: raw.uid,
+        comm: comm_text(&raw.comm),
+    });
+    let duration = match kind {
+        EventKind::Connect | EventKind::ConnectFailed => Some(raw.duration_ns),
+        EventKind::Close if raw.duration_ns > 0 => Some(raw.duration_ns),
+        _ => None,
+    }
+    .map(Duration::from_nanos);
+    let error = (kind == EventKind::ConnectFailed).then(|| ConnectError {
+        errno: raw.error,
+        reason: classify::connect_failure_reason(raw.error),
+    });
+    Ok(ConnEvent {
+        time: clock.wall(raw.ts_ns),
+        kind,
+        role: classify::role(kind, origin, raw.sport, raw.dport, range),
+        family,
+        pid_exact: owner.is_some() && raw.flags & flags::PID_EXACT != 0,
+        owner,
+        local: endpoint(local_addr, raw.sport, range),
+        remote: endpoint(remote_addr, raw.dport, range),
+        state: TcpState(raw.new_state),
+        old_state: TcpState(raw.old_state),
+        sock_id: raw.sock_id,
+        duration,
+        error,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use portwatch_common::tcp_state;
+
+    use super::*;
+
+    pub fn raw_event() -> Event {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"curl");
+        let mut saddr = [0u8; 16];
+        saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let mut daddr = [0u8; 16];
+        daddr[..4].copy_from_slice(&[222, 222, 222, 222]);
+        Event {
+            ts_ns: 1_000_000_000,
+            sock_id: 0xffff_8880_0000_1000,
+            duration_ns: 1_500_000,
+            pid: 4242,
+            tid: 4243,
+            uid: 1000,
+            error: 0,
+            sport: 51031,
+            dport: 80,
+            family: AF_INET,
+            kind: event_kind::CONNECT,
+            origin: origin::CLIENT,
+            old_state: tcp_state::SYN_SENT,
+            new_state: tcp_state::ESTABLISHED,
+            flags: flags::OWNER_KNOWN | flags::PID_EXACT,
+            _pad0: 0,
+            saddr,
+            daddr,
+            comm,
+            _pad1: 0,
+        }
+    }
+
+    const CLOCK: Clock = Clock {
+        realtime_minus_monotonic_ns: 1_700_000_000_000_000_000,
+    };
+
+    fn as_bytes(e: &Event) -> Vec<u8> {
+        let p = (e as *const Event).cast::<u8>();
+        unsafe { std::slice::from_raw_parts(p, Event::SIZE) }.to_vec()
+    }
+
+    #[test]
+    fn connect_record_decodes_field_by_field() {
+        let raw = parse_record(&as_bytes(&raw_event())).unwrap();
+        let e = decode(&raw, CLOCK, EphemeralRange::LINUX_DEFAULT).unwrap();
+        assert_eq!(e.kind, EventKind::Connect);
+        assert_eq!(e.role, Role::Client);
+        assert_eq!(e.family, Family::Ipv4);
+        assert_eq!(
+            e.owner,
+            Some(Owner {
+                pid: 4242,
+                tid: 4243,
+                uid: 1000,
+                comm: "curl".into()
+            })
+        );
+        assert!(e.pid_exact);
+        assert_eq!(e.local.addr, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(e.local.port, 51031);
+        assert_eq!(e.local.class, PortClass::Dynamic);
+        assert!(e.local.ephemeral);
+        assert_eq!(e.local.service, None);
+        assert_eq!(e.remote.addr, "222.222.222.222".parse::<IpAddr>().unwrap());
+        assert_eq!(e.remote.port, 80);
+        assert_eq!(e.remote.class, PortClass::WellKnown);
+        assert!(!e.remote.ephemeral);
+        assert_eq!(e.remote.service, Some("http"));
+        assert_eq!(e.state.name(), "ESTABLISHED");
+        assert_eq!(e.old_state.name(), "SYN_SENT");
+        assert_eq!(e.duration, Some(Duration::from_micros(1500)));
+        assert_eq!(e.error, None);
+        assert_eq!(
+            e.time,
+            DateTime::from_timestamp_nanos(1_700_000_001_000_000_000)
+        );
+    }
+
+    #[test]
+    fn short_record_and_bad_fields_are_errors() {
+        assert_eq!(parse_record(&[0u8; 10]), Err(DecodeError::Size(10)));
+        let mut raw = raw_event();
+        raw.kind = 99;
+        assert_eq!(
+            decode(&raw, CLOCK, EphemeralRange::LINUX_DEFAULT),
+            Err(DecodeError::Kind(99))
+        );
+        let mut raw = raw_event();
+        raw.family = 1;
+        assert_eq!(
+            decode(&raw, CLOCK, EphemeralRange::LINUX_DEFAULT),
+            Err(DecodeError::Family(1))
+        );
+    }
+
+    #[test]
+    fn ipv6_and_v4_mapped_addresses() {
+        let mut raw = raw_event();
+        raw.family = AF_INET6;
+        raw.saddr = "::1".parse::<Ipv6Addr>().unwrap().octets();
+        raw.daddr = "::ffff:10.1.2.3".parse::<Ipv6Addr>().unwrap().octets();
+        let e = decode(&raw, CLOCK, EphemeralRange::LINUX_DEFAULT).unwrap();
+        assert_eq!(e.family, Family::Ipv6);
+        assert_eq!(e.local.addr, "::1".parse::<IpAddr>().unwrap());
+        raw.saddr = "::ffff:127.0.0.1".parse::<Ipv6Addr>().unwrap().octets();
+        let e = decode(&raw, CLOCK, EphemeralRange::LINUX_DEFAULT).unwrap();
+        assert_eq!(e.family, Family::Ipv4);
+        assert_eq!(e.local.addr, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(e.remote.addr, "10.1.2.3".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn unknown_owner_and_inexact_pid() {
+        let mut raw = raw_event();
+        raw.kind = event_kind::CLOSE;
+        raw.origin = origin::UNKNOWN;
+        raw.flags = 0;
+        let e = decode(&raw, CLOCK, EphemeralRange::LINUX_DEFAULT).unwrap();
+        assert_eq!(e.owner, None);
+        assert!(!e.pid_exact);
+        // Inferred from the ports: temporary 51031 facing 80.
+        assert_eq!(e.role, Role::Client);
+        raw.flags = flags::OWNER_KNOWN;
+        raw.origin = origin::SERVER;
+        let e = decode(&raw, CLOCK, EphemeralRange::LINUX_DEFAULT).unwrap();
+        assert!(e.owner.is_some());
+        assert!(!e.pid_exact);
+        assert_eq!(e.role, Role::Server);
+    }
+
+    #[test]
+    fn connect_failure_carries_reason() {
+        let mut raw = raw_event();
+        raw.kind = event_kind::CONNECT_FAILED;
+        raw.error = libc::ECONNREFUSED;
+        raw.new_state = tcp_state::CLOSE;
+        let e = decode(&raw, CLOCK, EphemeralRange::LINUX_DEFAULT).unwrap();
+        assert_eq!(
+            e.error,
+            Some(ConnectError {
+                errno: libc::ECONNREFUSED,
+                reason: "refused"
+            })
+        );
+        assert_eq!(e.role, Role::Client);
+    }
+
+    #[test]
+    fn comm_stops_at_nul_and_keeps_other_bytes() {
+        assert_eq!(comm_text(b"nginx\0\0\0"), "nginx");
+        assert_eq!(comm_text(b"a\x1b[31mb"), "a\x1b[31mb");
+        assert_eq!(comm_text(b"full-sixteen-ch!"), "full-sixteen-ch!");
+    }
+}

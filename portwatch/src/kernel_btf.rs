@@ -1,0 +1,153 @@
+//! Kernel struct member offsets, read from the running kernel's BTF at load time.
+use btf_rs::{Btf, Type};
+
+use portwatch_common::{config_flags, Config};
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("reading kernel BTF ({VMLINUX_BTF}): {0}")]
+    Read(String),
+    #[error("kernel BTF has no struct {0}")]
+    NoStruct(String),
+    #[error("kernel BTF: struct {0} has no member {1}")]
+    NoMember(String, String),
+    #[error("kernel BTF: {0}.{1} is a bitfield")]
+    Bitfield(String, String),
+}
+
+pub fn load_vmlinux() -> Result<Btf, BtfError> {
+    Btf::from_file(VMLINUX_BTF).map_err(|e| BtfError::Read(e.to_string()))
+}
+
+fn strip(btf: &Btf, mut ty: Type) -> Type {
+    // Follow typedefs and qualifiers to the underlying type.
+    for _ in 0..16 {
+        let next = match &ty {
+            Type::Typedef(t) => btf.resolve_chained_type(t),
+            Type::Const(t) | Type::Volatile(t) | Type::Restrict(t) => btf.resolve_chained_type(t),
+            Type::TypeTag(t) => btf.resolve_chained_type(t),
+            _ => return ty,
+        };
+        match next {
+            Ok(n) => ty = n,
+            Err(_) => return ty,
+        }
+    }
+    ty
+}
+
+fn find_struct(btf: &Btf, name: &str) -> Result<btf_rs::Struct, BtfError> {
+    btf.resolve_types_by_name(name)
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Struct(s) if !s.members.is_empty() => Some(s),
+            _ => None,
+        })
+        .ok_or_else(|| BtfError::NoStruct(name.into()))
+}
+
+/// Bit offset of `member` in `s`, looking through anonymous structs and unions.
+fn member_bits(btf: &Btf, s: &btf_rs::Struct, member: &str) -> Option<(u32, bool)> {
+    for m in &s.members {
+        let name = btf.resolve_name(m).unwrap_or_default();
+        if name == member {
+            return Some((m.bit_offset(), m.bitfield_size().unwrap_or(0) != 0));
+        }
+        if name.is_empty() {
+            if let Ok(t) = btf.resolve_chained_type(m) {
+                if let Type::Struct(inner) | Type::Union(inner) = strip(btf, t) {
+                    if let Some((bits, bf)) = member_bits(btf, &inner, member) {
+                        return Some((m.bit_offset() + bits, bf));
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Byte offset of `path` (members separated by dots) from the start of `struct root`.
+pub fn offset_of(btf: &Btf, root: &str, path: &str) -> Result<u32, BtfError> {
+    let mut s = find_struct(btf, root)?;
+    let mut total = 0u32;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let (bits, bitfield) = member_bits(btf, &s, part)
+            .ok_or_else(|| BtfError::NoMember(root.into(), path.into()))?;
+        if bitfield || bits % 8 != 0 {
+            return Err(BtfError::Bitfield(root.into(), path.into()));
+        }
+        total += bits / 8;
+        if i + 1 < parts.len() {
+            // Descend into the member's struct type.
+            let next = s
+                .members
+                .iter()
+                .find(|m| btf.resolve_name(*m).unwrap_or_default() == *part)
+                .and_then(|m| btf.resolve_chained_type(m).ok())
+                .map(|t| strip(btf, t));
+            s = match next {
+                Some(Type::Struct(inner)) => inner,
+                _ => return Err(BtfError::NoMember(root.into(), path.into())),
+            };
+        }
+    }
+    Ok(total)
+}
+
+/// What the kernel side can do with this kernel's BTF, and what it could not.
+pub struct BtfOffsets {
+    pub warnings: Vec<String>,
+}
+
+/// Fill in the struct offsets of `config` and its feature flags. Each feature is
+/// switched on only when every offset it needs was found.
+pub fn fill_config(btf: Option<&Btf>, config: &mut Config) -> BtfOffsets {
+    let mut warnings = Vec::new();
+    let Some(btf) = btf else {
+        warnings.push(
+            "no kernel BTF: accepted connections are attributed to the listener's owner (pid_exact: false) and connect failures carry no reason".into(),
+        );
+        return BtfOffsets { warnings };
+    };
+    let sock_common = |m: &str| offset_of(btf, "sock", &format!("__sk_common.{m}"));
+    let walk = (|| -> Result<(), BtfError> {
+        config.task_files = offset_of(btf, "task_struct", "files")?;
+        config.files_fdt = offset_of(btf, "files_struct", "fdt")?;
+        config.fdt_max_fds = offset_of(btf, "fdtable", "max_fds")?;
+        config.fdt_fd = offset_of(btf, "fdtable", "fd")?;
+        config.file_private_data = offset_of(btf, "file", "private_data")?;
+        config.socket_sk = offset_of(btf, "socket", "sk")?;
+        config.skc_daddr = sock_common("skc_daddr")?;
+        config.skc_rcv_saddr = sock_common("skc_rcv_saddr")?;
+        config.skc_dport = sock_common("skc_dport")?;
+        config.skc_num = sock_common("skc_num")?;
+        config.skc_family = sock_common("skc_family")?;
+        config.skc_state = sock_common("skc_state")?;
+        config.skc_v6_daddr = sock_common("skc_v6_daddr")?;
+        config.skc_v6_rcv_saddr = sock_common("skc_v6_rcv_saddr")?;
+        Ok(())
+    })();
+    match walk {
+        Ok(()) => config.flags |= config_flags::ACCEPT_FD_WALK,
+        Err(e) => warnings.push(format!(
+            "{e}: accepted connections are attributed to the listener's owner (pid_exact: false)"
+        )),
+    }
+    match offset_of(btf, "sock", "sk_err") {
+        Ok(off) => {
+            config.sk_err = off;
+            config.flags |= config_flags::SK_ERR;
+        }
+        Err(e) => warnings.push(format!("{e}: connect failures carry no reason")),
+    }
+    // A bitfield before Linux 5.6; then accept() relies on the family check alone.
+    if let Ok(off) = offset_of(btf, "sock", "sk_protocol") {
+        config.sk_protocol = off;
+        config.flags |= config_flags::SK_PROTOCOL;
+    }
+    BtfOffsets { warnings }
+}

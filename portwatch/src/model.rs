@@ -1,0 +1,144 @@
+//! What portwatch reports, in userspace terms: one [`ConnEvent`] per kernel event,
+//! with both endpoints classified.
+use std::{fmt, net::IpAddr, time::Duration};
+
+use chrono::{DateTime, Utc};
+
+use crate::classify::PortClass;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Listen,
+    Accept,
+    Connect,
+    ConnectFailed,
+    Close,
+}
+
+impl EventKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Listen => "listen",
+            EventKind::Accept => "accept",
+            EventKind::Connect => "connect",
+            EventKind::ConnectFailed => "connect-failed",
+            EventKind::Close => "close",
+        }
+    }
+}
+
+/// The local machine's part in a connection, in the seed document's words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Local machine as a listening server.
+    Listener,
+    /// Local machine handling a client as a server.
+    Server,
+    /// Local machine as a client connecting to a server.
+    Client,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Listener => "listener",
+            Role::Server => "server",
+            Role::Client => "client",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
+}
+
+/// A TCP state, as the kernel numbers them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpState(pub u8);
+
+impl TcpState {
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            1 => "ESTABLISHED",
+            2 => "SYN_SENT",
+            3 => "SYN_RECV",
+            4 => "FIN_WAIT1",
+            5 => "FIN_WAIT2",
+            6 => "TIME_WAIT",
+            7 => "CLOSE",
+            8 => "CLOSE_WAIT",
+            9 => "LAST_ACK",
+            10 => "LISTEN",
+            11 => "CLOSING",
+            12 => "NEW_SYN_RECV",
+            _ => "UNKNOWN",
+        }
+    }
+}
+
+impl fmt::Display for TcpState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The process a socket belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    /// The task name exactly as the kernel has it (it may hold any byte but NUL;
+    /// printers escape it).
+    pub comm: String,
+}
+
+/// One end of a connection, classified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub class: PortClass,
+    /// Inside this host's ephemeral port range (ip_local_port_range).
+    pub ephemeral: bool,
+    pub service: Option<&'static str>,
+}
+
+/// Why a connect failed, from the socket's error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectError {
+    /// Positive errno, 0 when the kernel left none (the process gave up first).
+    pub errno: i32,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnEvent {
+    pub time: DateTime<Utc>,
+    pub kind: EventKind,
+    pub role: Role,
+    pub family: Family,
+    /// None when the socket's process is not known (it began before tracing).
+    pub owner: Option<Owner>,
+    /// The owner was read in the process's own context, not inferred.
+    pub pid_exact: bool,
+    pub local: Endpoint,
+    pub remote: Endpoint,
+    pub state: TcpState,
+    pub old_state: TcpState,
+    pub sock_id: u64,
+    /// Connect: the handshake. Close: the connection's lifetime.
+    pub duration: Option<Duration>,
+    pub error: Option<ConnectError>,
+}

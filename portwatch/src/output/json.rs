@@ -1,0 +1,164 @@
+//! JSON Lines: one object per event. The schema is documented in the README.
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use super::{Printer, RunInfo};
+use crate::model::{ConnEvent, Endpoint};
+
+pub struct JsonPrinter<W: Write> {
+    out: W,
+    info: RunInfo,
+}
+
+impl<W: Write> JsonPrinter<W> {
+    pub fn new(out: W, info: RunInfo) -> Self {
+        JsonPrinter { out, info }
+    }
+}
+
+#[derive(Serialize)]
+struct EndpointJson<'a> {
+    addr: String,
+    port: u16,
+    class: &'a str,
+    ephemeral: bool,
+    service: Option<&'a str>,
+}
+
+impl<'a> From<&'a Endpoint> for EndpointJson<'a> {
+    fn from(e: &'a Endpoint) -> Self {
+        EndpointJson {
+            addr: e.addr.to_string(),
+            port: e.port,
+            class: e.class.name(),
+            ephemeral: e.ephemeral,
+            service: e.service,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorJson<'a> {
+    errno: i32,
+    reason: &'a str,
+}
+
+#[derive(Serialize)]
+struct EventJson<'a> {
+    time: String,
+    event: &'a str,
+    role: &'a str,
+    proto: &'a str,
+    family: &'a str,
+    pid: Option<u32>,
+    tid: Option<u32>,
+    comm: Option<&'a str>,
+    uid: Option<u32>,
+    pid_exact: bool,
+    local: EndpointJson<'a>,
+    remote: EndpointJson<'a>,
+    state: &'a str,
+    old_state: &'a str,
+    sock_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorJson<'a>>,
+    attach: &'a str,
+}
+
+impl<W: Write> Printer for JsonPrinter<W> {
+    fn event(&mut self, e: &ConnEvent) -> io::Result<()> {
+        let owner = e.owner.as_ref();
+        let record = EventJson {
+            time: e.time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            event: e.kind.name(),
+            role: e.role.name(),
+            proto: "tcp",
+            family: e.family.name(),
+            pid: owner.map(|o| o.pid),
+            tid: owner.map(|o| o.tid),
+            comm: owner.map(|o| o.comm.as_str()),
+            uid: owner.map(|o| o.uid),
+            pid_exact: e.pid_exact,
+            local: (&e.local).into(),
+            remote: (&e.remote).into(),
+            state: e.state.name(),
+            old_state: e.old_state.name(),
+            sock_id: format!("{:016x}", e.sock_id),
+            duration_ms: e.duration.map(|d| d.as_nanos() as f64 / 1e6),
+            error: e.error.as_ref().map(|err| ErrorJson {
+                errno: err.errno,
+                reason: err.reason,
+            }),
+            attach: &self.info.attach_mode,
+        };
+        serde_json::to_writer(&mut self.out, &record)?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+    use crate::output::tests::sample_event;
+
+    fn print(e: &ConnEvent) -> Value {
+        let mut buf = Vec::new();
+        JsonPrinter::new(
+            &mut buf,
+            RunInfo {
+                attach_mode: "tracepoint".into(),
+            },
+        )
+        .event(e)
+        .unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(text.matches('\n').count(), 1);
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn documented_fields_are_present() {
+        let v = print(&sample_event());
+        assert_eq!(v["event"], "connect");
+        assert_eq!(v["role"], "client");
+        assert_eq!(v["proto"], "tcp");
+        assert_eq!(v["family"], "ipv4");
+        assert_eq!(v["pid"], 4242);
+        assert_eq!(v["tid"], 4243);
+        assert_eq!(v["comm"], "curl");
+        assert_eq!(v["uid"], 1000);
+        assert_eq!(v["pid_exact"], true);
+        assert_eq!(v["state"], "ESTABLISHED");
+        assert_eq!(v["attach"], "tracepoint");
+        assert_eq!(v["local"]["addr"], "127.0.0.1");
+        assert_eq!(v["local"]["port"], 51031);
+        assert_eq!(v["local"]["class"], "dynamic");
+        assert_eq!(v["local"]["ephemeral"], true);
+        assert_eq!(v["local"]["service"], Value::Null);
+        assert_eq!(v["remote"]["service"], "http");
+        assert_eq!(v["remote"]["class"], "well-known");
+        assert_eq!(v["duration_ms"], 1.5);
+        assert!(v["time"].as_str().unwrap().ends_with('Z'));
+        assert!(chrono::DateTime::parse_from_rfc3339(v["time"].as_str().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn unknown_owner_is_null_and_hostile_names_stay_valid_json() {
+        let mut e = sample_event();
+        e.owner.as_mut().unwrap().comm = "x\"\n\x1b\u{7f}".into();
+        let v = print(&e);
+        assert_eq!(v["comm"], "x\"\n\x1b\u{7f}");
+        e.owner = None;
+        e.pid_exact = false;
+        let v = print(&e);
+        assert_eq!(v["pid"], Value::Null);
+        assert_eq!(v["comm"], Value::Null);
+        assert_eq!(v["pid_exact"], false);
+    }
+}

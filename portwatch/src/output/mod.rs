@@ -1,0 +1,69 @@
+//! Printers. Each writes to any `impl Write` and flushes after every event, so
+//! output is live when piped and testable without a terminal.
+use std::io::{self, Write};
+
+use crate::model::ConnEvent;
+
+mod escape;
+mod json;
+mod table;
+
+pub use escape::escape_control;
+pub use json::JsonPrinter;
+pub use table::TablePrinter;
+
+/// Output formats (`--format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// netstat-like columns, one line per event.
+    Table,
+    /// JSON Lines: one object per event.
+    Json,
+}
+
+/// Facts about the run that printers may state.
+#[derive(Clone, Debug, Default)]
+pub struct RunInfo {
+    /// How the programs are attached (for example `tracepoint`).
+    pub attach_mode: String,
+}
+
+pub trait Printer {
+    fn event(&mut self, event: &ConnEvent) -> io::Result<()>;
+}
+
+pub fn printer<'w, W: Write + 'w>(
+    format: Format,
+    out: W,
+    info: RunInfo,
+) -> io::Result<Box<dyn Printer + 'w>> {
+    Ok(match format {
+        Format::Table => Box::new(TablePrinter::new(out)?),
+        Format::Json => Box::new(JsonPrinter::new(out, info)),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::Duration;
+
+    use crate::{
+        classify::EphemeralRange,
+        decode::{decode, tests::raw_event, Clock},
+        model::ConnEvent,
+    };
+
+    /// The seed's case 2: 127.0.0.1:51031 -> 222.222.222.222:80, by pid 4242 `curl`.
+    pub fn sample_event() -> ConnEvent {
+        let e = decode(
+            &raw_event(),
+            Clock {
+                realtime_minus_monotonic_ns: 0,
+            },
+            EphemeralRange::LINUX_DEFAULT,
+        )
+        .unwrap();
+        assert_eq!(e.duration, Some(Duration::from_micros(1500)));
+        e
+    }
+}

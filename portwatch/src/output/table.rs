@@ -1,0 +1,198 @@
+//! The table format: netstat's columns (Proto, Local Address, Foreign Address,
+//! State) with the time, the event, the process, the role and what each port is.
+use std::{
+    io::{self, Write},
+    net::IpAddr,
+};
+
+use chrono::Local;
+
+use super::{escape::escape_control, Printer};
+use crate::model::{ConnEvent, Endpoint, EventKind};
+
+pub struct TablePrinter<W: Write> {
+    out: W,
+}
+
+const HEADER: [&str; 11] = [
+    "TIME",
+    "EVENT",
+    "PROTO",
+    "LOCAL ADDRESS",
+    "FOREIGN ADDRESS",
+    "STATE",
+    "PID/PROGRAM",
+    "ROLE",
+    "LOCAL PORT",
+    "FOREIGN PORT",
+    "DETAIL",
+];
+/// Column widths; a longer value (an IPv6 address, say) widens its own row only.
+const WIDTHS: [usize; 10] = [12, 14, 5, 23, 23, 11, 22, 8, 20, 20];
+
+impl<W: Write> TablePrinter<W> {
+    pub fn new(mut out: W) -> io::Result<Self> {
+        write_row(&mut out, &HEADER.map(String::from))?;
+        out.flush()?;
+        Ok(TablePrinter { out })
+    }
+}
+
+fn write_row(out: &mut impl Write, cells: &[String; 11]) -> io::Result<()> {
+    let mut line = String::with_capacity(200);
+    for (cell, width) in cells.iter().zip(WIDTHS) {
+        line.push_str(cell);
+        let pad = width.saturating_sub(cell.chars().count()) + 1;
+        line.extend(std::iter::repeat_n(' ', pad.max(1)));
+    }
+    line.push_str(&cells[10]);
+    writeln!(out, "{}", line.trim_end())
+}
+
+/// `127.0.0.1:80`, `[::1]:80`, netstat style.
+pub fn socket_address(addr: IpAddr, port: u16) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+/// `well-known/http`, `dynamic,eph`: the IANA class, `eph` when inside the host's
+/// ephemeral range, and the service when one is known.
+pub fn port_description(e: &Endpoint) -> String {
+    let mut s = String::from(e.class.name());
+    if e.ephemeral {
+        s.push_str(",eph");
+    }
+    if let Some(service) = e.service {
+        s.push('/');
+        s.push_str(service);
+    }
+    s
+}
+
+fn process(e: &ConnEvent) -> String {
+    match &e.owner {
+        // `~` marks an owner that was inferred, not seen in the process's context.
+        Some(o) => format!(
+            "{}{}/{}",
+            if e.pid_exact { "" } else { "~" },
+            o.pid,
+            escape_control(&o.comm)
+        ),
+        None => "-".into(),
+    }
+}
+
+fn detail(e: &ConnEvent) -> String {
+    let mut parts = Vec::new();
+    if let Some(err) = &e.error {
+        parts.push(if err.errno != 0 {
+            format!("{} (errno {})", err.reason, err.errno)
+        } else {
+            err.reason.to_string()
+        });
+    }
+    match (e.kind, e.duration) {
+        (EventKind::Connect, Some(d)) => parts.push(format!("handshake {}", human_duration(d))),
+        (EventKind::Close, Some(d)) => parts.push(format!("after {}", human_duration(d))),
+        _ => {}
+    }
+    parts.join(", ")
+}
+
+pub fn human_duration(d: std::time::Duration) -> String {
+    let us = d.as_micros();
+    if us < 1_000 {
+        format!("{us}us")
+    } else if us < 1_000_000 {
+        format!("{:.1}ms", us as f64 / 1e3)
+    } else {
+        format!("{:.2}s", us as f64 / 1e6)
+    }
+}
+
+impl<W: Write> Printer for TablePrinter<W> {
+    fn event(&mut self, e: &ConnEvent) -> io::Result<()> {
+        let cells = [
+            e.time
+                .with_timezone(&Local)
+                .format("%H:%M:%S%.3f")
+                .to_string(),
+            e.kind.name().into(),
+            "tcp".into(),
+            socket_address(e.local.addr, e.local.port),
+            socket_address(e.remote.addr, e.remote.port),
+            e.state.name().into(),
+            process(e),
+            e.role.name().into(),
+            port_description(&e.local),
+            if e.kind == EventKind::Listen {
+                "-".into()
+            } else {
+                port_description(&e.remote)
+            },
+            detail(e),
+        ];
+        write_row(&mut self.out, &cells)?;
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::tests::sample_event;
+
+    #[test]
+    fn header_then_one_aligned_row_per_event() {
+        let mut buf = Vec::new();
+        {
+            let mut p = TablePrinter::new(&mut buf).unwrap();
+            p.event(&sample_event()).unwrap();
+        }
+        let text = String::from_utf8(buf).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("TIME "));
+        for word in ["Proto", "Local Address", "Foreign Address", "State"] {
+            assert!(lines[0].contains(&word.to_uppercase()), "{word}");
+        }
+        let row = lines[1];
+        // Columns start where the header's do.
+        let col = |line: &str, n: usize| -> usize {
+            WIDTHS[..n].iter().map(|w| w + 1).sum::<usize>().min(line.len())
+        };
+        assert_eq!(&row[col(row, 1)..col(row, 1) + 7], "connect");
+        assert_eq!(&lines[0][col(row, 3)..col(row, 3) + 13], "LOCAL ADDRESS");
+        assert_eq!(&row[col(row, 3)..col(row, 3) + 15], "127.0.0.1:51031");
+        assert!(row.contains("222.222.222.222:80"));
+        assert!(row.contains("ESTABLISHED"));
+        assert!(row.contains("4242/curl"));
+        assert!(row.contains("client"));
+        assert!(row.contains("dynamic,eph"));
+        assert!(row.contains("well-known/http"));
+        assert!(row.contains("handshake 1.5ms"));
+    }
+
+    #[test]
+    fn hostile_names_and_inexact_owners_are_visible() {
+        let mut e = sample_event();
+        e.owner.as_mut().unwrap().comm = "evil\x1b[2J".into();
+        e.pid_exact = false;
+        let mut buf = Vec::new();
+        TablePrinter::new(&mut buf).unwrap().event(&e).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert!(!text.contains('\x1b'));
+        assert!(text.contains("~4242/evil\\x1b[2J"));
+    }
+
+    #[test]
+    fn ipv6_addresses_are_bracketed() {
+        assert_eq!(socket_address("::1".parse().unwrap(), 80), "[::1]:80");
+        assert_eq!(
+            socket_address("0.0.0.0".parse().unwrap(), 0),
+            "0.0.0.0:0"
+        );
+    }
+}

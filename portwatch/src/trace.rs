@@ -1,0 +1,161 @@
+//! The live event loop: ring buffer -> decode -> classify -> print, until a signal
+//! or a closed stdout, with loss reported as it happens and at the end.
+use std::{
+    hash::{BuildHasher, RandomState},
+    io::{self, Write},
+    time::Duration,
+};
+
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::{
+    classify::EphemeralRange,
+    decode::{decode, parse_record, Clock},
+    loader::Tracer,
+    output::Printer,
+};
+
+/// How a trace ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// Whoever read stdout went away (`portwatch | head`): not an error.
+    StdoutClosed,
+}
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub events: u64,
+    pub lost: u64,
+    pub undecodable: u64,
+}
+
+struct Pipeline<'p> {
+    printer: &'p mut dyn Printer,
+    clock: Clock,
+    range: EphemeralRange,
+    /// Kernel addresses are not printed: socket ids are keyed hashes of them.
+    ids: RandomState,
+    stats: Stats,
+}
+
+impl Pipeline<'_> {
+    fn record(&mut self, bytes: &[u8], err: &mut impl Write) -> io::Result<()> {
+        let decoded = parse_record(bytes).and_then(|raw| decode(&raw, self.clock, self.range));
+        match decoded {
+            Ok(mut event) => {
+                event.sock_id = self.ids.hash_one(event.sock_id);
+                self.stats.events += 1;
+                self.printer.event(&event)
+            }
+            Err(e) => {
+                self.stats.undecodable += 1;
+                let _ = writeln!(err, "portwatch: skipping a kernel record: {e}");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, p: &mut Pipeline<'_>) -> io::Result<()> {
+    let mut err = io::stderr();
+    while let Some(item) = ring.next() {
+        p.record(&item, &mut err)?;
+    }
+    Ok(())
+}
+
+fn report_loss(tracer: &Tracer, stats: &mut Stats) {
+    let total = tracer.lost_total();
+    if total > stats.lost {
+        eprintln!(
+            "portwatch: warning: {} events lost (ring buffer full), {} in total; try a larger --ringbuf-size",
+            total - stats.lost,
+            total
+        );
+        stats.lost = total;
+    }
+}
+
+/// Register a map-backed fd with tokio for read readiness.
+fn watch<T: std::os::fd::AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
+    // SAFETY: `inner` owns its fd (a BPF map's) and the AsyncFd owns `inner`, so the
+    // fd stays open for as long as it is registered.
+    Ok(unsafe { AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }?)
+}
+
+type Logger = aya_log::EbpfLogger<&'static dyn log::Log>;
+
+/// Readiness of the kernel log channel, or never when there is none.
+async fn readable(
+    logger: &mut Option<AsyncFd<Logger>>,
+) -> io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, Logger>> {
+    match logger {
+        Some(l) => l.readable_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Run until SIGINT/SIGTERM or until stdout closes. Returns how it ended and the
+/// counts; the caller drops the tracer, which detaches every program.
+pub async fn run(tracer: &mut Tracer, printer: &mut dyn Printer) -> io::Result<(Ended, Stats)> {
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut pipeline = Pipeline {
+        printer,
+        clock: Clock::now(),
+        range: EphemeralRange::of_host(),
+        ids: RandomState::new(),
+        stats: Stats::default(),
+    };
+    let events = tracer
+        .events
+        .take()
+        .ok_or_else(|| io::Error::other("the ring buffer is already being read"))?;
+    let mut ring = watch(events)?;
+    let mut logger = match tracer.logger.take() {
+        Some(l) => Some(watch(l)?),
+        None => None,
+    };
+    let mut loss_tick = tokio::time::interval(Duration::from_secs(1));
+
+    let outcome = loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                // Readiness is edge-triggered: empty the buffer before waiting again.
+                let result = drain(guard.get_inner_mut(), &mut pipeline);
+                guard.clear_ready();
+                if let Err(e) = result {
+                    break Err(e);
+                }
+            }
+            guard = readable(&mut logger) => {
+                let mut guard = guard?;
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+            _ = loss_tick.tick() => report_loss(tracer, &mut pipeline.stats),
+            _ = sigint.recv() => break Ok(Ended::Signal),
+            _ = sigterm.recv() => break Ok(Ended::Signal),
+        }
+    };
+    let outcome = match outcome {
+        // Events already in the buffer when the signal came are still printed.
+        Ok(Ended::Signal) => drain(ring.get_mut(), &mut pipeline).map(|()| Ended::Signal),
+        other => other,
+    };
+    let ended = match outcome {
+        Ok(ended) => ended,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ended::StdoutClosed,
+        Err(e) => return Err(e),
+    };
+    report_loss(tracer, &mut pipeline.stats);
+    tracer.events = Some(ring.into_inner());
+    tracer.logger = logger.map(AsyncFd::into_inner);
+    Ok((ended, pipeline.stats))
+}

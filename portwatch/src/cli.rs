@@ -41,9 +41,8 @@ mod tests {
 
     #[test]
     fn json_and_ringbuf_size() {
-        let cli =
-            Cli::try_parse_from(["portwatch", "--format", "json", "--ringbuf-size", "65536"])
-                .unwrap();
+        let cli = Cli::try_parse_from(["portwatch", "--format", "json", "--ringbuf-size", "65536"])
+            .unwrap();
         assert_eq!(cli.format, Format::Json);
         assert_eq!(cli.ringbuf_size, 65536);
     }

@@ -19,7 +19,9 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("PORTWATCH_EBPF_OBJ
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("portwatch needs root, or the capabilities CAP_BPF and CAP_PERFMON (try: sudo portwatch)")]
+    #[error(
+        "portwatch needs root, or the capabilities CAP_BPF and CAP_PERFMON (try: sudo portwatch)"
+    )]
     Privileges,
     #[error(transparent)]
     Tracefs(#[from] TracefsError),
@@ -190,7 +192,12 @@ pub fn load(options: &LoadOptions) -> Result<Tracer, LoadError> {
     };
 
     let mut attached = Vec::new();
-    attach(&mut ebpf, "inet_sock_set_state", "sock", "inet_sock_set_state")?;
+    attach(
+        &mut ebpf,
+        "inet_sock_set_state",
+        "sock",
+        "inet_sock_set_state",
+    )?;
     attached.push("sock:inet_sock_set_state".to_string());
     if config.flags & config_flags::ACCEPT_FD_WALK != 0 {
         for name in ["sys_exit_accept", "sys_exit_accept4"] {
@@ -228,5 +235,4 @@ impl Tracer {
             .map(|per_cpu| per_cpu.iter().sum())
             .unwrap_or(0)
     }
-
 }

@@ -61,7 +61,10 @@ impl Pipeline<'_> {
     }
 }
 
-fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, p: &mut Pipeline<'_>) -> io::Result<()> {
+fn drain(
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    p: &mut Pipeline<'_>,
+) -> io::Result<()> {
     let mut err = io::stderr();
     while let Some(item) = ring.next() {
         p.record(&item, &mut err)?;

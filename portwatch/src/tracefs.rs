@@ -135,7 +135,13 @@ print fmt: \"family=%s protocol=%s\", REC->family
         assert_eq!(f.field("skaddr").unwrap(), Field { offset: 8, size: 8 });
         assert_eq!(f.offset("oldstate").unwrap(), 16);
         assert_eq!(f.offset("sport").unwrap(), 24);
-        assert_eq!(f.field("saddr_v6").unwrap(), Field { offset: 40, size: 16 });
+        assert_eq!(
+            f.field("saddr_v6").unwrap(),
+            Field {
+                offset: 40,
+                size: 16
+            }
+        );
         assert_eq!(f.offset("common_pid").unwrap(), 4);
         let err = f.offset("daddr_v6").unwrap_err().to_string();
         assert!(err.contains("sock:inet_sock_set_state"), "{err}");

@@ -1,1 +1,52 @@
-fn main(){}
+//! Developer tasks: `cargo xtask <command>`. Each command installs what it is
+//! missing (see `toolchain`) and says plainly what it cannot install.
+mod build;
+mod lint;
+mod run;
+mod test;
+mod toolchain;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install the eBPF toolchain (compiler with library source, bpf-linker) if missing.
+    Setup,
+    /// Build the eBPF object only.
+    BuildEbpf(build::Options),
+    /// Build the eBPF object and the portwatch binary.
+    Build(build::Options),
+    /// Build, then trace (through sudo -E when not root). Arguments after `--` go to portwatch.
+    Run(run::Options),
+    /// Run every test: unit tests, then the kernel integration tests (root).
+    Test(test::Options),
+    /// cargo fmt --check and clippy -D warnings, userspace and eBPF crate.
+    Lint,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => toolchain::ensure().map(|_| ()),
+        Command::BuildEbpf(o) => build::build_ebpf(&toolchain::ensure_or_exit(), &o).map(|_| ()),
+        Command::Build(o) => build::build_all(&o).map(|_| ()),
+        Command::Run(o) => run::run(o),
+        Command::Test(o) => test::test(o),
+        Command::Lint => lint::lint(),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

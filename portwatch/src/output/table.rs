@@ -161,7 +161,11 @@ mod tests {
         let row = lines[1];
         // Columns start where the header's do.
         let col = |line: &str, n: usize| -> usize {
-            WIDTHS[..n].iter().map(|w| w + 1).sum::<usize>().min(line.len())
+            WIDTHS[..n]
+                .iter()
+                .map(|w| w + 1)
+                .sum::<usize>()
+                .min(line.len())
         };
         assert_eq!(&row[col(row, 1)..col(row, 1) + 7], "connect");
         assert_eq!(&lines[0][col(row, 3)..col(row, 3) + 13], "LOCAL ADDRESS");
@@ -190,9 +194,6 @@ mod tests {
     #[test]
     fn ipv6_addresses_are_bracketed() {
         assert_eq!(socket_address("::1".parse().unwrap(), 80), "[::1]:80");
-        assert_eq!(
-            socket_address("0.0.0.0".parse().unwrap(), 0),
-            "0.0.0.0:0"
-        );
+        assert_eq!(socket_address("0.0.0.0".parse().unwrap(), 0), "0.0.0.0:0");
     }
 }

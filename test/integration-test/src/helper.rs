@@ -1,0 +1,133 @@
+//! The helper processes, each a re-execution of this binary with its own task
+//! name. Each prints one line per fact the test needs (its pid, its ports), the
+//! ground truth the traced events are compared with.
+use std::{
+    ffi::CString,
+    io::Write,
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    process::ExitCode,
+    thread::sleep,
+    time::Duration,
+};
+
+use nix::{
+    sys::{
+        socket::{self, AddressFamily, SockFlag, SockType, SockaddrStorage},
+        wait::waitpid,
+    },
+    unistd::{fork, getpid, getuid, ForkResult},
+};
+
+fn set_comm(name: &str) {
+    let name = CString::new(name).expect("no NUL in helper names");
+    nix::sys::prctl::set_name(&name).expect("prctl(PR_SET_NAME)");
+}
+
+fn say(line: String) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").unwrap();
+    out.flush().unwrap();
+}
+
+fn ms(text: &str) -> Duration {
+    Duration::from_millis(text.parse().expect("milliseconds"))
+}
+
+/// `server ADDR PORTS LISTENER-NAME ACCEPTOR-NAME COUNT HOLD-MS`: listen on the first
+/// of PORTS (comma-separated, 0 = any) that binds, fork, and let the child (renamed)
+/// accept COUNT connections, holding each HOLD-MS before closing it.
+fn server(args: &[String]) {
+    let addr: IpAddr = args[0].parse().unwrap();
+    set_comm(&args[2]);
+    let listener = args[1]
+        .split(',')
+        .find_map(|p| TcpListener::bind(SocketAddr::new(addr, p.parse().unwrap())).ok())
+        .expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    say(format!("listening {} {} {}", getpid(), getuid(), port));
+    let count: usize = args[4].parse().unwrap();
+    let hold = ms(&args[5]);
+    // SAFETY: this helper is single-threaded.
+    match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => {
+            set_comm(&args[3]);
+            let mut conns = Vec::new();
+            for _ in 0..count {
+                let (conn, peer) = listener.accept().expect("accept");
+                say(format!(
+                    "accepted {} {} {}",
+                    getpid(),
+                    getuid(),
+                    peer.port()
+                ));
+                conns.push(conn);
+            }
+            sleep(hold);
+            drop(conns);
+            std::process::exit(0);
+        }
+        ForkResult::Parent { child } => {
+            waitpid(child, None).expect("waitpid");
+            drop(listener);
+            say(format!("closed {}", getpid()));
+        }
+    }
+}
+
+/// `client ADDR PORT NAME HOLD-MS`: connect, report the local port, hold, close.
+fn client(args: &[String]) {
+    set_comm(&args[2]);
+    let addr: IpAddr = args[0].parse().unwrap();
+    let stream =
+        TcpStream::connect(SocketAddr::new(addr, args[1].parse().unwrap())).expect("connect");
+    let local = stream.local_addr().unwrap().port();
+    say(format!("connected {} {} {}", getpid(), getuid(), local));
+    sleep(ms(&args[3]));
+    drop(stream);
+}
+
+/// `refused ADDR PORT NAME`: bind to ADDR:0 (to know the local port), connect to a
+/// port nobody listens on, report the errno.
+fn refused(args: &[String]) {
+    set_comm(&args[2]);
+    let addr: IpAddr = args[0].parse().unwrap();
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket::socket(family, SockType::Stream, SockFlag::empty(), None).expect("socket");
+    let local = SockaddrStorage::from(SocketAddr::new(addr, 0));
+    socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &local).expect("bind");
+    let bound: SockaddrStorage = socket::getsockname(std::os::fd::AsRawFd::as_raw_fd(&fd)).unwrap();
+    let local_port = bound
+        .as_sockaddr_in()
+        .map(|a| a.port())
+        .or_else(|| bound.as_sockaddr_in6().map(|a| a.port()))
+        .unwrap();
+    let remote = SockaddrStorage::from(SocketAddr::new(addr, args[1].parse().unwrap()));
+    let errno = match socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &remote) {
+        Ok(()) => 0,
+        Err(e) => e as i32,
+    };
+    say(format!(
+        "refused {} {} {} {}",
+        getpid(),
+        getuid(),
+        local_port,
+        errno
+    ));
+}
+
+pub fn main(args: &[String]) -> ExitCode {
+    match args.first().map(String::as_str) {
+        Some("server") => server(&args[1..]),
+        Some("client") => client(&args[1..]),
+        Some("refused") => refused(&args[1..]),
+        other => {
+            eprintln!("unknown helper {other:?}");
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,444 @@
+//! The scenarios: each runs helper processes, takes their own account of what they
+//! did as ground truth, and checks that portwatch reported exactly that.
+use std::{
+    io::{BufRead, BufReader},
+    net::IpAddr,
+    process::{Child, ChildStdout, Command, ExitCode, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::{
+    expect::{endpoint, find, mismatches, port, Expected},
+    tracer::Tracer,
+};
+
+const HOLD_MS: u64 = 300;
+const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A helper process and its report lines.
+struct Helper {
+    child: Child,
+    lines: std::io::Lines<BufReader<ChildStdout>>,
+}
+
+impl Helper {
+    fn spawn(args: &[&str]) -> Result<Helper> {
+        let mut child = Command::new("/proc/self/exe")
+            .arg("helper")
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting a helper")?;
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Ok(Helper { child, lines })
+    }
+
+    /// The next report line, which must start with `word`; its fields as numbers.
+    fn expect(&mut self, word: &str) -> Result<Vec<u32>> {
+        let line = self
+            .lines
+            .next()
+            .with_context(|| format!("helper ended before saying `{word}`"))??;
+        let mut parts = line.split_whitespace();
+        if parts.next() != Some(word) {
+            bail!("helper said `{line}`, expected `{word} ...`");
+        }
+        parts
+            .map(|p| {
+                p.parse()
+                    .with_context(|| format!("in helper line `{line}`"))
+            })
+            .collect()
+    }
+
+    fn finish(mut self) -> Result<()> {
+        let status = self.child.wait()?;
+        if !status.success() {
+            bail!("helper exited with {status}");
+        }
+        Ok(())
+    }
+}
+
+fn exact(pid: u32, uid: u32, comm: &str) -> Value {
+    json!({"pid": pid, "tid": pid, "uid": uid, "comm": comm, "pid_exact": true, "proto": "tcp"})
+}
+
+fn merge(mut a: Value, b: Value) -> Value {
+    for (k, v) in b.as_object().unwrap() {
+        a[k] = v.clone();
+    }
+    a
+}
+
+/// Compare every expected event, once the tracer has shown them all (or timed out).
+fn check(tracer: &Tracer, expected: &[(Expected, &str, u16, u16)]) -> Vec<String> {
+    let events = tracer.wait_for(EVENT_TIMEOUT, |events| {
+        expected
+            .iter()
+            .all(|(_, kind, l, r)| !find(events, kind, *l, *r).is_empty())
+    });
+    let mut failures = Vec::new();
+    for (exp, kind, l, r) in expected {
+        let found = find(&events, kind, *l, *r);
+        match found.as_slice() {
+            [] => failures.push(format!("{}: no `{kind}` event {l} -> {r}", exp.what)),
+            [event] => {
+                let mut diffs = Vec::new();
+                mismatches(event, &exp.fields, "", &mut diffs);
+                if !diffs.is_empty() {
+                    failures.push(format!(
+                        "{}: {} (event: {event})",
+                        exp.what,
+                        diffs.join("; ")
+                    ));
+                }
+            }
+            many => failures.push(format!(
+                "{}: {} `{kind}` events {l} -> {r}, expected one",
+                exp.what,
+                many.len()
+            )),
+        }
+    }
+    failures
+}
+
+/// No event on these ports may name a process other than the ones that own them,
+/// or claim an exact pid it does not have.
+fn no_wrong_pids(tracer: &Tracer, ports: &[u16], pids: &[u32]) -> Vec<String> {
+    tracer
+        .events()
+        .iter()
+        .filter(|e| ports.contains(&port(e, "local")) || ports.contains(&port(e, "remote")))
+        .filter(|e| {
+            let pid_ok = e["pid"]
+                .as_u64()
+                .is_some_and(|p| pids.contains(&(p as u32)));
+            !pid_ok || e["pid_exact"] != true
+        })
+        .map(|e| format!("event with a wrong or inexact pid (expected one of {pids:?}): {e}"))
+        .collect()
+}
+
+fn durations_at_least(
+    tracer: &Tracer,
+    expected: &[(Expected, &str, u16, u16)],
+    min_ms: f64,
+) -> Vec<String> {
+    let events = tracer.events();
+    expected
+        .iter()
+        .filter(|(_, kind, _, r)| *kind == "close" && *r != 0)
+        .filter_map(|(exp, kind, l, r)| {
+            let found = find(&events, kind, *l, *r);
+            let d = found.first()?["duration_ms"].as_f64();
+            match d {
+                Some(ms) if ms >= min_ms && ms < 60_000.0 => None,
+                other => Some(format!(
+                    "{}: duration_ms {other:?}, expected at least {min_ms}",
+                    exp.what
+                )),
+            }
+        })
+        .collect()
+}
+
+/// A listener, a forked acceptor and `clients` separate client processes.
+fn listener_acceptor_clients(
+    tracer: &Tracer,
+    listen_addr: &str,
+    ports: &str,
+    connect_addr: &str,
+    clients: usize,
+) -> Result<Vec<String>> {
+    let listen_ip: IpAddr = listen_addr.parse()?;
+    let connect_ip: IpAddr = connect_addr.parse()?;
+    // What the connection's addresses look like from either end (the same here:
+    // loopback), and the family on the wire.
+    let family = if connect_ip.is_ipv4() { "ipv4" } else { "ipv6" };
+    let listen_family = if listen_ip.is_ipv4() { "ipv4" } else { "ipv6" };
+    let hold = HOLD_MS.to_string();
+    let count = clients.to_string();
+    let mut server = Helper::spawn(&[
+        "server",
+        listen_addr,
+        ports,
+        "pw-listener",
+        "pw-acceptor",
+        &count,
+        &hold,
+    ])?;
+    let [lpid, luid, port] = server.expect("listening")?[..] else {
+        bail!("bad listening line")
+    };
+    let port = port as u16;
+    let mut client_helpers = Vec::new();
+    for i in 0..clients {
+        let name = format!("pw-client-{i}");
+        let h = Helper::spawn(&["client", connect_addr, &port.to_string(), &name, &hold])?;
+        client_helpers.push((name, h));
+    }
+    let mut truth_clients = Vec::new();
+    for (name, h) in &mut client_helpers {
+        let [cpid, cuid, lport] = h.expect("connected")?[..] else {
+            bail!("bad connected line")
+        };
+        truth_clients.push((name.clone(), cpid, cuid, lport as u16));
+    }
+    let mut accepted = Vec::new();
+    for _ in 0..clients {
+        let [apid, auid, peer] = server.expect("accepted")?[..] else {
+            bail!("bad accepted line")
+        };
+        accepted.push((apid, auid, peer as u16));
+    }
+    server.expect("closed")?;
+    for (_, h) in client_helpers {
+        h.finish()?;
+    }
+    server.finish()?;
+    let apid = accepted[0].0;
+    let auid = accepted[0].1;
+
+    let mut expected = vec![
+        (
+            Expected {
+                what: "listen by the listener".into(),
+                fields: merge(
+                    exact(lpid, luid, "pw-listener"),
+                    json!({"event": "listen", "role": "listener", "family": listen_family, "state": "LISTEN",
+                           "local": endpoint(listen_ip, port), "remote": {"port": 0}}),
+                ),
+            },
+            "listen",
+            port,
+            0,
+        ),
+        (
+            Expected {
+                what: "close of the listener".into(),
+                fields: merge(
+                    exact(lpid, luid, "pw-listener"),
+                    json!({"event": "close", "role": "listener", "family": listen_family, "state": "CLOSE",
+                           "old_state": "LISTEN", "local": endpoint(listen_ip, port)}),
+                ),
+            },
+            "close",
+            port,
+            0,
+        ),
+    ];
+    let mut pids = vec![lpid, apid];
+    let mut ports_seen = vec![port];
+    for (name, cpid, cuid, lport) in &truth_clients {
+        pids.push(*cpid);
+        ports_seen.push(*lport);
+        if !accepted.iter().any(|(_, _, peer)| peer == lport) {
+            bail!("the acceptor never saw client port {lport}");
+        }
+        let client = exact(*cpid, *cuid, name);
+        let acceptor = exact(apid, auid, "pw-acceptor");
+        let c_local = endpoint(connect_ip, *lport);
+        let c_remote = endpoint(connect_ip, port);
+        expected.push((
+            Expected {
+                what: format!("connect by {name}"),
+                fields: merge(client.clone(), json!({"event": "connect", "role": "client", "family": family,
+                    "state": "ESTABLISHED", "old_state": "SYN_SENT", "local": c_local, "remote": c_remote})),
+            },
+            "connect",
+            *lport,
+            port,
+        ));
+        expected.push((
+            Expected {
+                what: format!("accept of {name} by the forked acceptor"),
+                fields: merge(
+                    acceptor.clone(),
+                    json!({"event": "accept", "role": "server", "family": family,
+                    "local": c_remote, "remote": c_local}),
+                ),
+            },
+            "accept",
+            port,
+            *lport,
+        ));
+        expected.push((
+            Expected {
+                what: format!("close of {name}'s connection, client side"),
+                fields: merge(
+                    client,
+                    json!({"event": "close", "role": "client", "family": family,
+                    "state": "CLOSE", "local": c_local, "remote": c_remote}),
+                ),
+            },
+            "close",
+            *lport,
+            port,
+        ));
+        expected.push((
+            Expected {
+                what: format!("close of {name}'s connection, server side"),
+                fields: merge(
+                    acceptor,
+                    json!({"event": "close", "role": "server", "family": family,
+                    "state": "CLOSE", "local": c_remote, "remote": c_local}),
+                ),
+            },
+            "close",
+            port,
+            *lport,
+        ));
+    }
+    let mut failures = check(tracer, &expected);
+    failures.extend(durations_at_least(tracer, &expected, HOLD_MS as f64 * 0.8));
+    failures.extend(no_wrong_pids(tracer, &ports_seen, &pids));
+    if apid == lpid {
+        failures.push("the acceptor is not a separate process".into());
+    }
+    Ok(failures)
+}
+
+/// A port nothing listens on: bound (never listened on, so portwatch sees nothing),
+/// its number read, and released.
+fn unused_port(ip: IpAddr) -> Result<u16> {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrStorage};
+    use std::os::fd::AsRawFd;
+    let family = if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket::socket(family, SockType::Stream, SockFlag::empty(), None)?;
+    socket::bind(
+        fd.as_raw_fd(),
+        &SockaddrStorage::from(std::net::SocketAddr::new(ip, 0)),
+    )?;
+    let bound: SockaddrStorage = socket::getsockname(fd.as_raw_fd())?;
+    bound
+        .as_sockaddr_in()
+        .map(|a| a.port())
+        .or_else(|| bound.as_sockaddr_in6().map(|a| a.port()))
+        .context("getsockname gave no inet address")
+}
+
+/// A connect to a port nobody listens on.
+fn refused(tracer: &Tracer, addr: &str) -> Result<Vec<String>> {
+    let ip: IpAddr = addr.parse()?;
+    let closed_port = unused_port(ip)?;
+    let mut h = Helper::spawn(&["refused", addr, &closed_port.to_string(), "pw-refused"])?;
+    let [pid, uid, lport, errno] = h.expect("refused")?[..] else {
+        bail!("bad refused line")
+    };
+    h.finish()?;
+    if errno != libc::ECONNREFUSED as u32 {
+        bail!(
+            "the connect failed with errno {errno}, not ECONNREFUSED: the scenario did not happen"
+        );
+    }
+    let lport = lport as u16;
+    let expected = [(
+        Expected {
+            what: "refused connect".into(),
+            fields: merge(
+                exact(pid, uid, "pw-refused"),
+                json!({"event": "connect-failed", "role": "client",
+                       "family": if ip.is_ipv4() { "ipv4" } else { "ipv6" },
+                       "state": "CLOSE", "old_state": "SYN_SENT",
+                       "local": endpoint(ip, lport), "remote": endpoint(ip, closed_port),
+                       "error": {"errno": libc::ECONNREFUSED, "reason": "refused"}}),
+            ),
+        },
+        "connect-failed",
+        lport,
+        closed_port,
+    )];
+    let mut failures = check(tracer, &expected);
+    failures.extend(no_wrong_pids(tracer, &[lport, closed_port], &[pid]));
+    Ok(failures)
+}
+
+type Scenario<'a> = (&'a str, Box<dyn Fn(&Tracer) -> Result<Vec<String>> + 'a>);
+
+pub fn run_all(portwatch: &str, extra: &[String]) -> ExitCode {
+    let tracer = match Tracer::start(portwatch, extra) {
+        Ok(t) => t,
+        Err(e) => {
+            println!("FAILED - portwatch did not start: {e:#}");
+            println!("0 passed, 1 failed");
+            return ExitCode::FAILURE;
+        }
+    };
+    let scenarios: Vec<Scenario> = vec![
+        (
+            "ipv4: listener, forked acceptor, 3 client processes",
+            Box::new(|t| listener_acceptor_clients(t, "127.0.0.1", "21,0", "127.0.0.1", 3)),
+        ),
+        (
+            "ipv6: listener, forked acceptor, 2 client processes",
+            Box::new(|t| listener_acceptor_clients(t, "::1", "0", "::1", 2)),
+        ),
+        (
+            "dual-stack listener, ipv4 client: v4-mapped addresses shown as ipv4",
+            Box::new(|t| listener_acceptor_clients(t, "::", "0", "127.0.0.1", 1)),
+        ),
+        (
+            "ipv4: refused connect",
+            Box::new(|t| refused(t, "127.0.0.1")),
+        ),
+        ("ipv6: refused connect", Box::new(|t| refused(t, "::1"))),
+    ];
+    let (mut passed, mut failed) = (0, 0);
+    for (name, scenario) in &scenarios {
+        match scenario(&tracer) {
+            Ok(f) if f.is_empty() => {
+                passed += 1;
+                println!("ok - {name}");
+            }
+            Ok(f) => {
+                failed += 1;
+                println!("FAILED - {name}");
+                for line in f {
+                    println!("    {line}");
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                println!("FAILED - {name}: {e:#}");
+            }
+        }
+    }
+    let attach_line = tracer.stderr().into_iter().find(|l| l.contains("attached"));
+    match tracer.stop() {
+        Ok((status, stderr))
+            if status.success() && stderr.iter().any(|l| l.contains("detached")) =>
+        {
+            passed += 1;
+            println!(
+                "ok - SIGINT detaches and exits 0 ({})",
+                attach_line.unwrap_or_default()
+            );
+        }
+        Ok((status, stderr)) => {
+            failed += 1;
+            println!(
+                "FAILED - SIGINT: exit {status}, stderr:\n{}",
+                stderr.join("\n")
+            );
+        }
+        Err(e) => {
+            failed += 1;
+            println!("FAILED - SIGINT: {e:#}");
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,74 @@
+//! Building the eBPF object and the userspace binaries.
+use std::{ffi::OsString, path::PathBuf};
+
+use anyhow::Result;
+
+use crate::{
+    toolchain::{self, Toolchain},
+    util::{self, workspace_root},
+};
+
+#[derive(clap::Args, Default)]
+pub struct Options {
+    /// Build userspace in release mode.
+    #[arg(long)]
+    pub release: bool,
+}
+
+/// Where the eBPF object ends up.
+pub fn ebpf_object() -> PathBuf {
+    workspace_root().join("target/ebpf/bpfel-unknown-none/release/portwatch")
+}
+
+pub fn build_ebpf(tc: &Toolchain, _options: &Options) -> Result<PathBuf> {
+    let root = workspace_root();
+    let mut path = OsString::from(&tc.bpf_linker_dir);
+    if let Some(old) = std::env::var_os("PATH") {
+        path.push(":");
+        path.push(old);
+    }
+    util::run(
+        util::cargo()
+            .current_dir(root.join("portwatch-ebpf"))
+            .args(["build", "--release", "--target", "bpfel-unknown-none"])
+            .args(["-Z", "build-std=core"])
+            .env("RUSTC", &tc.rustc)
+            // build-std needs nightly features; a distribution rustc has them behind this.
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env("CARGO_TARGET_DIR", root.join("target/ebpf"))
+            .env(
+                "CARGO_ENCODED_RUSTFLAGS",
+                ["-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"),
+            )
+            .env_remove("RUSTFLAGS")
+            .env_remove("RUSTC_WRAPPER")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .env("PATH", path),
+    )?;
+    Ok(ebpf_object())
+}
+
+/// A cargo command for userspace with the eBPF object's path set.
+pub fn userspace_cargo(object: &std::path::Path) -> std::process::Command {
+    let mut cmd = util::cargo();
+    cmd.current_dir(workspace_root())
+        .env("PORTWATCH_EBPF_OBJECT", object);
+    cmd
+}
+
+/// Build the eBPF object, then `portwatch`; returns the binary's path.
+pub fn build_all(options: &Options) -> Result<PathBuf> {
+    let tc = toolchain::ensure()?;
+    let object = build_ebpf(&tc, options)?;
+    let mut cmd = userspace_cargo(&object);
+    cmd.args(["build", "--package", "portwatch"]);
+    if options.release {
+        cmd.arg("--release");
+    }
+    util::run(&mut cmd)?;
+    let profile = if options.release { "release" } else { "debug" };
+    Ok(workspace_root()
+        .join("target")
+        .join(profile)
+        .join("portwatch"))
+}

@@ -32,10 +32,10 @@ pub fn try_sys_exit_accept(ctx: &TracePointContext) -> Result<(), i64> {
     let tuple = kernel::sock_tuple(&c, sk, family)?;
     let state = kernel::sock_state(&c, sk)?;
     let mut owner = current_owner(origin::SERVER, now_ns());
-    if let Some(child) = unsafe { SOCKS.get(&sk) } {
+    if let Some(child) = unsafe { SOCKS.get(sk) } {
         owner.start_ns = child.start_ns;
     }
-    let _ = SOCKS.insert(&sk, &owner, 0);
+    let _ = SOCKS.insert(sk, owner, 0);
     emit(
         &tuple,
         &owner,

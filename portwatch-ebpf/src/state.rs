@@ -83,7 +83,7 @@ pub fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
 
 #[inline(always)]
 fn remember(ctx: &TracePointContext, sk: u64, info: &SockInfo) {
-    if let Err(e) = SOCKS.insert(&sk, info, 0) {
+    if let Err(e) = SOCKS.insert(sk, info, 0) {
         warn!(ctx, "portwatch: socket map insert failed: {}", e);
     }
 }
@@ -100,7 +100,7 @@ fn on_listen(ctx: &TracePointContext, c: &Config, sk: u64, mut detail: Detail) -
     let tuple = read_tuple(ctx, c)?;
     let owner = current_owner(origin::LISTENER, now_ns());
     remember(ctx, sk, &owner);
-    let _ = LISTENERS.insert(&listen_key(&tuple), &owner, 0);
+    let _ = LISTENERS.insert(listen_key(&tuple), owner, 0);
     detail.kind = event_kind::LISTEN;
     emit(&tuple, &owner, &detail);
     Ok(())
@@ -114,7 +114,7 @@ fn on_connected(
 ) -> Result<(), i64> {
     let tuple = read_tuple(ctx, c)?;
     let now = now_ns();
-    let mut owner = match unsafe { SOCKS.get(&sk) } {
+    let mut owner = match unsafe { SOCKS.get(sk) } {
         Some(info) => *info,
         // connect() began before tracing started.
         None => unknown_owner(origin::CLIENT, now),
@@ -136,7 +136,7 @@ fn on_connect_failed(
 ) -> Result<(), i64> {
     let tuple = read_tuple(ctx, c)?;
     let now = now_ns();
-    let owner = match unsafe { SOCKS.get(&sk) } {
+    let owner = match unsafe { SOCKS.get(sk) } {
         Some(info) => *info,
         None => unknown_owner(origin::CLIENT, now),
     };
@@ -146,7 +146,7 @@ fn on_connect_failed(
     detail.duration_ns = now.saturating_sub(owner.start_ns);
     detail.kind = event_kind::CONNECT_FAILED;
     emit(&tuple, &owner, &detail);
-    let _ = SOCKS.remove(&sk);
+    let _ = SOCKS.remove(sk);
     Ok(())
 }
 
@@ -155,7 +155,7 @@ fn on_connect_failed(
 fn on_child(ctx: &TracePointContext, c: &Config, sk: u64) -> Result<(), i64> {
     let tuple = read_tuple(ctx, c)?;
     let now = now_ns();
-    let mut info = match unsafe { LISTENERS.get(&listen_key(&tuple)) } {
+    let mut info = match unsafe { LISTENERS.get(listen_key(&tuple)) } {
         Some(listener) => *listener,
         None => unknown_owner(origin::SERVER, now),
     };
@@ -163,7 +163,7 @@ fn on_child(ctx: &TracePointContext, c: &Config, sk: u64) -> Result<(), i64> {
     info.start_ns = now;
     info.flags &= !flags::PID_EXACT;
     // BPF_NOEXIST: accept() may already have recorded the exact owner.
-    let _ = SOCKS.insert(&sk, &info, 1);
+    let _ = SOCKS.insert(sk, info, 1);
     Ok(())
 }
 
@@ -176,7 +176,7 @@ fn on_child_established(
     mut detail: Detail,
 ) -> Result<(), i64> {
     let tuple = read_tuple(ctx, c)?;
-    let owner = match unsafe { SOCKS.get(&sk) } {
+    let owner = match unsafe { SOCKS.get(sk) } {
         Some(info) => *info,
         None => unknown_owner(origin::SERVER, now_ns()),
     };
@@ -188,7 +188,7 @@ fn on_child_established(
 fn on_close(ctx: &TracePointContext, c: &Config, sk: u64, mut detail: Detail) -> Result<(), i64> {
     let tuple = read_tuple(ctx, c)?;
     let now = now_ns();
-    let owner = match unsafe { SOCKS.get(&sk) } {
+    let owner = match unsafe { SOCKS.get(sk) } {
         Some(info) => *info,
         None => {
             let guess = if detail.old_state == tcp_state::LISTEN {
@@ -204,14 +204,14 @@ fn on_close(ctx: &TracePointContext, c: &Config, sk: u64, mut detail: Detail) ->
     }
     detail.kind = event_kind::CLOSE;
     emit(&tuple, &owner, &detail);
-    let _ = SOCKS.remove(&sk);
+    let _ = SOCKS.remove(sk);
     if detail.old_state == tcp_state::LISTEN {
         let key = listen_key(&tuple);
         // Only forget the listener if it is this socket's entry (SO_REUSEPORT may
         // have several listeners on one port).
-        if let Some(l) = unsafe { LISTENERS.get(&key) } {
+        if let Some(l) = unsafe { LISTENERS.get(key) } {
             if l.start_ns == owner.start_ns {
-                let _ = LISTENERS.remove(&key);
+                let _ = LISTENERS.remove(key);
             }
         }
     }

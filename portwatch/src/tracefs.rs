@@ -58,7 +58,7 @@ pub struct Format {
 
 impl Format {
     /// Parse a tracefs `format` file: lines like
-    /// `field:__u8 saddr_v6[16];	offset:40;	size:16;	signed:0;`.
+    /// `field:__u8 saddr_v6[16]; offset:40; size:16; signed:0;`.
     pub fn parse(tracepoint: &str, text: &str) -> Format {
         let mut fields = HashMap::new();
         for line in text.lines() {

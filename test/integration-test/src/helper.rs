@@ -3,7 +3,7 @@
 //! ground truth the traced events are compared with.
 use std::{
     ffi::CString,
-    io::Write,
+    io::{Read, Write},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream},
     process::ExitCode,
     thread::sleep,
@@ -11,12 +11,11 @@ use std::{
 };
 
 use nix::{
-    sys::{
-        socket::{self, AddressFamily, SockFlag, SockType, SockaddrStorage},
-        wait::waitpid,
-    },
+    sys::{socket, wait::waitpid},
     unistd::{fork, getpid, getuid, ForkResult},
 };
+
+use crate::sock;
 
 fn set_comm(name: &str) {
     let name = CString::new(name).expect("no NUL in helper names");
@@ -86,32 +85,45 @@ fn client(args: &[String]) {
     drop(stream);
 }
 
-/// `refused ADDR PORT NAME`: bind to ADDR:0 (to know the local port), connect to a
-/// port nobody listens on, report the errno.
+/// `refused ADDR PORT NAME`: from a known local port, connect to a port nobody
+/// listens on; report the errno.
 fn refused(args: &[String]) {
     set_comm(&args[2]);
     let addr: IpAddr = args[0].parse().unwrap();
-    let family = if addr.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    };
-    let fd = socket::socket(family, SockType::Stream, SockFlag::empty(), None).expect("socket");
-    let local = SockaddrStorage::from(SocketAddr::new(addr, 0));
-    socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &local).expect("bind");
-    let bound: SockaddrStorage = socket::getsockname(std::os::fd::AsRawFd::as_raw_fd(&fd)).unwrap();
-    let local_port = bound
-        .as_sockaddr_in()
-        .map(|a| a.port())
-        .or_else(|| bound.as_sockaddr_in6().map(|a| a.port()))
-        .unwrap();
-    let remote = SockaddrStorage::from(SocketAddr::new(addr, args[1].parse().unwrap()));
-    let errno = match socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &remote) {
-        Ok(()) => 0,
-        Err(e) => e as i32,
-    };
+    let (fd, local_port) = sock::bound(addr).expect("bind");
+    let errno = sock::connect_errno(&fd, addr, args[1].parse().unwrap());
     say(format!(
         "refused {} {} {} {}",
+        getpid(),
+        getuid(),
+        local_port,
+        errno
+    ));
+}
+
+/// `blackhole ADDR NAME`: listen with a backlog of 0 and fill it with one
+/// connection of its own, so the kernel drops every further SYN; report the port,
+/// then stay until stdin closes.
+fn blackhole(args: &[String]) {
+    set_comm(&args[1]);
+    let addr: IpAddr = args[0].parse().unwrap();
+    let (fd, port) = sock::bound(addr).expect("bind");
+    socket::listen(&fd, socket::Backlog::new(0).unwrap()).expect("listen");
+    let _filler = TcpStream::connect(SocketAddr::new(addr, port)).expect("connect");
+    say(format!("listening {} {} {}", getpid(), getuid(), port));
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+}
+
+/// `timeout ADDR PORT NAME`: from a known local port, connect with one SYN
+/// retransmission (the kernel gives up after about 3 s); report the errno.
+fn timeout(args: &[String]) {
+    set_comm(&args[2]);
+    let addr: IpAddr = args[0].parse().unwrap();
+    let (fd, local_port) = sock::bound(addr).expect("bind");
+    sock::set_syn_count(&fd, 1).expect("TCP_SYNCNT");
+    let errno = sock::connect_errno(&fd, addr, args[1].parse().unwrap());
+    say(format!(
+        "timedout {} {} {} {}",
         getpid(),
         getuid(),
         local_port,
@@ -124,6 +136,8 @@ pub fn main(args: &[String]) -> ExitCode {
         Some("server") => server(&args[1..]),
         Some("client") => client(&args[1..]),
         Some("refused") => refused(&args[1..]),
+        Some("blackhole") => blackhole(&args[1..]),
+        Some("timeout") => timeout(&args[1..]),
         other => {
             eprintln!("unknown helper {other:?}");
             return ExitCode::from(2);

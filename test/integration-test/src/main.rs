@@ -9,6 +9,7 @@
 mod expect;
 mod helper;
 mod scenarios;
+mod sock;
 mod tracer;
 
 use std::process::ExitCode;

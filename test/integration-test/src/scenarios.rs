@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use crate::{
     expect::{endpoint, find, mismatches, port, Expected},
+    sock,
     tracer::Tracer,
 };
 
@@ -26,9 +27,23 @@ struct Helper {
 
 impl Helper {
     fn spawn(args: &[&str]) -> Result<Helper> {
+        Self::spawn_stdin(args, Stdio::null())
+    }
+
+    /// A helper that runs until its stdin is closed.
+    fn spawn_with_stdin(args: &[&str]) -> Result<Helper> {
+        Self::spawn_stdin(args, Stdio::piped())
+    }
+
+    fn close_stdin(&mut self) {
+        drop(self.child.stdin.take());
+    }
+
+    fn spawn_stdin(args: &[&str], stdin: Stdio) -> Result<Helper> {
         let mut child = Command::new("/proc/self/exe")
             .arg("helper")
             .args(args)
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .spawn()
             .context("starting a helper")?;
@@ -306,24 +321,7 @@ fn listener_acceptor_clients(
 /// A port nothing listens on: bound (never listened on, so portwatch sees nothing),
 /// its number read, and released.
 fn unused_port(ip: IpAddr) -> Result<u16> {
-    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrStorage};
-    use std::os::fd::AsRawFd;
-    let family = if ip.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    };
-    let fd = socket::socket(family, SockType::Stream, SockFlag::empty(), None)?;
-    socket::bind(
-        fd.as_raw_fd(),
-        &SockaddrStorage::from(std::net::SocketAddr::new(ip, 0)),
-    )?;
-    let bound: SockaddrStorage = socket::getsockname(fd.as_raw_fd())?;
-    bound
-        .as_sockaddr_in()
-        .map(|a| a.port())
-        .or_else(|| bound.as_sockaddr_in6().map(|a| a.port()))
-        .context("getsockname gave no inet address")
+    Ok(sock::bound(ip)?.1)
 }
 
 /// A connect to a port nobody listens on.
@@ -335,22 +333,94 @@ fn refused(tracer: &Tracer, addr: &str) -> Result<Vec<String>> {
         bail!("bad refused line")
     };
     h.finish()?;
-    if errno != libc::ECONNREFUSED as u32 {
+    let client = Client {
+        pid,
+        uid,
+        port: lport as u16,
+        comm: "pw-refused",
+    };
+    failed_connect(
+        tracer,
+        ip,
+        closed_port,
+        &client,
+        errno,
+        libc::ECONNREFUSED,
+        "refused",
+    )
+}
+
+/// A connect whose SYNs the kernel drops (a listener with a full backlog): it
+/// times out.
+fn timed_out(tracer: &Tracer, addr: &str) -> Result<Vec<String>> {
+    let ip: IpAddr = addr.parse()?;
+    let mut hole = Helper::spawn_with_stdin(&["blackhole", addr, "pw-blackhole"])?;
+    let [_, _, port] = hole.expect("listening")?[..] else {
+        bail!("bad listening line")
+    };
+    let mut h = Helper::spawn(&["timeout", addr, &port.to_string(), "pw-timeout"])?;
+    let [pid, uid, lport, errno] = h.expect("timedout")?[..] else {
+        bail!("bad timedout line")
+    };
+    h.finish()?;
+    hole.close_stdin();
+    hole.finish()?;
+    let client = Client {
+        pid,
+        uid,
+        port: lport as u16,
+        comm: "pw-timeout",
+    };
+    failed_connect(
+        tracer,
+        ip,
+        port as u16,
+        &client,
+        errno,
+        libc::ETIMEDOUT,
+        "timed out",
+    )
+}
+
+/// A client process as it reported itself.
+struct Client<'a> {
+    pid: u32,
+    uid: u32,
+    port: u16,
+    comm: &'a str,
+}
+
+/// Check the connect-failed event of a client whose connect() returned `errno`.
+fn failed_connect(
+    tracer: &Tracer,
+    ip: IpAddr,
+    closed_port: u16,
+    client: &Client,
+    errno: u32,
+    want_errno: i32,
+    reason: &str,
+) -> Result<Vec<String>> {
+    if errno != want_errno as u32 {
         bail!(
-            "the connect failed with errno {errno}, not ECONNREFUSED: the scenario did not happen"
+            "the connect failed with errno {errno}, not {want_errno}: the scenario did not happen"
         );
     }
-    let lport = lport as u16;
+    let Client {
+        pid,
+        uid,
+        port: lport,
+        comm,
+    } = *client;
     let expected = [(
         Expected {
-            what: "refused connect".into(),
+            what: format!("connect that failed: {reason}"),
             fields: merge(
-                exact(pid, uid, "pw-refused"),
+                exact(pid, uid, comm),
                 json!({"event": "connect-failed", "role": "client",
                        "family": if ip.is_ipv4() { "ipv4" } else { "ipv6" },
                        "state": "CLOSE", "old_state": "SYN_SENT",
                        "local": endpoint(ip, lport), "remote": endpoint(ip, closed_port),
-                       "error": {"errno": libc::ECONNREFUSED, "reason": "refused"}}),
+                       "error": {"errno": want_errno, "reason": reason}}),
             ),
         },
         "connect-failed",
@@ -358,7 +428,7 @@ fn refused(tracer: &Tracer, addr: &str) -> Result<Vec<String>> {
         closed_port,
     )];
     let mut failures = check(tracer, &expected);
-    failures.extend(no_wrong_pids(tracer, &[lport, closed_port], &[pid]));
+    failures.extend(no_wrong_pids(tracer, &[lport], &[pid]));
     Ok(failures)
 }
 
@@ -391,6 +461,10 @@ pub fn run_all(portwatch: &str, extra: &[String]) -> ExitCode {
             Box::new(|t| refused(t, "127.0.0.1")),
         ),
         ("ipv6: refused connect", Box::new(|t| refused(t, "::1"))),
+        (
+            "ipv4: timed-out connect (SYNs dropped)",
+            Box::new(|t| timed_out(t, "127.0.0.1")),
+        ),
     ];
     let (mut passed, mut failed) = (0, 0);
     for (name, scenario) in &scenarios {

@@ -1,0 +1,59 @@
+//! Raw sockets for the cases std cannot express: bind before connect, a tiny
+//! listen backlog, TCP_SYNCNT.
+use std::{
+    net::{IpAddr, SocketAddr},
+    os::fd::{AsRawFd, OwnedFd},
+};
+
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrStorage};
+
+/// A TCP socket bound to `ip`, port chosen by the kernel, and that port.
+pub fn bound(ip: IpAddr) -> nix::Result<(OwnedFd, u16)> {
+    let family = if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket::socket(family, SockType::Stream, SockFlag::empty(), None)?;
+    socket::bind(
+        fd.as_raw_fd(),
+        &SockaddrStorage::from(SocketAddr::new(ip, 0)),
+    )?;
+    let name: SockaddrStorage = socket::getsockname(fd.as_raw_fd())?;
+    let port = name
+        .as_sockaddr_in()
+        .map(|a| a.port())
+        .or_else(|| name.as_sockaddr_in6().map(|a| a.port()))
+        .ok_or(nix::Error::EAFNOSUPPORT)?;
+    Ok((fd, port))
+}
+
+/// connect(), returning the errno it failed with (0 on success).
+pub fn connect_errno(fd: &OwnedFd, ip: IpAddr, port: u16) -> i32 {
+    match socket::connect(
+        fd.as_raw_fd(),
+        &SockaddrStorage::from(SocketAddr::new(ip, port)),
+    ) {
+        Ok(()) => 0,
+        Err(e) => e as i32,
+    }
+}
+
+/// Give up a connect after `retries` SYN retransmissions.
+pub fn set_syn_count(fd: &OwnedFd, retries: i32) -> std::io::Result<()> {
+    // SAFETY: a valid fd and a pointer to an int of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_SYNCNT,
+            (&retries as *const i32).cast(),
+            std::mem::size_of::<i32>() as u32,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

@@ -8,7 +8,7 @@ use std::{
 use chrono::Local;
 
 use super::{escape::escape_control, Printer};
-use crate::model::{ConnEvent, Endpoint, EventKind};
+use crate::model::{ConnEvent, Endpoint, EventKind, Role};
 
 pub struct TablePrinter<W: Write> {
     out: W,
@@ -28,7 +28,7 @@ const HEADER: [&str; 11] = [
     "DETAIL",
 ];
 /// Column widths; a longer value (an IPv6 address, say) widens its own row only.
-const WIDTHS: [usize; 10] = [12, 14, 5, 23, 23, 11, 22, 8, 20, 20];
+const WIDTHS: [usize; 10] = [12, 14, 5, 23, 23, 11, 22, 8, 22, 22];
 
 impl<W: Write> TablePrinter<W> {
     pub fn new(mut out: W) -> io::Result<Self> {
@@ -127,7 +127,8 @@ impl<W: Write> Printer for TablePrinter<W> {
             process(e),
             e.role.name().into(),
             port_description(&e.local),
-            if e.kind == EventKind::Listen {
+            // A listener has no peer: 0.0.0.0:0 is netstat's placeholder, not a port.
+            if e.role == Role::Listener {
                 "-".into()
             } else {
                 port_description(&e.remote)

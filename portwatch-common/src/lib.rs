@@ -183,17 +183,28 @@ pub struct Config {
     pub skc_state: u32,
     pub skc_v6_daddr: u32,
     pub skc_v6_rcv_saddr: u32,
+    /// Number of parameters of `inet_csk_accept` (4 before Linux 6.10, 2 since):
+    /// where fexit finds the return value.
+    pub accept_nargs: u32,
     /// Bits of [`config_flags`].
     pub flags: u32,
 }
 
 pub mod config_flags {
-    /// The fd-to-sock walk offsets are valid: accept is attributed at syscall exit.
-    pub const ACCEPT_FD_WALK: u32 = 1;
+    /// The `sock_common` offsets are valid: endpoints can be read from a sock.
+    pub const SOCK_FIELDS: u32 = 1;
+    /// The fd-to-sock walk offsets are valid.
+    pub const FD_WALK: u32 = 2;
     /// `sock.sk_err` is valid: connect failures carry the kernel's reason.
-    pub const SK_ERR: u32 = 2;
+    pub const SK_ERR: u32 = 4;
     /// `sock.sk_protocol` is a plain u16 member.
-    pub const SK_PROTOCOL: u32 = 4;
+    pub const SK_PROTOCOL: u32 = 8;
+    /// An accept program (sys_exit_accept, fexit or kretprobe on inet_csk_accept)
+    /// is attached: the tracepoint does not report accepts itself.
+    pub const ACCEPT_HOOKED: u32 = 16;
+    /// A tcp_connect program is attached: it records connecting processes, not the
+    /// tracepoint's CLOSE -> SYN_SENT.
+    pub const CONNECT_HOOKED: u32 = 32;
 }
 
 #[cfg(feature = "user")]
@@ -215,6 +226,6 @@ mod tests {
         assert_eq!(core::mem::size_of::<Event>(), 104);
         assert_eq!(core::mem::size_of::<SockInfo>(), 40);
         assert_eq!(core::mem::size_of::<ListenKey>(), 4);
-        assert_eq!(core::mem::size_of::<Config>(), 29 * 4);
+        assert_eq!(core::mem::size_of::<Config>(), 30 * 4);
     }
 }

@@ -33,6 +33,7 @@ pub static PORTWATCH_CONFIG: Global<Config> = Global::new(Config {
     skc_state: 0,
     skc_v6_daddr: 0,
     skc_v6_rcv_saddr: 0,
+    accept_nargs: 0,
     flags: 0,
 });
 

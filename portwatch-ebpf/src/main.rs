@@ -1,18 +1,24 @@
-//! portwatch's kernel half: TCP lifecycle from `sock:inet_sock_set_state`, process
-//! attribution for accept from `syscalls:sys_exit_accept{,4}`, events out through one
-//! ring buffer. Entry points stay thin; each calls a `try_*` function in its topic's
+//! portwatch's kernel half: TCP lifecycle from `sock:inet_sock_set_state`; process
+//! attribution from `tcp_connect` and `inet_csk_accept` (fentry/fexit or
+//! kprobe/kretprobe) where the kernel allows them, else from the tracepoint's
+//! process-context transitions and `syscalls:sys_exit_accept{,4}`; events out through
+//! one ring buffer. Entry points stay thin; each calls a `try_*` function in its topic's
 //! module.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 mod accept;
 mod config;
+mod connect;
 mod emit;
 mod kernel;
 mod maps;
 mod state;
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    macros::{fentry, fexit, kprobe, kretprobe, tracepoint},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
+};
 
 /// `sock:inet_sock_set_state`: listen, connect, connect failure, close.
 #[tracepoint]
@@ -25,6 +31,37 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
     let _ = accept::try_sys_exit_accept(&ctx);
+    0
+}
+
+/// fentry `tcp_connect` (mode `fentry`): the connecting process.
+#[fentry(function = "tcp_connect")]
+pub fn fentry_tcp_connect(ctx: FEntryContext) -> u32 {
+    let sk: *const u8 = ctx.arg(0);
+    let _ = connect::record_connecting(&ctx, sk as u64);
+    0
+}
+
+/// fexit `inet_csk_accept` (mode `fentry`): the accepting process.
+#[fexit(function = "inet_csk_accept")]
+pub fn fexit_inet_csk_accept(ctx: FExitContext) -> u32 {
+    let _ = accept::try_fexit_inet_csk_accept(&ctx);
+    0
+}
+
+/// kprobe `tcp_connect` (mode `kprobe`).
+#[kprobe]
+pub fn kprobe_tcp_connect(ctx: ProbeContext) -> u32 {
+    if let Some(sk) = ctx.arg::<*const u8>(0) {
+        let _ = connect::record_connecting(&ctx, sk as u64);
+    }
+    0
+}
+
+/// kretprobe `inet_csk_accept` (mode `kprobe`).
+#[kretprobe]
+pub fn kretprobe_inet_csk_accept(ctx: RetProbeContext) -> u32 {
+    let _ = accept::try_kretprobe_inet_csk_accept(&ctx);
     0
 }
 

@@ -4,7 +4,7 @@
 //! (inside listen()) and CLOSE -> SYN_SENT (inside connect()). The owner is recorded
 //! there, per socket, and every later transition of that socket (which usually runs
 //! in softirq context, where the current task is unrelated) uses the recorded owner.
-use aya_ebpf::programs::TracePointContext;
+use aya_ebpf::{programs::TracePointContext, EbpfContext};
 use aya_log_ebpf::warn;
 use portwatch_common::{
     config_flags, event_kind, flags, origin, tcp_state, Config, ListenKey, SockInfo, AF_INET,
@@ -64,7 +64,7 @@ pub fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     };
     match (old, new) {
         (tcp_state::CLOSE, tcp_state::LISTEN) => on_listen(ctx, &c, sk, detail),
-        (tcp_state::CLOSE, tcp_state::SYN_SENT) => {
+        (tcp_state::CLOSE, tcp_state::SYN_SENT) if c.flags & config_flags::CONNECT_HOOKED == 0 => {
             remember(ctx, sk, &current_owner(origin::CLIENT, now_ns()));
             Ok(())
         }
@@ -72,7 +72,7 @@ pub fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         (tcp_state::SYN_SENT, tcp_state::CLOSE) => on_connect_failed(ctx, &c, sk, detail),
         (tcp_state::LISTEN, tcp_state::SYN_RECV) => on_child(ctx, &c, sk),
         (tcp_state::SYN_RECV, tcp_state::ESTABLISHED)
-            if c.flags & config_flags::ACCEPT_FD_WALK == 0 =>
+            if c.flags & config_flags::ACCEPT_HOOKED == 0 =>
         {
             on_child_established(ctx, &c, sk, detail)
         }
@@ -82,7 +82,8 @@ pub fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
 }
 
 #[inline(always)]
-fn remember(ctx: &TracePointContext, sk: u64, info: &SockInfo) {
+/// Record a socket's owner; a failure is logged, never silent.
+pub fn remember<C: EbpfContext>(ctx: &C, sk: u64, info: &SockInfo) {
     if let Err(e) = SOCKS.insert(sk, info, 0) {
         warn!(ctx, "portwatch: socket map insert failed: {}", e);
     }
@@ -167,7 +168,7 @@ fn on_child(ctx: &TracePointContext, c: &Config, sk: u64) -> Result<(), i64> {
     Ok(())
 }
 
-/// Without the fd walk (no BTF), the best the tracepoint can say about an accepted
+/// Without an accept program (no BTF), the best the tracepoint can say about an accepted
 /// connection is that it was established on a listener: report it then, inexactly.
 fn on_child_established(
     ctx: &TracePointContext,

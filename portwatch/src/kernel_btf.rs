@@ -98,6 +98,20 @@ pub fn offset_of(btf: &Btf, root: &str, path: &str) -> Result<u32, BtfError> {
     Ok(total)
 }
 
+/// How many parameters kernel function `name` takes (its BTF prototype).
+pub fn function_arg_count(btf: &Btf, name: &str) -> Option<u32> {
+    btf.resolve_types_by_name(name)
+        .ok()?
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Func(f) => match btf.resolve_chained_type(&f).ok()? {
+                Type::FuncProto(p) => Some(p.parameters.len() as u32),
+                _ => None,
+            },
+            _ => None,
+        })
+}
+
 /// What the kernel side can do with this kernel's BTF, and what it could not.
 pub struct BtfOffsets {
     pub warnings: Vec<String>,
@@ -114,13 +128,7 @@ pub fn fill_config(btf: Option<&Btf>, config: &mut Config) -> BtfOffsets {
         return BtfOffsets { warnings };
     };
     let sock_common = |m: &str| offset_of(btf, "sock", &format!("__sk_common.{m}"));
-    let walk = (|| -> Result<(), BtfError> {
-        config.task_files = offset_of(btf, "task_struct", "files")?;
-        config.files_fdt = offset_of(btf, "files_struct", "fdt")?;
-        config.fdt_max_fds = offset_of(btf, "fdtable", "max_fds")?;
-        config.fdt_fd = offset_of(btf, "fdtable", "fd")?;
-        config.file_private_data = offset_of(btf, "file", "private_data")?;
-        config.socket_sk = offset_of(btf, "socket", "sk")?;
+    let fields = (|| -> Result<(), BtfError> {
         config.skc_daddr = sock_common("skc_daddr")?;
         config.skc_rcv_saddr = sock_common("skc_rcv_saddr")?;
         config.skc_dport = sock_common("skc_dport")?;
@@ -131,11 +139,29 @@ pub fn fill_config(btf: Option<&Btf>, config: &mut Config) -> BtfOffsets {
         config.skc_v6_rcv_saddr = sock_common("skc_v6_rcv_saddr")?;
         Ok(())
     })();
-    match walk {
-        Ok(()) => config.flags |= config_flags::ACCEPT_FD_WALK,
+    match fields {
+        Ok(()) => config.flags |= config_flags::SOCK_FIELDS,
         Err(e) => warnings.push(format!(
             "{e}: accepted connections are attributed to the listener's owner (pid_exact: false)"
         )),
+    }
+    let walk = (|| -> Result<(), BtfError> {
+        config.task_files = offset_of(btf, "task_struct", "files")?;
+        config.files_fdt = offset_of(btf, "files_struct", "fdt")?;
+        config.fdt_max_fds = offset_of(btf, "fdtable", "max_fds")?;
+        config.fdt_fd = offset_of(btf, "fdtable", "fd")?;
+        config.file_private_data = offset_of(btf, "file", "private_data")?;
+        config.socket_sk = offset_of(btf, "socket", "sk")?;
+        Ok(())
+    })();
+    match walk {
+        Ok(()) => config.flags |= config_flags::FD_WALK,
+        Err(e) => warnings.push(format!(
+            "{e}: in tracepoint mode, accepted connections are attributed to the listener's owner (pid_exact: false)"
+        )),
+    }
+    if let Some(n) = function_arg_count(btf, "inet_csk_accept") {
+        config.accept_nargs = n;
     }
     match offset_of(btf, "sock", "sk_err") {
         Ok(off) => {

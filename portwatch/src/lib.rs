@@ -6,6 +6,7 @@
 pub mod classify;
 pub mod cli;
 pub mod decode;
+pub mod doctor;
 pub mod kernel_btf;
 pub mod loader;
 pub mod model;
@@ -36,7 +37,14 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             return ExitCode::from(code as u8);
         }
     };
-    match run(cli) {
+    let result = match cli.command {
+        Some(cli::Command::Doctor) => {
+            doctor::run(cli.format, &mut io::stdout().lock()).map_err(Error::from)
+        }
+        None => run(cli),
+    };
+    match result {
+        Err(Error::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("portwatch: error: {}", loader::error_chain(&e));
@@ -55,6 +63,7 @@ fn run(cli: cli::Cli) -> Result<(), Error> {
     runtime.block_on(async {
         let mut tracer = loader::load(&loader::LoadOptions {
             ringbuf_bytes: cli.ringbuf_size,
+            attach: cli.attach,
         })?;
         for w in &tracer.warnings {
             eprintln!("portwatch: warning: {w}");

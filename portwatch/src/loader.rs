@@ -1,11 +1,11 @@
-//! Loading the embedded eBPF object and attaching it: the only module that talks to
-//! aya's program API.
-use std::path::Path;
+//! Loading the embedded eBPF object and attaching it in one of three modes: the
+//! only module that talks to aya's program API.
+use std::path::{Path, PathBuf};
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
-    Ebpf, EbpfLoader,
+    programs::{FEntry, FExit, KProbe, Program, ProgramError, TracePoint},
+    Btf, Ebpf, EbpfLoader,
 };
 use portwatch_common::{config_flags, Config};
 
@@ -25,25 +25,56 @@ pub enum LoadError {
     Privileges,
     #[error(transparent)]
     Tracefs(#[from] TracefsError),
-    #[error("loading the eBPF programs failed: {0}")]
-    Load(String),
-    #[error("attaching {tracepoint} failed: {reason}")]
-    Attach { tracepoint: String, reason: String },
-    #[error("eBPF map {0} is missing or of the wrong type: {1}")]
-    Map(&'static str, String),
+    #[error("attach mode {mode} is not available on this kernel: {reason}")]
+    ModeRefused { mode: &'static str, reason: String },
+    #[error("no attach mode works on this kernel: {0}")]
+    NoMode(String),
 }
 
-/// How the programs are attached. Only the tracepoint family for now; the hook
-/// layer is kept open for fentry/kprobe modes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How the programs are attached (`--attach`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AttachMode {
+    /// fentry tcp_connect, fexit inet_csk_accept, and the tracepoint.
+    Fentry,
+    /// kprobe tcp_connect, kretprobe inet_csk_accept, and the tracepoint.
+    Kprobe,
+    /// sock:inet_sock_set_state and syscalls:sys_exit_accept{,4} only.
     Tracepoint,
 }
 
 impl AttachMode {
+    /// The order `--attach auto` tries them in: cheapest and most exact first.
+    pub const ALL: [AttachMode; 3] = [
+        AttachMode::Fentry,
+        AttachMode::Kprobe,
+        AttachMode::Tracepoint,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
+            AttachMode::Fentry => "fentry",
+            AttachMode::Kprobe => "kprobe",
             AttachMode::Tracepoint => "tracepoint",
+        }
+    }
+}
+
+/// `--attach`: a mode, or the first that works.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachChoice {
+    Auto,
+    Fentry,
+    Kprobe,
+    Tracepoint,
+}
+
+impl AttachChoice {
+    pub fn modes(self) -> &'static [AttachMode] {
+        match self {
+            AttachChoice::Auto => &AttachMode::ALL,
+            AttachChoice::Fentry => &[AttachMode::Fentry],
+            AttachChoice::Kprobe => &[AttachMode::Kprobe],
+            AttachChoice::Tracepoint => &[AttachMode::Tracepoint],
         }
     }
 }
@@ -51,6 +82,21 @@ impl AttachMode {
 pub struct LoadOptions {
     /// Ring buffer size in bytes (a power of two, a multiple of the page size).
     pub ringbuf_bytes: u32,
+    pub attach: AttachChoice,
+}
+
+/// What was learnt about the kernel before loading anything: the same for every
+/// mode, so auto does it once.
+pub struct KernelInfo {
+    pub tracefs: PathBuf,
+    /// Offsets and feature flags every mode starts from.
+    pub config: Config,
+    /// The kernel's BTF as aya wants it (fentry/fexit need it to load).
+    pub btf: Option<Btf>,
+    /// Why a feature is off, and what that costs.
+    pub warnings: Vec<String>,
+    /// Offset of `ret` in sys_exit_accept{,4}, when both agree.
+    pub accept_ret: Result<u32, String>,
 }
 
 /// Loaded, attached programs and the maps userspace reads. Dropping it detaches
@@ -64,7 +110,7 @@ pub struct Tracer {
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     pub lost: PerCpuArray<MapData, u64>,
     pub mode: AttachMode,
-    /// `category:name` of every attached tracepoint.
+    /// Every hook attached, e.g. `fentry:tcp_connect`, `sock:inet_sock_set_state`.
     pub attached: Vec<String>,
     /// What this kernel does not allow and what that costs in exactness.
     pub warnings: Vec<String>,
@@ -84,16 +130,21 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         }
         source = s.source();
     }
-    text
+    // aya appends the verifier log, empty when the kernel refused before verifying.
+    let trimmed = text
+        .trim_end()
+        .trim_end_matches("Verifier output:")
+        .trim_end();
+    trimmed.trim_end_matches('.').to_string()
 }
 
-fn has_privileges() -> bool {
+pub fn has_privileges() -> bool {
     use caps::{CapSet, Capability};
     let has = |c| caps::has_cap(None, CapSet::Effective, c).unwrap_or(false);
     has(Capability::CAP_SYS_ADMIN) || (has(Capability::CAP_BPF) && has(Capability::CAP_PERFMON))
 }
 
-/// Offsets of `sock:inet_sock_set_state` and `sys_exit_accept{,4}`, from tracefs.
+/// Offsets of `sock:inet_sock_set_state`, from tracefs.
 fn tracepoint_offsets(root: &Path, config: &mut Config) -> Result<(), TracefsError> {
     let f = Format::read(root, "sock", "inet_sock_set_state")?;
     config.tp_skaddr = f.offset("skaddr")?;
@@ -110,79 +161,220 @@ fn tracepoint_offsets(root: &Path, config: &mut Config) -> Result<(), TracefsErr
     Ok(())
 }
 
-/// The accept tracepoints, when the fd walk can use them: their `ret` offset must
-/// agree, since one program serves both.
-fn accept_offsets(root: &Path, config: &mut Config) -> Result<(), TracefsError> {
-    let accept = Format::read(root, "syscalls", "sys_exit_accept")?.offset("ret")?;
-    let accept4 = Format::read(root, "syscalls", "sys_exit_accept4")?.offset("ret")?;
-    if accept != accept4 {
-        return Err(TracefsError::MissingField {
-            tracepoint: "syscalls:sys_exit_accept (ret offset differs from accept4)".into(),
-            field: "ret",
-        });
-    }
-    config.tp_accept_ret = accept;
-    Ok(())
-}
-
-fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<(), LoadError> {
-    let err = |reason: String| LoadError::Attach {
-        tracepoint: format!("{category}:{name}"),
-        reason,
+/// `ret` of the accept syscall tracepoints: one program serves both, so their
+/// offsets must agree.
+fn accept_ret_offset(root: &Path) -> Result<u32, String> {
+    let read = |name| {
+        Format::read(root, "syscalls", name)
+            .and_then(|f| f.offset("ret"))
+            .map_err(|e| e.to_string())
     };
-    let prog: &mut TracePoint = ebpf
-        .program_mut(program)
-        .ok_or_else(|| err(format!("program {program} missing from the eBPF object")))?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| err(error_chain(&e)))?;
-    if prog.fd().is_err() {
-        prog.load().map_err(|e| err(error_chain(&e)))?;
+    let (accept, accept4) = (read("sys_exit_accept")?, read("sys_exit_accept4")?);
+    if accept != accept4 {
+        return Err(format!(
+            "sys_exit_accept and sys_exit_accept4 disagree on the offset of ret ({accept} vs {accept4})"
+        ));
     }
-    prog.attach(category, name)
-        .map_err(|e| err(error_chain(&e)))?;
-    Ok(())
+    Ok(accept)
 }
 
-pub fn load(options: &LoadOptions) -> Result<Tracer, LoadError> {
+/// Everything learnt before loading: privileges, tracefs, offsets, BTF.
+pub fn inspect_kernel() -> Result<KernelInfo, LoadError> {
     if !has_privileges() {
         return Err(LoadError::Privileges);
     }
-    let root = tracefs::ensure_mounted()?;
+    let tracefs = tracefs::ensure_mounted()?;
     let mut config = Config::default();
-    tracepoint_offsets(&root, &mut config)?;
-
-    let btf = kernel_btf::load_vmlinux();
+    tracepoint_offsets(&tracefs, &mut config)?;
     let mut warnings = Vec::new();
-    let btf = match btf {
-        Ok(b) => Some(b),
-        Err(e) => {
-            warnings.push(e.to_string());
-            None
-        }
-    };
-    warnings.extend(kernel_btf::fill_config(btf.as_ref(), &mut config).warnings);
-    if config.flags & config_flags::ACCEPT_FD_WALK != 0 {
-        if let Err(e) = accept_offsets(&root, &mut config) {
-            config.flags &= !config_flags::ACCEPT_FD_WALK;
-            warnings.push(format!(
-                "{e}: accepted connections are attributed to the listener's owner (pid_exact: false)"
-            ));
-        }
-    }
-
+    let btf_rs = kernel_btf::load_vmlinux()
+        .map_err(|e| warnings.push(e.to_string()))
+        .ok();
+    warnings.extend(kernel_btf::fill_config(btf_rs.as_ref(), &mut config).warnings);
+    let accept_ret = accept_ret_offset(&tracefs);
     // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
     let _ = nix::sys::resource::setrlimit(
         nix::sys::resource::Resource::RLIMIT_MEMLOCK,
         nix::sys::resource::RLIM_INFINITY,
         nix::sys::resource::RLIM_INFINITY,
     );
+    Ok(KernelInfo {
+        tracefs,
+        config,
+        btf: Btf::from_sys_fs().ok(),
+        warnings,
+        accept_ret,
+    })
+}
 
+/// The programs one mode attaches, besides the tracepoint every mode has.
+enum Hook {
+    Tracepoint {
+        program: &'static str,
+        category: &'static str,
+        name: &'static str,
+    },
+    Fentry {
+        program: &'static str,
+        function: &'static str,
+    },
+    Fexit {
+        program: &'static str,
+        function: &'static str,
+    },
+    Kprobe {
+        program: &'static str,
+        function: &'static str,
+    },
+}
+
+impl Hook {
+    fn label(&self) -> String {
+        match self {
+            Hook::Tracepoint { category, name, .. } => format!("{category}:{name}"),
+            Hook::Fentry { function, .. } => format!("fentry:{function}"),
+            Hook::Fexit { function, .. } => format!("fexit:{function}"),
+            Hook::Kprobe { program, function } if program.starts_with("kretprobe") => {
+                format!("kretprobe:{function}")
+            }
+            Hook::Kprobe { function, .. } => format!("kprobe:{function}"),
+        }
+    }
+
+    fn attach(&self, ebpf: &mut Ebpf, btf: Option<&Btf>) -> Result<(), String> {
+        let program = match self {
+            Hook::Tracepoint { program, .. }
+            | Hook::Fentry { program, .. }
+            | Hook::Fexit { program, .. }
+            | Hook::Kprobe { program, .. } => *program,
+        };
+        let prog: &mut Program = ebpf
+            .program_mut(program)
+            .ok_or_else(|| format!("program {program} is missing from the eBPF object"))?;
+        let chain = |e: ProgramError| error_chain(&e);
+        let no_btf = || "the kernel has no BTF (/sys/kernel/btf/vmlinux)".to_string();
+        match self {
+            Hook::Tracepoint { category, name, .. } => {
+                let p: &mut TracePoint = prog.try_into().map_err(chain)?;
+                if p.fd().is_err() {
+                    p.load().map_err(chain)?;
+                }
+                p.attach(category, name).map_err(chain)?;
+            }
+            Hook::Fentry { function, .. } => {
+                let p: &mut FEntry = prog.try_into().map_err(chain)?;
+                p.load(function, btf.ok_or_else(no_btf)?).map_err(chain)?;
+                p.attach().map_err(chain)?;
+            }
+            Hook::Fexit { function, .. } => {
+                let p: &mut FExit = prog.try_into().map_err(chain)?;
+                p.load(function, btf.ok_or_else(no_btf)?).map_err(chain)?;
+                p.attach().map_err(chain)?;
+            }
+            Hook::Kprobe { function, .. } => {
+                let p: &mut KProbe = prog.try_into().map_err(chain)?;
+                p.load().map_err(chain)?;
+                p.attach(function, 0).map_err(|e| {
+                    let text = chain(e);
+                    if text.contains("devices/kprobe") {
+                        format!("{text} (this kernel has no kprobe support: built without CONFIG_KPROBES?)")
+                    } else {
+                        text
+                    }
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The hooks of `mode`, and the config flags that tell the kernel side which of
+/// its paths they replace. Err: why this kernel cannot do the mode at all.
+fn plan(
+    mode: AttachMode,
+    kernel: &KernelInfo,
+    config: &mut Config,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Hook>, String> {
+    let sock_fields = config.flags & config_flags::SOCK_FIELDS != 0;
+    let mut hooks = Vec::new();
+    match mode {
+        AttachMode::Fentry => {
+            if kernel.btf.is_none() {
+                return Err("the kernel has no BTF (/sys/kernel/btf/vmlinux)".into());
+            }
+            if !sock_fields {
+                return Err("struct sock offsets were not found in the kernel's BTF".into());
+            }
+            if config.accept_nargs == 0 || config.accept_nargs > 5 {
+                return Err(
+                    "the prototype of inet_csk_accept was not found in the kernel's BTF".into(),
+                );
+            }
+            hooks.push(Hook::Fentry {
+                program: "fentry_tcp_connect",
+                function: "tcp_connect",
+            });
+            hooks.push(Hook::Fexit {
+                program: "fexit_inet_csk_accept",
+                function: "inet_csk_accept",
+            });
+            config.flags |= config_flags::CONNECT_HOOKED | config_flags::ACCEPT_HOOKED;
+        }
+        AttachMode::Kprobe => {
+            hooks.push(Hook::Kprobe {
+                program: "kprobe_tcp_connect",
+                function: "tcp_connect",
+            });
+            config.flags |= config_flags::CONNECT_HOOKED;
+            if sock_fields {
+                hooks.push(Hook::Kprobe {
+                    program: "kretprobe_inet_csk_accept",
+                    function: "inet_csk_accept",
+                });
+                config.flags |= config_flags::ACCEPT_HOOKED;
+            }
+        }
+        AttachMode::Tracepoint => {
+            let walk = config_flags::FD_WALK | config_flags::SOCK_FIELDS;
+            match &kernel.accept_ret {
+                Ok(offset) if config.flags & walk == walk => {
+                    config.tp_accept_ret = *offset;
+                    for name in ["sys_exit_accept", "sys_exit_accept4"] {
+                        hooks.push(Hook::Tracepoint { program: "sys_exit_accept", category: "syscalls", name });
+                    }
+                    config.flags |= config_flags::ACCEPT_HOOKED;
+                }
+                Ok(_) => {}
+                Err(e) => warnings.push(format!(
+                    "{e}: accepted connections are attributed to the listener's owner (pid_exact: false)"
+                )),
+            }
+        }
+    }
+    hooks.push(Hook::Tracepoint {
+        program: "inet_sock_set_state",
+        category: "sock",
+        name: "inet_sock_set_state",
+    });
+    Ok(hooks)
+}
+
+/// Load and attach `mode` completely, or fail with the kernel's reason; on failure
+/// nothing stays attached (the partly attached object is dropped).
+pub fn load_mode(
+    kernel: &KernelInfo,
+    mode: AttachMode,
+    ringbuf_bytes: u32,
+) -> Result<Tracer, String> {
+    let mut config = kernel.config;
+    let mut warnings = kernel.warnings.clone();
+    let hooks = plan(mode, kernel, &mut config, &mut warnings)?;
     let mut ebpf = EbpfLoader::new()
         .override_global("PORTWATCH_CONFIG", &config, true)
-        .map_max_entries("EVENTS", options.ringbuf_bytes)
+        .map_max_entries("EVENTS", ringbuf_bytes)
         .load(EBPF_OBJECT)
-        .map_err(|e| LoadError::Load(error_chain(&e)))?;
-
+        .map_err(|e| format!("loading the eBPF object: {}", error_chain(&e)))?;
     let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
         Ok(l) => Some(l),
         Err(e) => {
@@ -190,41 +382,57 @@ pub fn load(options: &LoadOptions) -> Result<Tracer, LoadError> {
             None
         }
     };
-
     let mut attached = Vec::new();
-    attach(
-        &mut ebpf,
-        "inet_sock_set_state",
-        "sock",
-        "inet_sock_set_state",
-    )?;
-    attached.push("sock:inet_sock_set_state".to_string());
-    if config.flags & config_flags::ACCEPT_FD_WALK != 0 {
-        for name in ["sys_exit_accept", "sys_exit_accept4"] {
-            attach(&mut ebpf, "sys_exit_accept", "syscalls", name)?;
-            attached.push(format!("syscalls:{name}"));
-        }
+    for hook in &hooks {
+        hook.attach(&mut ebpf, kernel.btf.as_ref())
+            .map_err(|e| format!("{}: {e}", hook.label()))?;
+        attached.push(hook.label());
     }
-
     let events = ebpf
         .take_map("EVENTS")
-        .ok_or_else(|| LoadError::Map("EVENTS", "missing".into()))
-        .and_then(|m| RingBuf::try_from(m).map_err(|e| LoadError::Map("EVENTS", e.to_string())))?;
+        .ok_or_else(|| "map EVENTS is missing".to_string())
+        .and_then(|m| RingBuf::try_from(m).map_err(|e| format!("map EVENTS: {e}")))?;
     let lost = ebpf
         .take_map("LOST")
-        .ok_or_else(|| LoadError::Map("LOST", "missing".into()))
-        .and_then(|m| {
-            PerCpuArray::try_from(m).map_err(|e| LoadError::Map("LOST", e.to_string()))
-        })?;
+        .ok_or_else(|| "map LOST is missing".to_string())
+        .and_then(|m| PerCpuArray::try_from(m).map_err(|e| format!("map LOST: {e}")))?;
     Ok(Tracer {
         ebpf,
         events: Some(events),
         logger,
         lost,
-        mode: AttachMode::Tracepoint,
+        mode,
         attached,
         warnings,
     })
+}
+
+/// Load in the chosen mode, or with `auto` in the first mode that works.
+pub fn load(options: &LoadOptions) -> Result<Tracer, LoadError> {
+    let kernel = inspect_kernel()?;
+    let mut refusals = Vec::new();
+    for &mode in options.attach.modes() {
+        match load_mode(&kernel, mode, options.ringbuf_bytes) {
+            Ok(mut tracer) => {
+                for (m, why) in &refusals {
+                    tracer
+                        .warnings
+                        .push(format!("attach mode {m} not available: {why}"));
+                }
+                return Ok(tracer);
+            }
+            Err(reason) => refusals.push((mode.name(), reason)),
+        }
+    }
+    match (options.attach, refusals.pop()) {
+        (AttachChoice::Auto, last) => {
+            let mut all: Vec<String> = refusals.iter().map(|(m, r)| format!("{m}: {r}")).collect();
+            all.extend(last.map(|(m, r)| format!("{m}: {r}")));
+            Err(LoadError::NoMode(all.join("; ")))
+        }
+        (_, Some((mode, reason))) => Err(LoadError::ModeRefused { mode, reason }),
+        (_, None) => Err(LoadError::NoMode("no mode was tried".into())),
+    }
 }
 
 impl Tracer {

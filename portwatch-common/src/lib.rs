@@ -183,9 +183,6 @@ pub struct Config {
     pub skc_state: u32,
     pub skc_v6_daddr: u32,
     pub skc_v6_rcv_saddr: u32,
-    /// Number of parameters of `inet_csk_accept` (4 before Linux 6.10, 2 since):
-    /// where fexit finds the return value.
-    pub accept_nargs: u32,
     /// Bits of [`config_flags`].
     pub flags: u32,
 }
@@ -226,6 +223,6 @@ mod tests {
         assert_eq!(core::mem::size_of::<Event>(), 104);
         assert_eq!(core::mem::size_of::<SockInfo>(), 40);
         assert_eq!(core::mem::size_of::<ListenKey>(), 4);
-        assert_eq!(core::mem::size_of::<Config>(), 30 * 4);
+        assert_eq!(core::mem::size_of::<Config>(), 29 * 4);
     }
 }

@@ -1,10 +1,14 @@
 //! The load-time configuration: offsets userspace read from the kernel's tracefs
 //! format files and BTF. A read-only global, so the verifier sees constants.
-use aya_ebpf::Global;
+//!
+//! Fields are read one at a time with a volatile load (`setting!(name)`): copying the
+//! whole struct onto the 512-byte BPF stack in every program would cost more than a
+//! hundred bytes of it, and a plain read would let the compiler fold in the zeros
+//! below instead of the loader's values.
 use portwatch_common::Config;
 
 #[no_mangle]
-pub static PORTWATCH_CONFIG: Global<Config> = Global::new(Config {
+pub static PORTWATCH_CONFIG: Config = Config {
     tp_skaddr: 0,
     tp_oldstate: 0,
     tp_newstate: 0,
@@ -33,11 +37,26 @@ pub static PORTWATCH_CONFIG: Global<Config> = Global::new(Config {
     skc_state: 0,
     skc_v6_daddr: 0,
     skc_v6_rcv_saddr: 0,
-    accept_nargs: 0,
     flags: 0,
-});
+};
 
+/// A volatile read, so the loader's value is used, not the initializer's.
 #[inline(always)]
-pub fn config() -> Config {
-    PORTWATCH_CONFIG.load()
+pub fn read<T: Copy>(field: &T) -> T {
+    // SAFETY: a reference is valid for reads.
+    unsafe { core::ptr::read_volatile(field) }
+}
+
+/// One field of the load-time configuration.
+macro_rules! setting {
+    ($field:ident) => {
+        $crate::config::read(&$crate::config::PORTWATCH_CONFIG.$field)
+    };
+}
+pub(crate) use setting;
+
+/// Whether all of `bits` are set in the configuration's flags.
+#[inline(always)]
+pub fn has(bits: u32) -> bool {
+    setting!(flags) & bits == bits
 }

@@ -2,7 +2,7 @@
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
 };
-use portwatch_common::{flags, Event, SockInfo};
+use portwatch_common::{flags, SockInfo};
 
 use crate::maps::{EVENTS, LOST};
 
@@ -66,30 +66,35 @@ pub fn now_ns() -> u64 {
 /// Reserve, fill and submit one event; count it as lost when the buffer is full.
 #[inline(always)]
 pub fn emit(tuple: &Tuple, owner: &SockInfo, detail: &Detail) {
-    match EVENTS.reserve::<Event>(0) {
+    match EVENTS.reserve::<portwatch_common::Event>(0) {
         Some(mut entry) => {
-            entry.write(Event {
-                ts_ns: now_ns(),
-                sock_id: detail.sock_id,
-                duration_ns: detail.duration_ns,
-                pid: owner.pid,
-                tid: owner.tid,
-                uid: owner.uid,
-                error: detail.error,
-                sport: tuple.sport,
-                dport: tuple.dport,
-                family: tuple.family,
-                kind: detail.kind,
-                origin: owner.origin,
-                old_state: detail.old_state,
-                new_state: detail.new_state,
-                flags: owner.flags,
-                _pad0: 0,
-                saddr: tuple.saddr,
-                daddr: tuple.daddr,
-                comm: owner.comm,
-                _pad1: 0,
-            });
+            // Filled in place: building the event on the stack first would cost
+            // another 104 of the 512 bytes BPF programs have.
+            let e = entry.as_mut_ptr();
+            // SAFETY: `e` points to a reserved, writable Event-sized record; every
+            // field is written before it is submitted.
+            unsafe {
+                (*e).ts_ns = now_ns();
+                (*e).sock_id = detail.sock_id;
+                (*e).duration_ns = detail.duration_ns;
+                (*e).pid = owner.pid;
+                (*e).tid = owner.tid;
+                (*e).uid = owner.uid;
+                (*e).error = detail.error;
+                (*e).sport = tuple.sport;
+                (*e).dport = tuple.dport;
+                (*e).family = tuple.family;
+                (*e).kind = detail.kind;
+                (*e).origin = owner.origin;
+                (*e).old_state = detail.old_state;
+                (*e).new_state = detail.new_state;
+                (*e).flags = owner.flags;
+                (*e)._pad0 = 0;
+                (*e).saddr = tuple.saddr;
+                (*e).daddr = tuple.daddr;
+                (*e).comm = owner.comm;
+                (*e)._pad1 = 0;
+            }
             entry.submit(0);
         }
         None => {

@@ -42,10 +42,22 @@ pub fn fentry_tcp_connect(ctx: FEntryContext) -> u32 {
     0
 }
 
-/// fexit `inet_csk_accept` (mode `fentry`): the accepting process.
+/// fexit `inet_csk_accept` (mode `fentry`) on kernels where it takes two
+/// arguments (Linux 6.10+): the returned sock follows them, at index 2. One program
+/// per prototype keeps the context offset a constant, which the verifier requires;
+/// userspace loads the one that matches the kernel's BTF.
 #[fexit(function = "inet_csk_accept")]
-pub fn fexit_inet_csk_accept(ctx: FExitContext) -> u32 {
-    let _ = accept::try_fexit_inet_csk_accept(&ctx);
+pub fn fexit_inet_csk_accept_2args(ctx: FExitContext) -> u32 {
+    let sk: *const u8 = ctx.arg(2);
+    let _ = accept::accepted_by_current(&ctx, sk as u64);
+    0
+}
+
+/// fexit `inet_csk_accept` where it takes four arguments (before Linux 6.10).
+#[fexit(function = "inet_csk_accept")]
+pub fn fexit_inet_csk_accept_4args(ctx: FExitContext) -> u32 {
+    let sk: *const u8 = ctx.arg(4);
+    let _ = accept::accepted_by_current(&ctx, sk as u64);
     0
 }
 

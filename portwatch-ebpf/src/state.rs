@@ -7,12 +7,11 @@
 use aya_ebpf::{programs::TracePointContext, EbpfContext};
 use aya_log_ebpf::warn;
 use portwatch_common::{
-    config_flags, event_kind, flags, origin, tcp_state, Config, ListenKey, SockInfo, AF_INET,
-    IPPROTO_TCP,
+    config_flags, event_kind, flags, origin, tcp_state, ListenKey, SockInfo, AF_INET, IPPROTO_TCP,
 };
 
 use crate::{
-    config::config,
+    config::{has, setting},
     emit::{current_owner, emit, now_ns, unknown_owner, Detail, Tuple},
     kernel,
     maps::{LISTENERS, SOCKS},
@@ -24,36 +23,35 @@ fn field<T>(ctx: &TracePointContext, offset: u32) -> Result<T, i64> {
 }
 
 #[inline(always)]
-fn read_tuple(ctx: &TracePointContext, c: &Config) -> Result<Tuple, i64> {
-    let family: u16 = field(ctx, c.tp_family)?;
+fn read_tuple(ctx: &TracePointContext) -> Result<Tuple, i64> {
+    let family: u16 = field(ctx, setting!(tp_family))?;
     let mut tuple = Tuple {
         family,
-        sport: field(ctx, c.tp_sport)?,
-        dport: field(ctx, c.tp_dport)?,
+        sport: field(ctx, setting!(tp_sport))?,
+        dport: field(ctx, setting!(tp_dport))?,
         saddr: [0; 16],
         daddr: [0; 16],
     };
     if family == AF_INET {
-        let s: [u8; 4] = field(ctx, c.tp_saddr)?;
-        let d: [u8; 4] = field(ctx, c.tp_daddr)?;
+        let s: [u8; 4] = field(ctx, setting!(tp_saddr))?;
+        let d: [u8; 4] = field(ctx, setting!(tp_daddr))?;
         tuple.saddr[..4].copy_from_slice(&s);
         tuple.daddr[..4].copy_from_slice(&d);
     } else {
-        tuple.saddr = field(ctx, c.tp_saddr_v6)?;
-        tuple.daddr = field(ctx, c.tp_daddr_v6)?;
+        tuple.saddr = field(ctx, setting!(tp_saddr_v6))?;
+        tuple.daddr = field(ctx, setting!(tp_daddr_v6))?;
     }
     Ok(tuple)
 }
 
 pub fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
-    let c = config();
-    let protocol: u16 = field(ctx, c.tp_protocol)?;
+    let protocol: u16 = field(ctx, setting!(tp_protocol))?;
     if protocol != IPPROTO_TCP {
         return Ok(());
     }
-    let sk: u64 = field(ctx, c.tp_skaddr)?;
-    let old = field::<i32>(ctx, c.tp_oldstate)? as u8;
-    let new = field::<i32>(ctx, c.tp_newstate)? as u8;
+    let sk: u64 = field(ctx, setting!(tp_skaddr))?;
+    let old = field::<i32>(ctx, setting!(tp_oldstate))? as u8;
+    let new = field::<i32>(ctx, setting!(tp_newstate))? as u8;
     let detail = Detail {
         kind: 0,
         sock_id: sk,
@@ -63,20 +61,18 @@ pub fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         error: 0,
     };
     match (old, new) {
-        (tcp_state::CLOSE, tcp_state::LISTEN) => on_listen(ctx, &c, sk, detail),
-        (tcp_state::CLOSE, tcp_state::SYN_SENT) if c.flags & config_flags::CONNECT_HOOKED == 0 => {
+        (tcp_state::CLOSE, tcp_state::LISTEN) => on_listen(ctx, sk, detail),
+        (tcp_state::CLOSE, tcp_state::SYN_SENT) if !has(config_flags::CONNECT_HOOKED) => {
             remember(ctx, sk, &current_owner(origin::CLIENT, now_ns()));
             Ok(())
         }
-        (tcp_state::SYN_SENT, tcp_state::ESTABLISHED) => on_connected(ctx, &c, sk, detail),
-        (tcp_state::SYN_SENT, tcp_state::CLOSE) => on_connect_failed(ctx, &c, sk, detail),
-        (tcp_state::LISTEN, tcp_state::SYN_RECV) => on_child(ctx, &c, sk),
-        (tcp_state::SYN_RECV, tcp_state::ESTABLISHED)
-            if c.flags & config_flags::ACCEPT_HOOKED == 0 =>
-        {
-            on_child_established(ctx, &c, sk, detail)
+        (tcp_state::SYN_SENT, tcp_state::ESTABLISHED) => on_connected(ctx, sk, detail),
+        (tcp_state::SYN_SENT, tcp_state::CLOSE) => on_connect_failed(ctx, sk, detail),
+        (tcp_state::LISTEN, tcp_state::SYN_RECV) => on_child(ctx, sk),
+        (tcp_state::SYN_RECV, tcp_state::ESTABLISHED) if !has(config_flags::ACCEPT_HOOKED) => {
+            on_child_established(ctx, sk, detail)
         }
-        (_, tcp_state::CLOSE) => on_close(ctx, &c, sk, detail),
+        (_, tcp_state::CLOSE) => on_close(ctx, sk, detail),
         _ => Ok(()),
     }
 }
@@ -97,8 +93,8 @@ fn listen_key(tuple: &Tuple) -> ListenKey {
     }
 }
 
-fn on_listen(ctx: &TracePointContext, c: &Config, sk: u64, mut detail: Detail) -> Result<(), i64> {
-    let tuple = read_tuple(ctx, c)?;
+fn on_listen(ctx: &TracePointContext, sk: u64, mut detail: Detail) -> Result<(), i64> {
+    let tuple = read_tuple(ctx)?;
     let owner = current_owner(origin::LISTENER, now_ns());
     remember(ctx, sk, &owner);
     let _ = LISTENERS.insert(listen_key(&tuple), owner, 0);
@@ -107,13 +103,8 @@ fn on_listen(ctx: &TracePointContext, c: &Config, sk: u64, mut detail: Detail) -
     Ok(())
 }
 
-fn on_connected(
-    ctx: &TracePointContext,
-    c: &Config,
-    sk: u64,
-    mut detail: Detail,
-) -> Result<(), i64> {
-    let tuple = read_tuple(ctx, c)?;
+fn on_connected(ctx: &TracePointContext, sk: u64, mut detail: Detail) -> Result<(), i64> {
+    let tuple = read_tuple(ctx)?;
     let now = now_ns();
     let mut owner = match unsafe { SOCKS.get(sk) } {
         Some(info) => *info,
@@ -129,20 +120,15 @@ fn on_connected(
     Ok(())
 }
 
-fn on_connect_failed(
-    ctx: &TracePointContext,
-    c: &Config,
-    sk: u64,
-    mut detail: Detail,
-) -> Result<(), i64> {
-    let tuple = read_tuple(ctx, c)?;
+fn on_connect_failed(ctx: &TracePointContext, sk: u64, mut detail: Detail) -> Result<(), i64> {
+    let tuple = read_tuple(ctx)?;
     let now = now_ns();
     let owner = match unsafe { SOCKS.get(sk) } {
         Some(info) => *info,
         None => unknown_owner(origin::CLIENT, now),
     };
-    if c.flags & config_flags::SK_ERR != 0 {
-        detail.error = kernel::sock_error(c, sk).unwrap_or(0);
+    if has(config_flags::SK_ERR) {
+        detail.error = kernel::sock_error(sk).unwrap_or(0);
     }
     detail.duration_ns = now.saturating_sub(owner.start_ns);
     detail.kind = event_kind::CONNECT_FAILED;
@@ -153,8 +139,8 @@ fn on_connect_failed(
 
 /// A new server-side socket, cloned from its listener. Nobody has accepted it yet:
 /// until someone does, it is attributed (inexactly) to the listener's owner.
-fn on_child(ctx: &TracePointContext, c: &Config, sk: u64) -> Result<(), i64> {
-    let tuple = read_tuple(ctx, c)?;
+fn on_child(ctx: &TracePointContext, sk: u64) -> Result<(), i64> {
+    let tuple = read_tuple(ctx)?;
     let now = now_ns();
     let mut info = match unsafe { LISTENERS.get(listen_key(&tuple)) } {
         Some(listener) => *listener,
@@ -170,13 +156,8 @@ fn on_child(ctx: &TracePointContext, c: &Config, sk: u64) -> Result<(), i64> {
 
 /// Without an accept program (no BTF), the best the tracepoint can say about an accepted
 /// connection is that it was established on a listener: report it then, inexactly.
-fn on_child_established(
-    ctx: &TracePointContext,
-    c: &Config,
-    sk: u64,
-    mut detail: Detail,
-) -> Result<(), i64> {
-    let tuple = read_tuple(ctx, c)?;
+fn on_child_established(ctx: &TracePointContext, sk: u64, mut detail: Detail) -> Result<(), i64> {
+    let tuple = read_tuple(ctx)?;
     let owner = match unsafe { SOCKS.get(sk) } {
         Some(info) => *info,
         None => unknown_owner(origin::SERVER, now_ns()),
@@ -186,8 +167,8 @@ fn on_child_established(
     Ok(())
 }
 
-fn on_close(ctx: &TracePointContext, c: &Config, sk: u64, mut detail: Detail) -> Result<(), i64> {
-    let tuple = read_tuple(ctx, c)?;
+fn on_close(ctx: &TracePointContext, sk: u64, mut detail: Detail) -> Result<(), i64> {
+    let tuple = read_tuple(ctx)?;
     let now = now_ns();
     let owner = match unsafe { SOCKS.get(sk) } {
         Some(info) => *info,

@@ -160,9 +160,6 @@ pub fn fill_config(btf: Option<&Btf>, config: &mut Config) -> BtfOffsets {
             "{e}: in tracepoint mode, accepted connections are attributed to the listener's owner (pid_exact: false)"
         )),
     }
-    if let Some(n) = function_arg_count(btf, "inet_csk_accept") {
-        config.accept_nargs = n;
-    }
     match offset_of(btf, "sock", "sk_err") {
         Ok(off) => {
             config.sk_err = off;

@@ -95,6 +95,8 @@ pub struct KernelInfo {
     pub btf: Option<Btf>,
     /// Why a feature is off, and what that costs.
     pub warnings: Vec<String>,
+    /// Parameters of `inet_csk_accept`, from BTF (4 before Linux 6.10, 2 since).
+    pub accept_nargs: Option<u32>,
     /// Offset of `ret` in sys_exit_accept{,4}, when both agree.
     pub accept_ret: Result<u32, String>,
 }
@@ -119,7 +121,7 @@ pub struct Tracer {
 /// A readable one-line text for an error and its causes (verifier logs cut to
 /// their first line).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
+    let mut text = e.to_string().lines().next().unwrap_or("").to_string();
     let mut source = e.source();
     while let Some(s) = source {
         let line = s.to_string();
@@ -198,7 +200,11 @@ pub fn inspect_kernel() -> Result<KernelInfo, LoadError> {
         nix::sys::resource::RLIM_INFINITY,
         nix::sys::resource::RLIM_INFINITY,
     );
+    let accept_nargs = btf_rs
+        .as_ref()
+        .and_then(|b| kernel_btf::function_arg_count(b, "inet_csk_accept"));
     Ok(KernelInfo {
+        accept_nargs,
         tracefs,
         config,
         btf: Btf::from_sys_fs().ok(),
@@ -306,17 +312,26 @@ fn plan(
             if !sock_fields {
                 return Err("struct sock offsets were not found in the kernel's BTF".into());
             }
-            if config.accept_nargs == 0 || config.accept_nargs > 5 {
-                return Err(
-                    "the prototype of inet_csk_accept was not found in the kernel's BTF".into(),
-                );
-            }
+            // Where fexit finds the returned sock depends on the prototype, which
+            // changed in Linux 6.10 (four arguments to two).
+            let accept_program = match kernel.accept_nargs.unwrap_or(0) {
+                2 => "fexit_inet_csk_accept_2args",
+                4 => "fexit_inet_csk_accept_4args",
+                0 => {
+                    return Err(
+                        "the prototype of inet_csk_accept was not found in the kernel's BTF".into(),
+                    )
+                }
+                n => return Err(format!(
+                    "inet_csk_accept takes {n} arguments here, a prototype portwatch does not know"
+                )),
+            };
             hooks.push(Hook::Fentry {
                 program: "fentry_tcp_connect",
                 function: "tcp_connect",
             });
             hooks.push(Hook::Fexit {
-                program: "fexit_inet_csk_accept",
+                program: accept_program,
                 function: "inet_csk_accept",
             });
             config.flags |= config_flags::CONNECT_HOOKED | config_flags::ACCEPT_HOOKED;

@@ -6,6 +6,7 @@ mod run;
 mod test;
 mod toolchain;
 mod util;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -28,8 +29,24 @@ enum Command {
     Run(run::Options),
     /// Run every test: unit tests, then the kernel integration tests (root).
     Test(test::Options),
+    /// The kernel integration suite on other kernels, booted under QEMU.
+    VmTest(vm::Options),
     /// cargo fmt --check and clippy -D warnings, userspace and eBPF crate.
     Lint,
+}
+
+fn vm_test(options: &vm::Options) -> anyhow::Result<()> {
+    let object = build::build_ebpf(&toolchain::ensure()?, &build::Options::default())?;
+    let runs = vm::vm_test(options, &object)?;
+    let failed: Vec<&str> = runs
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| r.kernel.as_str())
+        .collect();
+    if !failed.is_empty() {
+        anyhow::bail!("the suite failed on {}", failed.join(", "));
+    }
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,6 +57,7 @@ fn main() -> std::process::ExitCode {
         Command::Build(o) => build::build_all(&o).map(|_| ()),
         Command::Run(o) => run::run(o),
         Command::Test(o) => test::test(o),
+        Command::VmTest(o) => vm_test(&o),
         Command::Lint => lint::lint(),
     };
     match result {

@@ -49,35 +49,12 @@ fn find_rustc() -> Option<PathBuf> {
         .find(|rustc| rustc.is_file() && has_library_source(rustc))
 }
 
-fn apt_install(packages: &[&str]) -> Result<()> {
-    if which("apt-get").is_none() {
-        bail!("apt-get is not available");
-    }
-    let sudo = !util::is_root();
-    let base = |args: &[&str]| {
-        let mut c = if sudo {
-            Command::new("sudo")
-        } else {
-            Command::new("apt-get")
-        };
-        if sudo {
-            c.arg("apt-get");
-        }
-        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        c
-    };
-    // Package lists may be missing on a fresh machine; a failed update is not fatal
-    // by itself (the install says what is missing).
-    let _ = util::run(base(&["update", "-qq"]).arg("-o=Dpkg::Use-Pty=0"));
-    util::run(base(&["install", "-y", "-qq", "--no-install-recommends"]).args(packages))
-}
-
 fn ensure_rustc() -> Result<PathBuf> {
     if let Some(rustc) = find_rustc() {
         return Ok(rustc);
     }
     eprintln!("xtask: no Rust compiler with its library source found; installing Debian's rustc-web and rust-web-src");
-    let installed = apt_install(&["rustc-web", "rust-web-src"]);
+    let installed = util::apt_install(&["rustc-web", "rust-web-src"]);
     match (installed, find_rustc()) {
         (_, Some(rustc)) => Ok(rustc),
         (result, None) => bail!(
@@ -131,7 +108,7 @@ fn ensure_bpf_linker(rustc: &Path) -> Result<PathBuf> {
         "libzstd-dev".into(),
     ];
     let llvm: Vec<&str> = llvm.iter().map(String::as_str).collect();
-    apt_install(&llvm)
+    util::apt_install(&llvm)
         .with_context(|| format!("installing LLVM {major}; to fix by hand: {fix}"))?;
     util::run(
         util::cargo()

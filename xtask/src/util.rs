@@ -48,3 +48,44 @@ pub fn which(name: &str) -> Option<PathBuf> {
 pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
+
+/// Run a command with its stdout echoed line by line as it comes, and returned.
+pub fn run_streaming(cmd: &mut Command) -> Result<(std::process::ExitStatus, Vec<String>)> {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let mut lines = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        // A guest's serial console may emit bytes that are not UTF-8.
+        let line = line.unwrap_or_default();
+        println!("{line}");
+        lines.push(line);
+    }
+    Ok((child.wait()?, lines))
+}
+
+/// `apt-get install` (through sudo when not root), after refreshing package lists.
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    if which("apt-get").is_none() {
+        bail!("apt-get is not available to install {}", packages.join(" "));
+    }
+    let sudo = !is_root();
+    let apt = |args: &[&str]| {
+        let mut c = if sudo {
+            Command::new("sudo")
+        } else {
+            Command::new("apt-get")
+        };
+        if sudo {
+            c.arg("apt-get");
+        }
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    // Package lists may be missing on a fresh machine; a failed update is not fatal
+    // by itself (the install says what is missing).
+    let _ = run(&mut apt(&["update", "-qq"]));
+    run(&mut apt(&["install", "-y", "-qq", "--no-install-recommends"]).args(packages))
+}

@@ -3,11 +3,13 @@
 //! portwatch binary, every expected event compared field by field with what the
 //! processes themselves know (their pids, names, ports).
 //!
-//! `integration-test --portwatch PATH` runs every scenario and ends with the line
-//! `N passed, N failed`. `integration-test helper ...` is how it runs its own
-//! helper processes (re-executing itself).
+//! `integration-test --portwatch PATH [--attach MODE]` runs the suite in MODE, or in
+//! every mode the kernel allows (and checks that the others are refused cleanly),
+//! and ends with the line `N passed, N failed`. `integration-test helper ...` is how
+//! it runs its own helper processes (re-executing itself).
 mod expect;
 mod helper;
+mod modes;
 mod scenarios;
 mod sock;
 mod tracer;
@@ -20,12 +22,12 @@ fn main() -> ExitCode {
         return helper::main(&args[1..]);
     }
     let mut portwatch = None;
-    let mut extra = Vec::new();
+    let mut mode = None;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--portwatch" => portwatch = it.next(),
-            "--" => extra.extend(it.by_ref()),
+            "--attach" => mode = it.next(),
             other => {
                 eprintln!("integration-test: unknown argument {other}");
                 return ExitCode::from(2);
@@ -33,7 +35,7 @@ fn main() -> ExitCode {
         }
     }
     let Some(portwatch) = portwatch else {
-        eprintln!("usage: integration-test --portwatch PATH [-- PORTWATCH-ARGS]");
+        eprintln!("usage: integration-test --portwatch PATH [--attach MODE]");
         return ExitCode::from(2);
     };
     // SAFETY: geteuid has no preconditions.
@@ -41,5 +43,14 @@ fn main() -> ExitCode {
         println!("SKIPPED: the kernel integration tests need root (loading eBPF programs)");
         return ExitCode::from(1);
     }
-    scenarios::run_all(&portwatch, &extra)
+    let tally = match mode {
+        Some(mode) => scenarios::run_mode(&portwatch, &mode),
+        None => modes::run_all_modes(&portwatch),
+    };
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    if tally.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

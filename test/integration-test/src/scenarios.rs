@@ -3,7 +3,7 @@
 use std::{
     io::{BufRead, BufReader},
     net::IpAddr,
-    process::{Child, ChildStdout, Command, ExitCode, Stdio},
+    process::{Child, ChildStdout, Command, Stdio},
     time::Duration,
 };
 
@@ -91,13 +91,28 @@ fn merge(mut a: Value, b: Value) -> Value {
 
 /// Compare every expected event, once the tracer has shown them all (or timed out).
 fn check(tracer: &Tracer, expected: &[(Expected, &str, u16, u16)]) -> Vec<String> {
+    let expected: Vec<_> = expected
+        .iter()
+        .map(|(exp, kind, l, r)| {
+            let fields = merge(exp.fields.clone(), json!({"attach": tracer.mode}));
+            (
+                Expected {
+                    what: exp.what.clone(),
+                    fields,
+                },
+                *kind,
+                *l,
+                *r,
+            )
+        })
+        .collect();
     let events = tracer.wait_for(EVENT_TIMEOUT, |events| {
         expected
             .iter()
             .all(|(_, kind, l, r)| !find(events, kind, *l, *r).is_empty())
     });
     let mut failures = Vec::new();
-    for (exp, kind, l, r) in expected {
+    for (exp, kind, l, r) in &expected {
         let found = find(&events, kind, *l, *r);
         match found.as_slice() {
             [] => failures.push(format!("{}: no `{kind}` event {l} -> {r}", exp.what)),
@@ -434,13 +449,48 @@ fn failed_connect(
 
 type Scenario<'a> = (&'a str, Box<dyn Fn(&Tracer) -> Result<Vec<String>> + 'a>);
 
-pub fn run_all(portwatch: &str, extra: &[String]) -> ExitCode {
-    let tracer = match Tracer::start(portwatch, extra) {
+/// Passed and failed checks.
+#[derive(Default, Clone, Copy)]
+pub struct Tally {
+    pub passed: u32,
+    pub failed: u32,
+}
+
+impl Tally {
+    pub fn record(&mut self, name: &str, failures: Result<Vec<String>>) {
+        match failures {
+            Ok(f) if f.is_empty() => {
+                self.passed += 1;
+                println!("ok - {name}");
+            }
+            Ok(f) => {
+                self.failed += 1;
+                println!("FAILED - {name}");
+                for line in f {
+                    println!("    {line}");
+                }
+            }
+            Err(e) => {
+                self.failed += 1;
+                println!("FAILED - {name}: {e:#}");
+            }
+        }
+    }
+
+    pub fn add(&mut self, other: Tally) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+    }
+}
+
+/// The whole ground-truth suite with portwatch attached in `mode`.
+pub fn run_mode(portwatch: &str, mode: &str) -> Tally {
+    let mut tally = Tally::default();
+    let tracer = match Tracer::start(portwatch, &["--attach".into(), mode.into()], mode) {
         Ok(t) => t,
         Err(e) => {
-            println!("FAILED - portwatch did not start: {e:#}");
-            println!("0 passed, 1 failed");
-            return ExitCode::FAILURE;
+            tally.record(&format!("[{mode}] portwatch starts"), Err(e));
+            return tally;
         }
     };
     let scenarios: Vec<Scenario> = vec![
@@ -466,53 +516,19 @@ pub fn run_all(portwatch: &str, extra: &[String]) -> ExitCode {
             Box::new(|t| timed_out(t, "127.0.0.1")),
         ),
     ];
-    let (mut passed, mut failed) = (0, 0);
     for (name, scenario) in &scenarios {
-        match scenario(&tracer) {
-            Ok(f) if f.is_empty() => {
-                passed += 1;
-                println!("ok - {name}");
-            }
-            Ok(f) => {
-                failed += 1;
-                println!("FAILED - {name}");
-                for line in f {
-                    println!("    {line}");
-                }
-            }
-            Err(e) => {
-                failed += 1;
-                println!("FAILED - {name}: {e:#}");
-            }
-        }
+        tally.record(&format!("[{mode}] {name}"), scenario(&tracer));
     }
-    let attach_line = tracer.stderr().into_iter().find(|l| l.contains("attached"));
-    match tracer.stop() {
-        Ok((status, stderr))
-            if status.success() && stderr.iter().any(|l| l.contains("detached")) =>
-        {
-            passed += 1;
-            println!(
-                "ok - SIGINT detaches and exits 0 ({})",
-                attach_line.unwrap_or_default()
-            );
-        }
-        Ok((status, stderr)) => {
-            failed += 1;
-            println!(
-                "FAILED - SIGINT: exit {status}, stderr:\n{}",
+    let stopped = tracer.stop().and_then(|(status, stderr)| {
+        if status.success() && stderr.iter().any(|l| l.contains("detached")) {
+            Ok(vec![])
+        } else {
+            Ok(vec![format!(
+                "exit {status}, stderr:\n{}",
                 stderr.join("\n")
-            );
+            )])
         }
-        Err(e) => {
-            failed += 1;
-            println!("FAILED - SIGINT: {e:#}");
-        }
-    }
-    println!("{passed} passed, {failed} failed");
-    if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    });
+    tally.record(&format!("[{mode}] SIGINT detaches and exits 0"), stopped);
+    tally
 }

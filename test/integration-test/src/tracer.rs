@@ -12,6 +12,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 pub struct Tracer {
+    /// The attach mode every event must name.
+    pub mode: String,
     child: Child,
     events: Arc<Mutex<Vec<Value>>>,
     stderr: Arc<Mutex<Vec<String>>>,
@@ -20,7 +22,7 @@ pub struct Tracer {
 
 impl Tracer {
     /// Start portwatch and wait for its `attached` line.
-    pub fn start(portwatch: &str, extra: &[String]) -> Result<Tracer> {
+    pub fn start(portwatch: &str, extra: &[String], mode: &str) -> Result<Tracer> {
         let mut child = Command::new(portwatch)
             .args(["--format", "json"])
             .args(extra)
@@ -52,16 +54,18 @@ impl Tracer {
             }
         });
         let mut tracer = Tracer {
+            mode: mode.to_string(),
             child,
             events,
             stderr,
             readers: vec![r1, r2],
         };
         match attached_rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) => {
-                println!("portwatch: {line}");
+            Ok(line) if line.contains(&format!("(mode {mode})")) => {
+                println!("# {line}");
                 Ok(tracer)
             }
+            Ok(line) => bail!("portwatch attached in another mode than {mode}: {line}"),
             Err(_) => {
                 let _ = tracer.child.kill();
                 let _ = tracer.child.wait();

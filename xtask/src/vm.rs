@@ -1,0 +1,238 @@
+//! `cargo xtask vm-test`: the integration suite on other real kernels, booted
+//! under QEMU (software emulation: KVM is not usable everywhere this runs) from a
+//! busybox initramfs. Kernels come from Debian's archive and are cached outside the
+//! repository.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{
+    build,
+    util::{self, which, workspace_root},
+};
+
+#[derive(clap::Args, Clone)]
+pub struct Options {
+    /// Kernel packages to boot (default: the newest Debian 12 cloud kernels of the
+    /// 6.1 and 6.12 series, before and after inet_csk_accept changed signature).
+    #[arg(long = "kernel")]
+    pub kernels: Vec<String>,
+}
+
+/// A kernel series: the newest package whose name matches, as (prefix, suffix)
+/// around a version number.
+const SERIES: [(&str, &str); 2] = [
+    ("linux-image-6.1.0-", "-cloud-amd64-unsigned"),
+    ("linux-image-6.12.", "+deb12-cloud-amd64-unsigned"),
+];
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("PORTWATCH_KERNEL_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("portwatch/kernels"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/portwatch/kernels"))
+        })
+        .unwrap_or_else(|| PathBuf::from("/var/cache/portwatch/kernels"))
+}
+
+/// The newest package of each series that the archive lists.
+fn default_kernels() -> Result<Vec<String>> {
+    let names = util::output(Command::new("apt-cache").args(["pkgnames", "linux-image-6"]))
+        .unwrap_or_default();
+    let mut chosen = Vec::new();
+    for (prefix, suffix) in SERIES {
+        let newest = names
+            .lines()
+            .filter_map(|n| {
+                let v = n.strip_prefix(prefix)?.strip_suffix(suffix)?;
+                v.parse::<u32>().ok().map(|v| (v, n.to_string()))
+            })
+            .max();
+        match newest {
+            Some((_, name)) => chosen.push(name),
+            None => bail!("no package {prefix}N{suffix} in the package lists: run `apt-get update`, or name kernels with --kernel"),
+        }
+    }
+    Ok(chosen)
+}
+
+/// Download and unpack a kernel package once; the path of its vmlinuz.
+fn kernel_image(package: &str) -> Result<PathBuf> {
+    let dir = cache_dir().join(package);
+    let find = |dir: &Path| -> Option<PathBuf> {
+        fs::read_dir(dir.join("root/boot"))
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+            })
+    };
+    if let Some(image) = find(&dir) {
+        return Ok(image);
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    eprintln!("xtask: downloading {package} into {}", dir.display());
+    util::run(
+        Command::new("apt-get")
+            .current_dir(&dir)
+            .args(["download", package]),
+    )?;
+    let deb = fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .context("apt-get download left no .deb")?;
+    util::run(
+        Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(dir.join("root")),
+    )?;
+    let _ = fs::remove_file(&deb);
+    find(&dir).with_context(|| format!("{package} has no boot/vmlinuz-*"))
+}
+
+fn ensure_host_tools() -> Result<()> {
+    let busybox_static = Path::new("/bin/busybox").is_file()
+        && util::output(Command::new("dpkg-query").args(["-W", "-f=${Status}", "busybox-static"]))
+            .is_some_and(|s| s.contains("installed"));
+    if which("qemu-system-x86_64").is_none() || which("cpio").is_none() || !busybox_static {
+        eprintln!("xtask: installing qemu-system-x86, busybox-static and cpio");
+        util::apt_install(&["qemu-system-x86", "busybox-static", "cpio"])?;
+    }
+    Ok(())
+}
+
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mkdir -p /proc /sys /dev /tmp
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t bpf bpf /sys/fs/bpf
+ip link set lo up
+echo "PORTWATCH-VM-START $(uname -r)"
+/integration-test --portwatch /portwatch
+echo "PORTWATCH-VM-EXIT $?"
+poweroff -f
+"#;
+
+/// Static binaries (glibc links statically) that run in a bare initramfs.
+fn static_binaries(object: &Path) -> Result<(PathBuf, PathBuf)> {
+    let target = "x86_64-unknown-linux-gnu";
+    util::run(
+        build::userspace_cargo(object)
+            .args([
+                "build",
+                "--package",
+                "portwatch",
+                "--package",
+                "integration-test",
+            ])
+            .args(["--target", target])
+            // With --target, RUSTFLAGS reach only the target, not build scripts.
+            .env("RUSTFLAGS", "-C target-feature=+crt-static"),
+    )?;
+    let dir = workspace_root().join("target").join(target).join("debug");
+    Ok((dir.join("portwatch"), dir.join("integration-test")))
+}
+
+fn initramfs(portwatch: &Path, integration: &Path) -> Result<PathBuf> {
+    let root = workspace_root().join("target/vm");
+    let staging = root.join("initramfs");
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir_all(staging.join("bin"))?;
+    fs::copy("/bin/busybox", staging.join("bin/busybox"))?;
+    fs::copy(portwatch, staging.join("portwatch"))?;
+    fs::copy(integration, staging.join("integration-test"))?;
+    fs::write(staging.join("init"), INIT)?;
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(staging.join("init"), fs::Permissions::from_mode(0o755))?;
+    let image = root.join("initramfs.cpio");
+    let status = Command::new("sh")
+        .current_dir(&staging)
+        .arg("-c")
+        .arg(format!(
+            "find . | cpio --quiet -o -H newc > '{}'",
+            image.display()
+        ))
+        .status()?;
+    if !status.success() {
+        bail!("building the initramfs with cpio failed");
+    }
+    Ok(image)
+}
+
+/// One guest run: its RESULT lines and whether the suite passed.
+pub struct VmRun {
+    pub kernel: String,
+    pub lines: Vec<String>,
+    pub passed: bool,
+}
+
+fn boot(kernel_image: &Path, initrd: &Path) -> Result<(Vec<String>, bool)> {
+    let (status, lines) = util::run_streaming(
+        Command::new("timeout")
+            .arg("1200")
+            .arg("qemu-system-x86_64")
+            .args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1024"])
+            .arg("-kernel")
+            .arg(kernel_image)
+            .arg("-initrd")
+            .arg(initrd)
+            .args(["-append", "console=ttyS0 panic=-1 quiet"])
+            .args([
+                "-nographic",
+                "-no-reboot",
+                "-monitor",
+                "none",
+                "-serial",
+                "stdio",
+            ])
+            .stdin(std::process::Stdio::null()),
+    )?;
+    let exit = lines.iter().find_map(|l| {
+        l.trim()
+            .strip_prefix("PORTWATCH-VM-EXIT ")
+            .map(|c| c.trim().to_string())
+    });
+    match exit {
+        Some(code) => Ok((lines, code == "0")),
+        None => bail!("the guest did not finish the suite (qemu: {status})"),
+    }
+}
+
+pub fn vm_test(options: &Options, object: &Path) -> Result<Vec<VmRun>> {
+    ensure_host_tools()?;
+    let kernels = if options.kernels.is_empty() {
+        default_kernels()?
+    } else {
+        options.kernels.clone()
+    };
+    let (portwatch, integration) = static_binaries(object)?;
+    let initrd = initramfs(&portwatch, &integration)?;
+    let mut runs = Vec::new();
+    for package in kernels {
+        let image = kernel_image(&package)?;
+        eprintln!("xtask: booting {package} under QEMU (TCG)");
+        let (lines, passed) = match boot(&image, &initrd) {
+            Ok(r) => r,
+            Err(e) => (vec![format!("boot failed: {e:#}")], false),
+        };
+        runs.push(VmRun {
+            kernel: package,
+            lines,
+            passed,
+        });
+    }
+    Ok(runs)
+}

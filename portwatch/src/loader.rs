@@ -322,9 +322,11 @@ fn plan(
                         "the prototype of inet_csk_accept was not found in the kernel's BTF".into(),
                     )
                 }
-                n => return Err(format!(
+                n => {
+                    return Err(format!(
                     "inet_csk_accept takes {n} arguments here, a prototype portwatch does not know"
-                )),
+                ))
+                }
             };
             hooks.push(Hook::Fentry {
                 program: "fentry_tcp_connect",

@@ -87,5 +87,5 @@ pub fn apt_install(packages: &[&str]) -> Result<()> {
     // Package lists may be missing on a fresh machine; a failed update is not fatal
     // by itself (the install says what is missing).
     let _ = run(&mut apt(&["update", "-qq"]));
-    run(&mut apt(&["install", "-y", "-qq", "--no-install-recommends"]).args(packages))
+    run(apt(&["install", "-y", "-qq", "--no-install-recommends"]).args(packages))
 }

@@ -89,7 +89,7 @@ fn print_table(suites: &[Suite]) {
                 .unwrap_or_else(|| "not run".into())
         };
         println!(
-            "{:<42} {:<16} {:<16} {:<16}",
+            "{:<width$} {:<16} {:<16} {:<16}",
             s.kernel,
             cell("fentry"),
             cell("kprobe"),

@@ -75,9 +75,15 @@ fn summarize(kernel: String, lines: &[String], ran: bool) -> Suite {
 }
 
 fn print_table(suites: &[Suite]) {
+    let width = suites
+        .iter()
+        .map(|s| s.kernel.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
     println!();
     println!(
-        "{:<42} {:<16} {:<16} {:<16}",
+        "{:<width$} {:<16} {:<16} {:<16}",
         "KERNEL", "FENTRY", "KPROBE", "TRACEPOINT"
     );
     for s in suites {

@@ -30,12 +30,12 @@ enum Command {
     /// Run every test: unit tests, then the kernel integration tests (root).
     Test(test::Options),
     /// The kernel integration suite on other kernels, booted under QEMU.
-    VmTest(vm::Options),
+    VmTest(vm::VmOptions),
     /// cargo fmt --check and clippy -D warnings, userspace and eBPF crate.
     Lint,
 }
 
-fn vm_test(options: &vm::Options) -> anyhow::Result<()> {
+fn vm_test(options: &vm::VmOptions) -> anyhow::Result<()> {
     let object = build::build_ebpf(&toolchain::ensure()?, &build::Options::default())?;
     let runs = vm::vm_test(options, &object)?;
     let failed: Vec<&str> = runs
@@ -66,5 +66,15 @@ fn main() -> std::process::ExitCode {
             eprintln!("xtask: error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

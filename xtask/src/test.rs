@@ -16,7 +16,7 @@ pub struct Options {
     #[arg(long)]
     pub no_vm: bool,
     #[command(flatten)]
-    pub vm: vm::Options,
+    pub vm: vm::VmOptions,
 }
 
 /// One suite run on one kernel: its per-mode RESULT lines and its closing counts.

@@ -16,7 +16,7 @@ use crate::{
 };
 
 #[derive(clap::Args, Clone)]
-pub struct Options {
+pub struct VmOptions {
     /// Kernel packages to boot (default: the newest Debian 12 cloud kernels of the
     /// 6.1 and 6.12 series, before and after inet_csk_accept changed signature).
     #[arg(long = "kernel")]
@@ -211,7 +211,7 @@ fn boot(kernel_image: &Path, initrd: &Path) -> Result<(Vec<String>, bool)> {
     }
 }
 
-pub fn vm_test(options: &Options, object: &Path) -> Result<Vec<VmRun>> {
+pub fn vm_test(options: &VmOptions, object: &Path) -> Result<Vec<VmRun>> {
     ensure_host_tools()?;
     let kernels = if options.kernels.is_empty() {
         default_kernels()?

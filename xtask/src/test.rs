@@ -83,7 +83,7 @@ fn print_table(suites: &[Suite]) {
         .max(6);
     println!();
     println!(
-        "{:<width$} {:<16} {:<16} {:<16}",
+        "{:<width$} {:<16} {:<16} {}",
         "KERNEL", "FENTRY", "KPROBE", "TRACEPOINT"
     );
     for s in suites {
@@ -95,7 +95,7 @@ fn print_table(suites: &[Suite]) {
                 .unwrap_or_else(|| "not run".into())
         };
         println!(
-            "{:<width$} {:<16} {:<16} {:<16}",
+            "{:<width$} {:<16} {:<16} {}",
             s.kernel,
             cell("fentry"),
             cell("kprobe"),

@@ -102,15 +102,23 @@ fn refused(args: &[String]) {
 }
 
 /// `blackhole ADDR NAME`: listen with a backlog of 0 and fill it with one
-/// connection of its own, so the kernel drops every further SYN; report the port,
-/// then stay until stdin closes.
+/// connection of its own, so the kernel drops every further SYN; report the port
+/// and the filler's port, then stay until stdin closes (the filler's server side is
+/// never accepted).
 fn blackhole(args: &[String]) {
     set_comm(&args[1]);
     let addr: IpAddr = args[0].parse().unwrap();
     let (fd, port) = sock::bound(addr).expect("bind");
     socket::listen(&fd, socket::Backlog::new(0).unwrap()).expect("listen");
-    let _filler = TcpStream::connect(SocketAddr::new(addr, port)).expect("connect");
-    say(format!("listening {} {} {}", getpid(), getuid(), port));
+    let filler = TcpStream::connect(SocketAddr::new(addr, port)).expect("connect");
+    let filler_port = filler.local_addr().unwrap().port();
+    say(format!(
+        "listening {} {} {} {}",
+        getpid(),
+        getuid(),
+        port,
+        filler_port
+    ));
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
 }
 

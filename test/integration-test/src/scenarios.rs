@@ -370,7 +370,7 @@ fn refused(tracer: &Tracer, addr: &str) -> Result<Vec<String>> {
 fn timed_out(tracer: &Tracer, addr: &str) -> Result<Vec<String>> {
     let ip: IpAddr = addr.parse()?;
     let mut hole = Helper::spawn_with_stdin(&["blackhole", addr, "pw-blackhole"])?;
-    let [_, _, port] = hole.expect("listening")?[..] else {
+    let [hole_pid, hole_uid, port, filler_port] = hole.expect("listening")?[..] else {
         bail!("bad listening line")
     };
     let mut h = Helper::spawn(&["timeout", addr, &port.to_string(), "pw-timeout"])?;
@@ -386,7 +386,21 @@ fn timed_out(tracer: &Tracer, addr: &str) -> Result<Vec<String>> {
         port: lport as u16,
         comm: "pw-timeout",
     };
-    failed_connect(
+    // The filler connection was never accepted: its server side closes with the
+    // listener's owner, marked as inferred.
+    let unaccepted = [(
+        Expected {
+            what: "close of a never-accepted connection (owner inferred)".into(),
+            fields: json!({"event": "close", "role": "server", "pid": hole_pid, "uid": hole_uid,
+                           "comm": "pw-blackhole", "pid_exact": false,
+                           "local": {"port": port}, "remote": {"port": filler_port}}),
+        },
+        "close",
+        port as u16,
+        filler_port as u16,
+    )];
+    let mut failures = check(tracer, &unaccepted);
+    failures.extend(failed_connect(
         tracer,
         ip,
         port as u16,
@@ -394,7 +408,8 @@ fn timed_out(tracer: &Tracer, addr: &str) -> Result<Vec<String>> {
         errno,
         libc::ETIMEDOUT,
         "timed out",
-    )
+    )?);
+    Ok(failures)
 }
 
 /// A client process as it reported itself.

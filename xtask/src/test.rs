@@ -83,8 +83,8 @@ fn print_table(suites: &[Suite]) {
         .max(6);
     println!();
     println!(
-        "{:<width$} {:<16} {:<16} {}",
-        "KERNEL", "FENTRY", "KPROBE", "TRACEPOINT"
+        "{:<width$} {:<16} {:<16} TRACEPOINT",
+        "KERNEL", "FENTRY", "KPROBE"
     );
     for s in suites {
         let cell = |mode: &str| {

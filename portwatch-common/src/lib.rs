@@ -101,7 +101,14 @@ pub struct Event {
     pub daddr: [u8; 16],
     /// Task name, NUL-padded.
     pub comm: [u8; COMM_LEN],
-    pub _pad1: u32,
+    /// Parent process id (0 when the kernel's BTF did not give the offsets).
+    pub ppid: u32,
+    /// cgroup v2 id of the process (the inode number of its cgroup directory).
+    pub cgroup_id: u64,
+    /// The process's start time, ns since boot (`task_struct.start_boottime`; 0 when
+    /// unknown): with the pid it names one process, so userspace can tell whether
+    /// /proc/PID is still the same process.
+    pub task_start_ns: u64,
 }
 
 impl Event {
@@ -123,6 +130,10 @@ pub struct SockInfo {
     pub flags: u8,
     pub _pad0: u16,
     pub comm: [u8; COMM_LEN],
+    pub ppid: u32,
+    pub _pad1: u32,
+    pub cgroup_id: u64,
+    pub task_start_ns: u64,
 }
 
 /// Who owns a listening port: kept per (family, port) so a connection that is closed
@@ -183,9 +194,27 @@ pub struct Config {
     pub skc_state: u32,
     pub skc_v6_daddr: u32,
     pub skc_v6_rcv_saddr: u32,
+    /// `task_struct.real_parent`, `task_struct.tgid`, `task_struct.start_boottime`.
+    pub task_real_parent: u32,
+    pub task_tgid: u32,
+    pub task_start_boottime: u32,
+    /// Filters applied before an event is reserved: only events of these processes,
+    /// users, ports (either end) and family get through. A count of 0 means no filter.
+    pub filter_pids: [u32; FILTER_MAX],
+    pub filter_pid_count: u32,
+    pub filter_uids: [u32; FILTER_MAX],
+    pub filter_uid_count: u32,
+    /// Ports, widened to u32 to keep the layout free of padding.
+    pub filter_ports: [u32; FILTER_MAX],
+    pub filter_port_count: u32,
+    /// 0 (any), `AF_INET` or `AF_INET6`, as seen on the wire (IPv4-mapped is IPv4).
+    pub filter_family: u32,
     /// Bits of [`config_flags`].
     pub flags: u32,
 }
+
+/// How many values each kernel-side filter takes.
+pub const FILTER_MAX: usize = 8;
 
 pub mod config_flags {
     /// The `sock_common` offsets are valid: endpoints can be read from a sock.
@@ -202,6 +231,8 @@ pub mod config_flags {
     /// A tcp_connect program is attached: it records connecting processes, not the
     /// tracepoint's CLOSE -> SYN_SENT.
     pub const CONNECT_HOOKED: u32 = 32;
+    /// The task_struct offsets (parent, tgid, start time) are valid.
+    pub const TASK_FIELDS: u32 = 64;
 }
 
 #[cfg(feature = "user")]
@@ -220,9 +251,9 @@ mod tests {
 
     #[test]
     fn layouts_have_no_hidden_padding() {
-        assert_eq!(core::mem::size_of::<Event>(), 104);
-        assert_eq!(core::mem::size_of::<SockInfo>(), 40);
+        assert_eq!(core::mem::size_of::<Event>(), 120);
+        assert_eq!(core::mem::size_of::<SockInfo>(), 64);
         assert_eq!(core::mem::size_of::<ListenKey>(), 4);
-        assert_eq!(core::mem::size_of::<Config>(), 29 * 4);
+        assert_eq!(core::mem::size_of::<Config>(), (29 + 3 + 3 * 9 + 1) * 4);
     }
 }

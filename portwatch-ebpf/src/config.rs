@@ -5,7 +5,7 @@
 //! whole struct onto the 512-byte BPF stack in every program would cost more than a
 //! hundred bytes of it, and a plain read would let the compiler fold in the zeros
 //! below instead of the loader's values.
-use portwatch_common::Config;
+use portwatch_common::{Config, FILTER_MAX};
 
 #[no_mangle]
 pub static PORTWATCH_CONFIG: Config = Config {
@@ -37,6 +37,16 @@ pub static PORTWATCH_CONFIG: Config = Config {
     skc_state: 0,
     skc_v6_daddr: 0,
     skc_v6_rcv_saddr: 0,
+    task_real_parent: 0,
+    task_tgid: 0,
+    task_start_boottime: 0,
+    filter_pids: [0; FILTER_MAX],
+    filter_pid_count: 0,
+    filter_uids: [0; FILTER_MAX],
+    filter_uid_count: 0,
+    filter_ports: [0; FILTER_MAX],
+    filter_port_count: 0,
+    filter_family: 0,
     flags: 0,
 };
 

@@ -1,10 +1,14 @@
 //! Building events and putting them in the ring buffer, counting what does not fit.
 use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+    bpf_get_current_uid_gid, bpf_ktime_get_ns,
 };
 use portwatch_common::{flags, SockInfo};
 
-use crate::maps::{EVENTS, LOST};
+use crate::{
+    filter, kernel,
+    maps::{EVENTS, LOST},
+};
 
 /// A connection's endpoints as the kernel side read them.
 #[derive(Clone, Copy)]
@@ -31,6 +35,7 @@ pub struct Detail {
 pub fn current_owner(origin: u8, start_ns: u64) -> SockInfo {
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
+    let (ppid, task_start_ns) = kernel::current_parent_and_start();
     SockInfo {
         start_ns,
         pid: (pid_tgid >> 32) as u32,
@@ -40,6 +45,11 @@ pub fn current_owner(origin: u8, start_ns: u64) -> SockInfo {
         flags: flags::OWNER_KNOWN | flags::PID_EXACT,
         _pad0: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        ppid,
+        _pad1: 0,
+        // SAFETY: no preconditions; tracing programs may call it.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        task_start_ns,
     }
 }
 
@@ -55,6 +65,10 @@ pub fn unknown_owner(origin: u8, start_ns: u64) -> SockInfo {
         flags: 0,
         _pad0: 0,
         comm: [0; 16],
+        ppid: 0,
+        _pad1: 0,
+        cgroup_id: 0,
+        task_start_ns: 0,
     }
 }
 
@@ -63,9 +77,13 @@ pub fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// Reserve, fill and submit one event; count it as lost when the buffer is full.
+/// Reserve, fill and submit one event, unless the kernel-side filters drop it;
+/// count it as lost when the buffer is full.
 #[inline(always)]
 pub fn emit(tuple: &Tuple, owner: &SockInfo, detail: &Detail) {
+    if !filter::passes(owner, tuple) {
+        return;
+    }
     match EVENTS.reserve::<portwatch_common::Event>(0) {
         Some(mut entry) => {
             // Filled in place: building the event on the stack first would cost
@@ -93,7 +111,9 @@ pub fn emit(tuple: &Tuple, owner: &SockInfo, detail: &Detail) {
                 (*e).saddr = tuple.saddr;
                 (*e).daddr = tuple.daddr;
                 (*e).comm = owner.comm;
-                (*e)._pad1 = 0;
+                (*e).ppid = owner.ppid;
+                (*e).cgroup_id = owner.cgroup_id;
+                (*e).task_start_ns = owner.task_start_ns;
             }
             entry.submit(0);
         }

@@ -1,8 +1,11 @@
 //! Reading kernel memory at offsets userspace took from the kernel's BTF.
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
-use portwatch_common::AF_INET;
+use portwatch_common::{config_flags, AF_INET};
 
-use crate::{config::setting, emit::Tuple};
+use crate::{
+    config::{has, setting},
+    emit::Tuple,
+};
 
 #[inline(always)]
 unsafe fn read<T>(base: u64, offset: u32) -> Result<T, i64> {
@@ -78,5 +81,22 @@ pub fn sock_tuple(sk: u64, family: u16) -> Result<Tuple, i64> {
             tuple.daddr = read(sk, setting!(skc_v6_daddr))?;
         }
         Ok(tuple)
+    }
+}
+
+/// The current task's parent's pid and its own start time (ns since boot), or
+/// zeros when the kernel's BTF did not give the offsets.
+#[inline(always)]
+pub fn current_parent_and_start() -> (u32, u64) {
+    if !has(config_flags::TASK_FIELDS) {
+        return (0, 0);
+    }
+    unsafe {
+        let task = bpf_get_current_task();
+        let ppid = read::<u64>(task, setting!(task_real_parent))
+            .and_then(|parent| read::<u32>(parent, setting!(task_tgid)))
+            .unwrap_or(0);
+        let start = read::<u64>(task, setting!(task_start_boottime)).unwrap_or(0);
+        (ppid, start)
     }
 }

@@ -11,6 +11,7 @@ mod accept;
 mod config;
 mod connect;
 mod emit;
+mod filter;
 mod kernel;
 mod maps;
 mod state;

@@ -5,7 +5,7 @@ use std::{fmt, str::FromStr};
 use crate::model::{EventKind, Role};
 
 /// IANA's three ranges.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum PortClass {
     /// 0-1023: system or well-known ports.
     WellKnown,
@@ -84,67 +84,6 @@ impl FromStr for EphemeralRange {
     }
 }
 
-/// Service names for the ports users meet most: IANA's names, and for ports the
-/// registry leaves to others, the conventional use the seed document gives
-/// (8000 Django, 8888 Jupyter Notebook, 8080 alternative HTTP).
-pub fn service_name(port: u16) -> Option<&'static str> {
-    Some(match port {
-        20 => "ftp-data",
-        21 => "ftp",
-        22 => "ssh",
-        23 => "telnet",
-        25 => "smtp",
-        53 => "domain",
-        67 => "bootps",
-        68 => "bootpc",
-        80 => "http",
-        88 => "kerberos",
-        110 => "pop3",
-        111 => "sunrpc",
-        123 => "ntp",
-        143 => "imap",
-        179 => "bgp",
-        389 => "ldap",
-        443 => "https",
-        445 => "microsoft-ds",
-        465 => "submissions",
-        514 => "syslog",
-        587 => "submission",
-        631 => "ipp",
-        636 => "ldaps",
-        873 => "rsync",
-        993 => "imaps",
-        995 => "pop3s",
-        1433 => "ms-sql-s",
-        1521 => "oracle",
-        2049 => "nfs",
-        2375 => "docker",
-        2376 => "docker-s",
-        2379 => "etcd-client",
-        2380 => "etcd-server",
-        3000 => "dev-http",
-        3306 => "mysql",
-        3389 => "ms-wbt-server",
-        5000 => "dev-http",
-        5432 => "postgresql",
-        5672 => "amqp",
-        5900 => "vnc",
-        6379 => "redis",
-        6443 => "kubernetes-api",
-        8000 => "django",
-        8080 => "http-alt",
-        8443 => "https-alt",
-        8888 => "jupyter",
-        9090 => "prometheus",
-        9092 => "kafka",
-        9200 => "elasticsearch",
-        10250 => "kubelet",
-        11211 => "memcache",
-        27017 => "mongodb",
-        _ => return None,
-    })
-}
-
 /// The role of the local machine in an event. Listen, accept and connect say it by
 /// themselves; a close carries the role its socket began with (`origin`), and only
 /// for a socket whose beginning was not seen is it inferred from the ports, the way
@@ -161,7 +100,7 @@ pub fn role(
         EventKind::Listen => Role::Listener,
         EventKind::Accept => Role::Server,
         EventKind::Connect | EventKind::ConnectFailed => Role::Client,
-        EventKind::Close => origin.unwrap_or_else(|| {
+        EventKind::Close | EventKind::Snapshot => origin.unwrap_or_else(|| {
             let local_temporary = range.contains(local_port) || local_port >= 49152;
             let remote_temporary = range.contains(remote_port) || remote_port >= 49152;
             if local_temporary && !remote_temporary {
@@ -204,24 +143,6 @@ mod tests {
         assert_eq!(PortClass::of(49152), PortClass::Dynamic);
         assert_eq!(PortClass::of(49902), PortClass::Dynamic);
         assert_eq!(PortClass::of(65535), PortClass::Dynamic);
-    }
-
-    #[test]
-    fn seed_examples_have_their_services() {
-        for (port, name) in [
-            (80, "http"),
-            (443, "https"),
-            (8080, "http-alt"),
-            (21, "ftp"),
-            (25, "smtp"),
-            (5432, "postgresql"),
-            (8000, "django"),
-            (8888, "jupyter"),
-            (6379, "redis"),
-        ] {
-            assert_eq!(service_name(port), Some(name), "port {port}");
-        }
-        assert_eq!(service_name(49902), None);
     }
 
     #[test]

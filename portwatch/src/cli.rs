@@ -1,8 +1,14 @@
 //! Command-line arguments.
-use clap::{Parser, Subcommand};
-use portwatch_common::RINGBUF_DEFAULT_BYTES;
+use clap::{error::ErrorKind, CommandFactory, Parser, Subcommand};
+use portwatch_common::{FILTER_MAX, RINGBUF_DEFAULT_BYTES};
 
-use crate::{loader::AttachChoice, output::Format};
+use crate::{
+    classify::PortClass,
+    filter::Filter,
+    loader::AttachChoice,
+    model::{Family, Role},
+    output::{ColorChoice, Format},
+};
 
 /// Live TCP connection tracing from the kernel: which process opened which port,
 /// in which role, and what kind of port it is.
@@ -24,6 +30,57 @@ pub struct Cli {
     /// Ring buffer size in bytes: a power of two, at least 4096.
     #[arg(long, default_value_t = RINGBUF_DEFAULT_BYTES, value_parser = parse_ringbuf_size)]
     pub ringbuf_size: u32,
+
+    /// Add to each table row the sentence the ports notes would write for it.
+    #[arg(long, global = true)]
+    pub explain: bool,
+
+    /// Do not print the TCP sockets that already exist when tracing starts.
+    #[arg(long)]
+    pub no_snapshot: bool,
+
+    /// Colors in the table: only on a terminal and without NO_COLOR (auto), always, never.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
+    pub color: ColorChoice,
+
+    #[command(flatten)]
+    pub filters: FilterArgs,
+}
+
+/// Which events to show. --pid, --uid, --port, -4 and -6 are applied in the
+/// kernel (filtered-out traffic never reaches portwatch); the others here.
+#[derive(Debug, Default, clap::Args)]
+pub struct FilterArgs {
+    /// Only this process (repeatable, up to 8).
+    #[arg(long = "pid", value_name = "PID", global = true)]
+    pub pids: Vec<u32>,
+    /// Only processes of this user, by uid or name (repeatable, up to 8).
+    #[arg(long = "uid", value_name = "UID|USER", value_parser = parse_uid, global = true)]
+    pub uids: Vec<u32>,
+    /// Only connections with this port at either end (repeatable, up to 8).
+    #[arg(long = "port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    pub ports: Vec<u16>,
+    /// Only IPv4 (IPv4-mapped IPv6 counts as IPv4).
+    #[arg(short = '4', conflicts_with = "ipv6", global = true)]
+    pub ipv4: bool,
+    /// Only IPv6.
+    #[arg(short = '6', global = true)]
+    pub ipv6: bool,
+    /// Only processes with this exact name (repeatable).
+    #[arg(long = "comm", value_name = "NAME", global = true)]
+    pub comms: Vec<String>,
+    /// Only this role (repeatable).
+    #[arg(long = "role", value_enum, global = true)]
+    pub roles: Vec<Role>,
+    /// Only ports of this IANA class, at either end (repeatable).
+    #[arg(long = "class", value_enum, global = true)]
+    pub classes: Vec<PortClass>,
+    /// Only processes in this container (an id or a prefix of one; repeatable).
+    #[arg(long = "container", value_name = "ID", value_parser = parse_container, global = true)]
+    pub containers: Vec<String>,
+    /// Only processes in this cgroup v2 path or below it (repeatable).
+    #[arg(long = "cgroup", value_name = "PATH", value_parser = parse_cgroup, global = true)]
+    pub cgroups: Vec<String>,
 }
 
 #[derive(Debug, PartialEq, Eq, Subcommand)]
@@ -31,6 +88,80 @@ pub enum Command {
     /// Check what this host allows: kernel, BTF, tracefs, privileges, ring buffer,
     /// and whether each attach mode loads here (and why not).
     Doctor,
+    /// Explain ports: IANA class, this host's ephemeral range, service, usual
+    /// software, and the role such a port normally plays. No root needed.
+    Explain {
+        /// Port numbers.
+        #[arg(required = true, value_name = "PORT")]
+        ports: Vec<u16>,
+    },
+    /// Print the TCP sockets that exist now (listening and established, with their
+    /// processes), classified, and exit.
+    Snapshot,
+}
+
+impl Cli {
+    /// The filters, checked; a usage error (exit 2) when a kernel-side list is
+    /// longer than the kernel side takes.
+    pub fn filter(&self) -> Result<Filter, clap::Error> {
+        let f = &self.filters;
+        for (name, len) in [
+            ("--pid", f.pids.len()),
+            ("--uid", f.uids.len()),
+            ("--port", f.ports.len()),
+        ] {
+            if len > FILTER_MAX {
+                return Err(Cli::command().error(
+                    ErrorKind::TooManyValues,
+                    format!("{name} takes at most {FILTER_MAX} values, got {len}"),
+                ));
+            }
+        }
+        Ok(Filter {
+            pids: f.pids.clone(),
+            uids: f.uids.clone(),
+            ports: f.ports.clone(),
+            family: match (f.ipv4, f.ipv6) {
+                (true, _) => Some(Family::Ipv4),
+                (_, true) => Some(Family::Ipv6),
+                _ => None,
+            },
+            comms: f.comms.clone(),
+            roles: f.roles.clone(),
+            classes: f.classes.clone(),
+            containers: f.containers.clone(),
+            cgroups: f.cgroups.clone(),
+        })
+    }
+}
+
+fn parse_uid(text: &str) -> Result<u32, String> {
+    if let Ok(uid) = text.parse() {
+        return Ok(uid);
+    }
+    match nix::unistd::User::from_name(text) {
+        Ok(Some(user)) => Ok(user.uid.as_raw()),
+        _ => Err(format!("no user named `{text}`")),
+    }
+}
+
+fn parse_container(text: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_hexdigit());
+    if ok {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "`{text}` is not a container id (1 to 64 hex digits)"
+        ))
+    }
+}
+
+fn parse_cgroup(text: &str) -> Result<String, String> {
+    if text.starts_with('/') {
+        Ok(text.to_string())
+    } else {
+        Err(format!("`{text}` is not a cgroup path (they start with /)"))
+    }
 }
 
 fn parse_ringbuf_size(text: &str) -> Result<u32, String> {
@@ -87,9 +218,84 @@ mod tests {
     }
 
     #[test]
+    fn filters() {
+        let cli = Cli::try_parse_from([
+            "portwatch",
+            "--pid",
+            "7",
+            "--pid",
+            "8",
+            "--uid",
+            "root",
+            "--uid",
+            "1000",
+            "--port",
+            "80",
+            "-6",
+            "--comm",
+            "nginx",
+            "--role",
+            "server",
+            "--class",
+            "well-known",
+            "--container",
+            "ABCdef",
+            "--cgroup",
+            "/system.slice",
+        ])
+        .unwrap();
+        let f = cli.filter().unwrap();
+        assert_eq!(f.pids, vec![7, 8]);
+        assert_eq!(f.uids, vec![0, 1000]);
+        assert_eq!(f.ports, vec![80]);
+        assert_eq!(f.family, Some(Family::Ipv6));
+        assert_eq!(f.comms, vec!["nginx".to_string()]);
+        assert_eq!(f.roles, vec![Role::Server]);
+        assert_eq!(f.classes, vec![PortClass::WellKnown]);
+        assert_eq!(f.containers, vec!["abcdef".to_string()]);
+        assert_eq!(f.cgroups, vec!["/system.slice".to_string()]);
+        // Filters work after a subcommand too.
+        let cli = Cli::try_parse_from(["portwatch", "snapshot", "--port", "22"]).unwrap();
+        assert_eq!(cli.filter().unwrap().ports, vec![22]);
+    }
+
+    #[test]
+    fn too_many_kernel_filter_values_is_a_usage_error() {
+        let mut args = vec!["portwatch".to_string()];
+        for p in 1..=9 {
+            args.extend(["--port".to_string(), p.to_string()]);
+        }
+        let cli = Cli::try_parse_from(args).unwrap();
+        assert_eq!(cli.filter().unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn explain_takes_ports() {
+        let cli = Cli::try_parse_from(["portwatch", "explain", "80", "51031"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Some(Command::Explain {
+                ports: vec![80, 51031]
+            })
+        );
+        assert!(Cli::try_parse_from(["portwatch", "explain"]).is_err());
+    }
+
+    #[test]
     fn bad_values_are_usage_errors() {
         for args in [
-            &["portwatch", "--format", "xml"][..],
+            &["portwatch", "explain", "70000"][..],
+            &["portwatch", "--port", "0"],
+            &["portwatch", "--port", "http"],
+            &["portwatch", "--pid", "-3"],
+            &["portwatch", "--uid", "no-such-user-here"],
+            &["portwatch", "-4", "-6"],
+            &["portwatch", "--role", "peer"],
+            &["portwatch", "--class", "private"],
+            &["portwatch", "--container", "xyz"],
+            &["portwatch", "--cgroup", "relative"],
+            &["portwatch", "--color", "sometimes"],
+            &["portwatch", "--format", "xml"],
             &["portwatch", "--ringbuf-size", "1000"],
             &["portwatch", "--ringbuf-size", "lots"],
             &["portwatch", "--bogus"],

@@ -11,6 +11,7 @@ use portwatch_common::{event_kind, flags, origin, Event, AF_INET, AF_INET6};
 use crate::{
     classify::{self, EphemeralRange, PortClass},
     model::{ConnEvent, ConnectError, Endpoint, EventKind, Family, Owner, Role, TcpState},
+    notes, services,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -76,13 +77,14 @@ fn address(family: u16, bytes: &[u8; 16]) -> IpAddr {
     }
 }
 
-fn endpoint(addr: IpAddr, port: u16, range: EphemeralRange) -> Endpoint {
+/// A classified endpoint.
+pub fn endpoint(addr: IpAddr, port: u16, range: EphemeralRange) -> Endpoint {
     Endpoint {
         addr,
         port,
         class: PortClass::of(port),
         ephemeral: range.contains(port),
-        service: classify::service_name(port),
+        service: services::service_name(port),
     }
 }
 
@@ -122,6 +124,9 @@ pub fn decode(raw: &Event, clock: Clock, range: EphemeralRange) -> Result<ConnEv
         tid: raw.tid,
         uid: raw.uid,
         comm: comm_text(&raw.comm),
+        ppid: (raw.ppid != 0).then_some(raw.ppid),
+        cgroup_id: (raw.cgroup_id != 0).then_some(raw.cgroup_id),
+        start_ns: (raw.task_start_ns != 0).then_some(raw.task_start_ns),
     });
     let duration = match kind {
         EventKind::Connect | EventKind::ConnectFailed => Some(raw.duration_ns),
@@ -133,7 +138,7 @@ pub fn decode(raw: &Event, clock: Clock, range: EphemeralRange) -> Result<ConnEv
         errno: raw.error,
         reason: classify::connect_failure_reason(raw.error),
     });
-    Ok(ConnEvent {
+    let mut event = ConnEvent {
         time: clock.wall(raw.ts_ns),
         kind,
         role: classify::role(kind, origin, raw.sport, raw.dport, range),
@@ -147,7 +152,11 @@ pub fn decode(raw: &Event, clock: Clock, range: EphemeralRange) -> Result<ConnEv
         sock_id: raw.sock_id,
         duration,
         error,
-    })
+        process: None,
+        notes: Vec::new(),
+    };
+    event.notes = notes::notes(&event, range);
+    Ok(event)
 }
 
 #[cfg(test)]
@@ -183,7 +192,9 @@ pub(crate) mod tests {
             saddr,
             daddr,
             comm,
-            _pad1: 0,
+            ppid: 4000,
+            cgroup_id: 1234,
+            task_start_ns: 5_000_000_000,
         }
     }
 
@@ -209,7 +220,10 @@ pub(crate) mod tests {
                 pid: 4242,
                 tid: 4243,
                 uid: 1000,
-                comm: "curl".into()
+                comm: "curl".into(),
+                ppid: Some(4000),
+                cgroup_id: Some(1234),
+                start_ns: Some(5_000_000_000),
             })
         );
         assert!(e.pid_exact);

@@ -160,6 +160,18 @@ pub fn fill_config(btf: Option<&Btf>, config: &mut Config) -> BtfOffsets {
             "{e}: in tracepoint mode, accepted connections are attributed to the listener's owner (pid_exact: false)"
         )),
     }
+    let task = (|| -> Result<(), BtfError> {
+        config.task_real_parent = offset_of(btf, "task_struct", "real_parent")?;
+        config.task_tgid = offset_of(btf, "task_struct", "tgid")?;
+        config.task_start_boottime = offset_of(btf, "task_struct", "start_boottime")?;
+        Ok(())
+    })();
+    match task {
+        Ok(()) => config.flags |= config_flags::TASK_FIELDS,
+        Err(e) => warnings.push(format!(
+            "{e}: events carry no parent pid, and process details cannot be checked against pid reuse"
+        )),
+    }
     match offset_of(btf, "sock", "sk_err") {
         Ok(off) => {
             config.sk_err = off;

@@ -83,6 +83,8 @@ pub struct LoadOptions {
     /// Ring buffer size in bytes (a power of two, a multiple of the page size).
     pub ringbuf_bytes: u32,
     pub attach: AttachChoice,
+    /// Its kernel-side part is applied before events are reserved.
+    pub filter: crate::filter::Filter,
 }
 
 /// What was learnt about the kernel before loading anything: the same for every
@@ -426,7 +428,8 @@ pub fn load_mode(
 
 /// Load in the chosen mode, or with `auto` in the first mode that works.
 pub fn load(options: &LoadOptions) -> Result<Tracer, LoadError> {
-    let kernel = inspect_kernel()?;
+    let mut kernel = inspect_kernel()?;
+    options.filter.apply_to_kernel(&mut kernel.config);
     let mut refusals = Vec::new();
     for &mode in options.attach.modes() {
         match load_mode(&kernel, mode, options.ringbuf_bytes) {

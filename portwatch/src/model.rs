@@ -13,6 +13,8 @@ pub enum EventKind {
     Connect,
     ConnectFailed,
     Close,
+    /// A socket that already existed when portwatch looked (sock_diag).
+    Snapshot,
 }
 
 impl EventKind {
@@ -23,12 +25,13 @@ impl EventKind {
             EventKind::Connect => "connect",
             EventKind::ConnectFailed => "connect-failed",
             EventKind::Close => "close",
+            EventKind::Snapshot => "snapshot",
         }
     }
 }
 
 /// The local machine's part in a connection, in the seed document's words.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Role {
     /// Local machine as a listening server.
     Listener,
@@ -102,6 +105,27 @@ pub struct Owner {
     /// The task name exactly as the kernel has it (it may hold any byte but NUL;
     /// printers escape it).
     pub comm: String,
+    /// Parent process id, read by the kernel side at the event.
+    pub ppid: Option<u32>,
+    /// cgroup v2 id, read by the kernel side at the event.
+    pub cgroup_id: Option<u64>,
+    /// Process start time, ns since boot: with `pid`, names exactly one process.
+    pub start_ns: Option<u64>,
+}
+
+/// What userspace adds about the owning process, checked to be the same process
+/// the kernel saw (same pid and start time).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessDetails {
+    pub exe: Option<String>,
+    pub cmdline: Option<Vec<String>>,
+    pub user: Option<String>,
+    /// cgroup v2 path, from the kernel's cgroup id.
+    pub cgroup: Option<String>,
+    pub container_id: Option<String>,
+    /// Why exe/cmdline are missing: the process had exited, or its pid already
+    /// belonged to another process, before userspace could look.
+    pub missing: Option<&'static str>,
 }
 
 /// One end of a connection, classified.
@@ -141,4 +165,8 @@ pub struct ConnEvent {
     /// Connect: the handshake. Close: the connection's lifetime.
     pub duration: Option<Duration>,
     pub error: Option<ConnectError>,
+    /// Filled in by enrichment; None when the owner is unknown.
+    pub process: Option<ProcessDetails>,
+    /// What is unusual about this event, per the seed's port semantics.
+    pub notes: Vec<crate::notes::Note>,
 }

@@ -14,8 +14,10 @@ use tokio::{
 use crate::{
     classify::EphemeralRange,
     decode::{decode, parse_record, Clock},
+    filter::Filter,
     loader::Tracer,
     output::Printer,
+    procinfo::Enricher,
 };
 
 /// How a trace ended.
@@ -29,6 +31,9 @@ pub enum Ended {
 
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Records read from the ring buffer.
+    pub received: u64,
+    /// Events printed (received and passing the userspace filters).
     pub events: u64,
     pub lost: u64,
     pub undecodable: u64,
@@ -36,6 +41,8 @@ pub struct Stats {
 
 struct Pipeline<'p> {
     printer: &'p mut dyn Printer,
+    filter: &'p Filter,
+    enricher: Enricher,
     clock: Clock,
     range: EphemeralRange,
     /// Kernel addresses are not printed: socket ids are keyed hashes of them.
@@ -45,10 +52,15 @@ struct Pipeline<'p> {
 
 impl Pipeline<'_> {
     fn record(&mut self, bytes: &[u8], err: &mut impl Write) -> io::Result<()> {
+        self.stats.received += 1;
         let decoded = parse_record(bytes).and_then(|raw| decode(&raw, self.clock, self.range));
         match decoded {
             Ok(mut event) => {
                 event.sock_id = self.ids.hash_one(event.sock_id);
+                self.enricher.enrich(&mut event);
+                if !self.filter.matches(&event) {
+                    return Ok(());
+                }
                 self.stats.events += 1;
                 self.printer.event(&event)
             }
@@ -105,11 +117,18 @@ async fn readable(
 
 /// Run until SIGINT/SIGTERM or until stdout closes. Returns how it ended and the
 /// counts; the caller drops the tracer, which detaches every program.
-pub async fn run(tracer: &mut Tracer, printer: &mut dyn Printer) -> io::Result<(Ended, Stats)> {
+pub async fn run(
+    tracer: &mut Tracer,
+    printer: &mut dyn Printer,
+    filter: &Filter,
+    enricher: Enricher,
+) -> io::Result<(Ended, Stats)> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut pipeline = Pipeline {
         printer,
+        filter,
+        enricher,
         clock: Clock::now(),
         range: EphemeralRange::of_host(),
         ids: RandomState::new(),

@@ -3,6 +3,7 @@
 mod build;
 mod lint;
 mod run;
+mod services;
 mod test;
 mod toolchain;
 mod util;
@@ -33,6 +34,8 @@ enum Command {
     VmTest(vm::VmOptions),
     /// cargo fmt --check and clippy -D warnings, userspace and eBPF crate.
     Lint,
+    /// Regenerate the built-in IANA service table (needs npm).
+    GenServices,
 }
 
 fn vm_test(options: &vm::VmOptions) -> anyhow::Result<()> {
@@ -59,6 +62,7 @@ fn main() -> std::process::ExitCode {
         Command::Test(o) => test::test(o),
         Command::VmTest(o) => vm_test(&o),
         Command::Lint => lint::lint(),
+        Command::GenServices => services::generate(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -65,12 +65,23 @@ struct EventJson<'a> {
     duration_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<ErrorJson<'a>>,
-    attach: &'a str,
+    ppid: Option<u32>,
+    exe: Option<&'a str>,
+    cmdline: Option<&'a [String]>,
+    user: Option<&'a str>,
+    cgroup: Option<&'a str>,
+    container_id: Option<&'a str>,
+    /// Why exe and cmdline are null.
+    process_missing: Option<&'a str>,
+    notes: Vec<&'static str>,
+    /// Null for `portwatch snapshot`, which attaches nothing.
+    attach: Option<&'a str>,
 }
 
 impl<W: Write> Printer for JsonPrinter<W> {
     fn event(&mut self, e: &ConnEvent) -> io::Result<()> {
         let owner = e.owner.as_ref();
+        let process = e.process.as_ref();
         let record = EventJson {
             time: e.time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
             event: e.kind.name(),
@@ -92,7 +103,15 @@ impl<W: Write> Printer for JsonPrinter<W> {
                 errno: err.errno,
                 reason: err.reason,
             }),
-            attach: &self.info.attach_mode,
+            ppid: owner.and_then(|o| o.ppid),
+            exe: process.and_then(|p| p.exe.as_deref()),
+            cmdline: process.and_then(|p| p.cmdline.as_deref()),
+            user: process.and_then(|p| p.user.as_deref()),
+            cgroup: process.and_then(|p| p.cgroup.as_deref()),
+            container_id: process.and_then(|p| p.container_id.as_deref()),
+            process_missing: process.and_then(|p| p.missing),
+            notes: e.notes.iter().map(|n| n.code()).collect(),
+            attach: (!self.info.attach_mode.is_empty()).then_some(self.info.attach_mode.as_str()),
         };
         serde_json::to_writer(&mut self.out, &record)?;
         self.out.write_all(b"\n")?;
@@ -113,6 +132,7 @@ mod tests {
             &mut buf,
             RunInfo {
                 attach_mode: "tracepoint".into(),
+                ..RunInfo::default()
             },
         )
         .event(e)
@@ -144,8 +164,33 @@ mod tests {
         assert_eq!(v["remote"]["service"], "http");
         assert_eq!(v["remote"]["class"], "well-known");
         assert_eq!(v["duration_ms"], 1.5);
+        assert_eq!(v["ppid"], 4000);
+        assert_eq!(v["notes"], serde_json::json!([]));
+        assert_eq!(v["exe"], Value::Null);
         assert!(v["time"].as_str().unwrap().ends_with('Z'));
         assert!(chrono::DateTime::parse_from_rfc3339(v["time"].as_str().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn process_details_and_notes() {
+        let mut e = sample_event();
+        e.process = Some(crate::model::ProcessDetails {
+            exe: Some("/usr/bin/curl".into()),
+            cmdline: Some(vec!["curl".into(), "http://x/\u{1b}".into()]),
+            user: Some("alice".into()),
+            cgroup: Some("/system.slice/docker-ab.scope".into()),
+            container_id: Some("ab".into()),
+            missing: None,
+        });
+        e.notes = vec![crate::notes::Note::ClientToDynamicPort];
+        let v = print(&e);
+        assert_eq!(v["exe"], "/usr/bin/curl");
+        assert_eq!(v["cmdline"], serde_json::json!(["curl", "http://x/\u{1b}"]));
+        assert_eq!(v["user"], "alice");
+        assert_eq!(v["cgroup"], "/system.slice/docker-ab.scope");
+        assert_eq!(v["container_id"], "ab");
+        assert_eq!(v["process_missing"], Value::Null);
+        assert_eq!(v["notes"], serde_json::json!(["client-to-dynamic-port"]));
     }
 
     #[test]

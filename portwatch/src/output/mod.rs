@@ -21,11 +21,35 @@ pub enum Format {
     Json,
 }
 
-/// Facts about the run that printers may state.
+/// `--color`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    /// Auto: only on a terminal, and never with NO_COLOR set (to anything).
+    pub fn enabled(self, is_terminal: bool, no_color: bool) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => is_terminal && !no_color,
+        }
+    }
+}
+
+/// Facts about the run, and how to print it.
 #[derive(Clone, Debug, Default)]
 pub struct RunInfo {
-    /// How the programs are attached (for example `tracepoint`).
+    /// How the programs are attached (for example `tracepoint`); empty for a
+    /// snapshot, which attaches nothing.
     pub attach_mode: String,
+    /// Table: add the seed document's sentence under each row.
+    pub explain: bool,
+    /// Table: ANSI colors.
+    pub color: bool,
 }
 
 pub trait Printer {
@@ -38,7 +62,7 @@ pub fn printer<'w, W: Write + 'w>(
     info: RunInfo,
 ) -> io::Result<Box<dyn Printer + 'w>> {
     Ok(match format {
-        Format::Table => Box::new(TablePrinter::new(out)?),
+        Format::Table => Box::new(TablePrinter::new(out, info)?),
         Format::Json => Box::new(JsonPrinter::new(out, info)),
     })
 }
@@ -46,6 +70,8 @@ pub fn printer<'w, W: Write + 'w>(
 #[cfg(test)]
 pub(crate) mod tests {
     use std::time::Duration;
+
+    use super::ColorChoice;
 
     use crate::{
         classify::EphemeralRange,
@@ -65,5 +91,14 @@ pub(crate) mod tests {
         .unwrap();
         assert_eq!(e.duration, Some(Duration::from_micros(1500)));
         e
+    }
+
+    #[test]
+    fn colors_only_on_a_terminal_and_never_with_no_color() {
+        assert!(ColorChoice::Auto.enabled(true, false));
+        assert!(!ColorChoice::Auto.enabled(false, false));
+        assert!(!ColorChoice::Auto.enabled(true, true));
+        assert!(ColorChoice::Always.enabled(false, true));
+        assert!(!ColorChoice::Never.enabled(true, false));
     }
 }

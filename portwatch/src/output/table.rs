@@ -7,12 +7,25 @@ use std::{
 
 use chrono::Local;
 
-use super::{escape::escape_control, Printer};
-use crate::model::{ConnEvent, Endpoint, EventKind, Role};
+use super::{escape::escape_control, Printer, RunInfo};
+use crate::{
+    model::{ConnEvent, Endpoint, EventKind, Role},
+    notes,
+};
 
 pub struct TablePrinter<W: Write> {
     out: W,
+    explain: bool,
+    color: bool,
 }
+
+const RESET: &str = "\x1b[0m";
+const BOLD: &str = "\x1b[1m";
+const RED: &str = "\x1b[31m";
+const GREEN: &str = "\x1b[32m";
+const YELLOW: &str = "\x1b[33m";
+const BLUE: &str = "\x1b[34m";
+const CYAN: &str = "\x1b[36m";
 
 const HEADER: [&str; 11] = [
     "TIME",
@@ -31,21 +44,40 @@ const HEADER: [&str; 11] = [
 const WIDTHS: [usize; 10] = [12, 14, 5, 23, 23, 11, 22, 8, 22, 22];
 
 impl<W: Write> TablePrinter<W> {
-    pub fn new(mut out: W) -> io::Result<Self> {
-        write_row(&mut out, &HEADER.map(String::from))?;
+    pub fn new(mut out: W, info: RunInfo) -> io::Result<Self> {
+        let colors = [None; 11].map(|_: Option<&str>| info.color.then_some(BOLD));
+        write_row(&mut out, &HEADER.map(String::from), &colors)?;
         out.flush()?;
-        Ok(TablePrinter { out })
+        Ok(TablePrinter {
+            out,
+            explain: info.explain,
+            color: info.color,
+        })
     }
 }
 
-fn write_row(out: &mut impl Write, cells: &[String; 11]) -> io::Result<()> {
+/// One aligned line; a cell's color (when colors are on) does not count toward its
+/// width.
+fn write_row(
+    out: &mut impl Write,
+    cells: &[String; 11],
+    colors: &[Option<&str>; 11],
+) -> io::Result<()> {
     let mut line = String::with_capacity(200);
-    for (cell, width) in cells.iter().zip(WIDTHS) {
-        line.push_str(cell);
-        let pad = width.saturating_sub(cell.chars().count()) + 1;
-        line.extend(std::iter::repeat_n(' ', pad.max(1)));
+    for (i, cell) in cells.iter().enumerate() {
+        match colors[i] {
+            Some(c) if !cell.is_empty() => {
+                line.push_str(c);
+                line.push_str(cell);
+                line.push_str(RESET);
+            }
+            _ => line.push_str(cell),
+        }
+        if let Some(width) = WIDTHS.get(i) {
+            let pad = width.saturating_sub(cell.chars().count()) + 1;
+            line.extend(std::iter::repeat_n(' ', pad));
+        }
     }
-    line.push_str(&cells[10]);
     writeln!(out, "{}", line.trim_end())
 }
 
@@ -85,7 +117,7 @@ fn process(e: &ConnEvent) -> String {
 }
 
 fn detail(e: &ConnEvent) -> String {
-    let mut parts = Vec::new();
+    let mut parts: Vec<String> = e.notes.iter().map(|n| format!("! {}", n.text())).collect();
     if let Some(err) = &e.error {
         parts.push(if err.errno != 0 {
             format!("{} (errno {})", err.reason, err.errno)
@@ -97,6 +129,9 @@ fn detail(e: &ConnEvent) -> String {
         (EventKind::Connect, Some(d)) => parts.push(format!("handshake {}", human_duration(d))),
         (EventKind::Close, Some(d)) => parts.push(format!("after {}", human_duration(d))),
         _ => {}
+    }
+    if let Some(id) = e.process.as_ref().and_then(|p| p.container_id.as_deref()) {
+        parts.push(format!("container {}", &id[..id.len().min(12)]));
     }
     parts.join(", ")
 }
@@ -135,7 +170,25 @@ impl<W: Write> Printer for TablePrinter<W> {
             },
             detail(e),
         ];
-        write_row(&mut self.out, &cells)?;
+        let mut colors = [None; 11];
+        if self.color {
+            colors[1] = Some(match e.kind {
+                EventKind::ConnectFailed => RED,
+                _ => BOLD,
+            });
+            colors[7] = Some(match e.role {
+                Role::Listener => BLUE,
+                Role::Server => GREEN,
+                Role::Client => CYAN,
+            });
+            if !e.notes.is_empty() || e.error.is_some() {
+                colors[10] = Some(if e.error.is_some() { RED } else { YELLOW });
+            }
+        }
+        write_row(&mut self.out, &cells, &colors)?;
+        if self.explain {
+            writeln!(self.out, "             \u{2514} {}", notes::sentence(e))?;
+        }
         self.out.flush()
     }
 }
@@ -149,7 +202,7 @@ mod tests {
     fn header_then_one_aligned_row_per_event() {
         let mut buf = Vec::new();
         {
-            let mut p = TablePrinter::new(&mut buf).unwrap();
+            let mut p = TablePrinter::new(&mut buf, RunInfo::default()).unwrap();
             p.event(&sample_event()).unwrap();
         }
         let text = String::from_utf8(buf).unwrap();
@@ -186,10 +239,60 @@ mod tests {
         e.owner.as_mut().unwrap().comm = "evil\x1b[2J".into();
         e.pid_exact = false;
         let mut buf = Vec::new();
-        TablePrinter::new(&mut buf).unwrap().event(&e).unwrap();
+        TablePrinter::new(&mut buf, RunInfo::default())
+            .unwrap()
+            .event(&e)
+            .unwrap();
         let text = String::from_utf8(buf).unwrap();
         assert!(!text.contains('\x1b'));
         assert!(text.contains("~4242/evil\\x1b[2J"));
+    }
+
+    #[test]
+    fn colors_keep_columns_aligned_and_explain_adds_the_sentence() {
+        let mut plain = Vec::new();
+        TablePrinter::new(&mut plain, RunInfo::default())
+            .unwrap()
+            .event(&sample_event())
+            .unwrap();
+        let mut colored = Vec::new();
+        let info = RunInfo {
+            color: true,
+            explain: true,
+            ..RunInfo::default()
+        };
+        TablePrinter::new(&mut colored, info)
+            .unwrap()
+            .event(&sample_event())
+            .unwrap();
+        let colored = String::from_utf8(colored).unwrap();
+        assert!(colored.contains("\x1b[36mclient\x1b[0m"));
+        let stripped = colored
+            .replace(RESET, "")
+            .replace(BOLD, "")
+            .replace(CYAN, "");
+        let mut lines = stripped.lines();
+        let plain = String::from_utf8(plain).unwrap();
+        for p in plain.lines() {
+            assert_eq!(lines.next(), Some(p));
+        }
+        assert!(lines.next().unwrap().contains(
+            "local machine is a client of 222.222.222.222's HTTP service (80) from temporary port 51031"
+        ));
+    }
+
+    #[test]
+    fn notes_are_marked() {
+        let mut e = sample_event();
+        e.notes = vec![crate::notes::Note::ClientFromWellKnownPort];
+        let mut buf = Vec::new();
+        TablePrinter::new(&mut buf, RunInfo::default())
+            .unwrap()
+            .event(&e)
+            .unwrap();
+        assert!(String::from_utf8(buf)
+            .unwrap()
+            .contains("! client from a well-known port"));
     }
 
     #[test]

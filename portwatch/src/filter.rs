@@ -1,0 +1,213 @@
+//! Event filters (`--pid`, `--uid`, `--port`, `-4`/`-6` in the kernel; `--comm`,
+//! `--role`, `--class`, `--container`, `--cgroup` here).
+use portwatch_common::{Config, AF_INET, AF_INET6, FILTER_MAX};
+
+use crate::{
+    classify::PortClass,
+    model::{ConnEvent, Family, Role},
+};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub pids: Vec<u32>,
+    pub uids: Vec<u32>,
+    pub ports: Vec<u16>,
+    pub family: Option<Family>,
+    pub comms: Vec<String>,
+    pub roles: Vec<Role>,
+    pub classes: Vec<PortClass>,
+    /// Container id prefixes.
+    pub containers: Vec<String>,
+    /// cgroup path prefixes.
+    pub cgroups: Vec<String>,
+}
+
+fn fill<T: Copy + Into<u32>>(values: &[T], slots: &mut [u32; FILTER_MAX], count: &mut u32) {
+    for (slot, v) in slots.iter_mut().zip(values) {
+        *slot = (*v).into();
+    }
+    *count = values.len().min(FILTER_MAX) as u32;
+}
+
+impl Filter {
+    /// Write the kernel-side part into the load-time configuration.
+    pub fn apply_to_kernel(&self, c: &mut Config) {
+        fill(&self.pids, &mut c.filter_pids, &mut c.filter_pid_count);
+        fill(&self.uids, &mut c.filter_uids, &mut c.filter_uid_count);
+        fill(&self.ports, &mut c.filter_ports, &mut c.filter_port_count);
+        c.filter_family = match self.family {
+            None => 0,
+            Some(Family::Ipv4) => AF_INET as u32,
+            Some(Family::Ipv6) => AF_INET6 as u32,
+        };
+    }
+
+    /// The whole filter, in userspace: the kernel part again (harmless, and it
+    /// keeps `snapshot`, which does not go through the kernel, filtered too) and
+    /// the parts only userspace can judge.
+    pub fn matches(&self, e: &ConnEvent) -> bool {
+        let owner = e.owner.as_ref();
+        let process = e.process.as_ref();
+        let any = |list_empty: bool, hit: bool| list_empty || hit;
+        any(
+            self.pids.is_empty(),
+            owner.is_some_and(|o| self.pids.contains(&o.pid)),
+        ) && any(
+            self.uids.is_empty(),
+            owner.is_some_and(|o| self.uids.contains(&o.uid)),
+        ) && any(
+            self.ports.is_empty(),
+            self.ports.contains(&e.local.port) || self.ports.contains(&e.remote.port),
+        ) && self.family.is_none_or(|f| f == e.family)
+            && any(
+                self.comms.is_empty(),
+                owner.is_some_and(|o| self.comms.contains(&o.comm)),
+            )
+            && any(self.roles.is_empty(), self.roles.contains(&e.role))
+            && any(
+                self.classes.is_empty(),
+                self.classes.contains(&e.local.class)
+                    || (e.role != Role::Listener && self.classes.contains(&e.remote.class)),
+            )
+            && any(
+                self.containers.is_empty(),
+                process
+                    .and_then(|p| p.container_id.as_deref())
+                    .is_some_and(|id| self.containers.iter().any(|c| id.starts_with(c.as_str()))),
+            )
+            && any(
+                self.cgroups.is_empty(),
+                process
+                    .and_then(|p| p.cgroup.as_deref())
+                    .is_some_and(|path| self.cgroups.iter().any(|c| path.starts_with(c.as_str()))),
+            )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{model::ProcessDetails, output::tests::sample_event};
+
+    #[test]
+    fn empty_filter_passes_everything() {
+        assert!(Filter::default().matches(&sample_event()));
+    }
+
+    #[test]
+    fn each_filter_keeps_and_drops() {
+        let e = sample_event(); // pid 4242 uid 1000 curl, client 51031 -> 80, ipv4
+        let keep = |f: Filter| assert!(f.matches(&e), "{f:?} should keep");
+        let drop = |f: Filter| assert!(!f.matches(&e), "{f:?} should drop");
+        keep(Filter {
+            pids: vec![1, 4242],
+            ..Default::default()
+        });
+        drop(Filter {
+            pids: vec![1],
+            ..Default::default()
+        });
+        keep(Filter {
+            uids: vec![1000],
+            ..Default::default()
+        });
+        drop(Filter {
+            uids: vec![0],
+            ..Default::default()
+        });
+        keep(Filter {
+            ports: vec![80],
+            ..Default::default()
+        });
+        keep(Filter {
+            ports: vec![51031],
+            ..Default::default()
+        });
+        drop(Filter {
+            ports: vec![443],
+            ..Default::default()
+        });
+        keep(Filter {
+            family: Some(Family::Ipv4),
+            ..Default::default()
+        });
+        drop(Filter {
+            family: Some(Family::Ipv6),
+            ..Default::default()
+        });
+        keep(Filter {
+            comms: vec!["curl".into()],
+            ..Default::default()
+        });
+        drop(Filter {
+            comms: vec!["cur".into()],
+            ..Default::default()
+        });
+        keep(Filter {
+            roles: vec![Role::Client],
+            ..Default::default()
+        });
+        drop(Filter {
+            roles: vec![Role::Server, Role::Listener],
+            ..Default::default()
+        });
+        keep(Filter {
+            classes: vec![PortClass::WellKnown],
+            ..Default::default()
+        });
+        drop(Filter {
+            classes: vec![PortClass::Registered],
+            ..Default::default()
+        });
+        drop(Filter {
+            containers: vec!["abc".into()],
+            ..Default::default()
+        });
+        drop(Filter {
+            cgroups: vec!["/docker".into()],
+            ..Default::default()
+        });
+        let mut c = e.clone();
+        c.process = Some(ProcessDetails {
+            cgroup: Some("/system.slice/docker-abcdef.scope".into()),
+            container_id: Some("abcdef".into()),
+            ..Default::default()
+        });
+        assert!(Filter {
+            containers: vec!["abc".into()],
+            ..Default::default()
+        }
+        .matches(&c));
+        assert!(Filter {
+            cgroups: vec!["/system.slice".into()],
+            ..Default::default()
+        }
+        .matches(&c));
+        assert!(!Filter {
+            cgroups: vec!["/user.slice".into()],
+            ..Default::default()
+        }
+        .matches(&c));
+    }
+
+    #[test]
+    fn kernel_part_is_written_to_the_config() {
+        let f = Filter {
+            pids: vec![7, 8],
+            uids: vec![1000],
+            ports: vec![80, 443, 8080],
+            family: Some(Family::Ipv6),
+            ..Default::default()
+        };
+        let mut c = Config::default();
+        f.apply_to_kernel(&mut c);
+        assert_eq!(
+            (c.filter_pid_count, c.filter_pids[0], c.filter_pids[1]),
+            (2, 7, 8)
+        );
+        assert_eq!((c.filter_uid_count, c.filter_uids[0]), (1, 1000));
+        assert_eq!(c.filter_port_count, 3);
+        assert_eq!(&c.filter_ports[..3], &[80, 443, 8080]);
+        assert_eq!(c.filter_family, AF_INET6 as u32);
+    }
+}

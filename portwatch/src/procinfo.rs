@@ -1,0 +1,195 @@
+//! Process details for events: executable, command line, user name, cgroup and
+//! container. Read from /proc as soon as the event arrives, checked against the
+//! start time the kernel recorded (so a reused pid never lends another process's
+//! details), and cached per (pid, start time) in a bounded LRU, so a process that
+//! has exited by its connection's close is still described.
+use std::{fs, num::NonZeroUsize};
+
+use lru::LruCache;
+
+use crate::{
+    cgroups::{self, CgroupIndex},
+    model::{ConnEvent, ProcessDetails},
+};
+
+/// Processes remembered at once.
+pub const CACHE_PROCESSES: usize = 4096;
+
+/// `/proc/PID/stat`'s start time (field 22, in clock ticks since boot) and comm.
+pub fn parse_stat(stat: &str) -> Option<(u64, &str)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = &stat[open + 1..close];
+    // Fields after the comm start at field 3 (state); start time is field 22.
+    let start = stat[close + 1..].split_whitespace().nth(19)?.parse().ok()?;
+    Some((start, comm))
+}
+
+/// The arguments of a `/proc/PID/cmdline` (NUL-separated).
+pub fn parse_cmdline(raw: &[u8]) -> Vec<String> {
+    let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    raw.split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+pub struct Enricher {
+    processes: LruCache<(u32, u64), ProcessDetails>,
+    users: LruCache<u32, Option<String>>,
+    cgroups: CgroupIndex,
+    /// Nanoseconds per clock tick (USER_HZ).
+    ns_per_tick: u64,
+}
+
+impl Enricher {
+    pub fn new() -> Enricher {
+        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .filter(|t| *t > 0)
+            .unwrap_or(100) as u64;
+        Enricher {
+            processes: LruCache::new(NonZeroUsize::new(CACHE_PROCESSES).unwrap()),
+            users: LruCache::new(NonZeroUsize::new(1024).unwrap()),
+            cgroups: CgroupIndex::new(),
+            ns_per_tick: 1_000_000_000 / ticks,
+        }
+    }
+
+    fn user(&mut self, uid: u32) -> Option<String> {
+        if let Some(u) = self.users.get(&uid) {
+            return u.clone();
+        }
+        let name = nix::unistd::User::from_uid(uid.into())
+            .ok()
+            .flatten()
+            .map(|u| u.name);
+        self.users.put(uid, name.clone());
+        name
+    }
+
+    /// Whether /proc/PID is (still) the process the kernel saw: same start time, or
+    /// without one, the same name.
+    fn same_process(
+        &self,
+        pid: u32,
+        start_ns: Option<u64>,
+        comm: &str,
+    ) -> Result<(), &'static str> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|_| "process exited")?;
+        let (ticks, proc_comm) = parse_stat(&stat).ok_or("process exited")?;
+        let same = match start_ns {
+            Some(ns) => ns / self.ns_per_tick == ticks,
+            None => proc_comm == comm,
+        };
+        if same {
+            Ok(())
+        } else {
+            Err("pid reused by another process")
+        }
+    }
+
+    fn read_process(
+        &self,
+        pid: u32,
+        start_ns: Option<u64>,
+        comm: &str,
+    ) -> Result<ProcessDetails, &'static str> {
+        self.same_process(pid, start_ns, comm)?;
+        let exe = fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned());
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
+            .ok()
+            .map(|raw| parse_cmdline(&raw));
+        // Checked again: what was read in between belongs to the same process.
+        self.same_process(pid, start_ns, comm)?;
+        Ok(ProcessDetails {
+            exe,
+            cmdline,
+            ..ProcessDetails::default()
+        })
+    }
+
+    /// Fill in `event.process` for a known owner.
+    pub fn enrich(&mut self, event: &mut ConnEvent) {
+        let Some(owner) = &event.owner else { return };
+        let key = (owner.pid, owner.start_ns.unwrap_or(0));
+        let mut details = match self.processes.get(&key) {
+            Some(d) => d.clone(),
+            None => match self.read_process(owner.pid, owner.start_ns, &owner.comm) {
+                Ok(d) => {
+                    self.processes.put(key, d.clone());
+                    d
+                }
+                Err(why) => ProcessDetails {
+                    missing: Some(why),
+                    ..ProcessDetails::default()
+                },
+            },
+        };
+        details.user = self.user(owner.uid);
+        if let Some(id) = owner.cgroup_id {
+            details.cgroup = self.cgroups.path(id);
+            details.container_id = details.cgroup.as_deref().and_then(cgroups::container_id);
+        }
+        event.process = Some(details);
+    }
+}
+
+impl Default for Enricher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_a_hostile_comm() {
+        // A comm may contain spaces and parentheses; the last ')' ends it.
+        let stat =
+            "4242 (a) b (c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000 10";
+        assert_eq!(parse_stat(stat), Some((123456, "a) b (c")));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn cmdline_arguments() {
+        assert_eq!(
+            parse_cmdline(b"nc\0-l\0-p\08080\0"),
+            vec!["nc", "-l", "-p", "8080"]
+        );
+        assert_eq!(parse_cmdline(b""), Vec::<String>::new());
+        assert_eq!(parse_cmdline(b"a b\0"), vec!["a b"]);
+    }
+
+    #[test]
+    fn this_process_is_described_and_a_wrong_start_time_is_refused() {
+        let mut enricher = Enricher::new();
+        let pid = std::process::id();
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let (ticks, comm) = parse_stat(&stat).unwrap();
+        let start_ns = ticks * enricher.ns_per_tick;
+        let details = enricher.read_process(pid, Some(start_ns), comm).unwrap();
+        assert_eq!(
+            details.exe.as_deref(),
+            Some(std::env::current_exe().unwrap().to_str().unwrap())
+        );
+        assert_eq!(
+            details.cmdline.unwrap()[0],
+            std::env::args().next().unwrap()
+        );
+        let later = start_ns + 10 * enricher.ns_per_tick;
+        assert_eq!(
+            enricher.read_process(pid, Some(later), comm),
+            Err("pid reused by another process")
+        );
+        assert!(enricher.user(0).is_some());
+    }
+}

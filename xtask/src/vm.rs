@@ -119,6 +119,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t bpf bpf /sys/fs/bpf
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
 ip link set lo up
 echo "PORTWATCH-VM-START $(uname -r)"
 /integration-test --portwatch /portwatch

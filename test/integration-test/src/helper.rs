@@ -74,8 +74,20 @@ fn server(args: &[String]) {
 }
 
 /// `client ADDR PORT NAME HOLD-MS`: connect, report the local port, hold, close.
+///
+/// With `PW_CGROUP=DIR` it first moves itself into that cgroup; with `PW_WAIT=1` it
+/// says `ready PID` and waits for a line on stdin before connecting.
 fn client(args: &[String]) {
     set_comm(&args[2]);
+    if let Some(dir) = std::env::var_os("PW_CGROUP") {
+        let procs = std::path::Path::new(&dir).join("cgroup.procs");
+        std::fs::write(&procs, getpid().to_string()).expect("joining the test cgroup");
+    }
+    if std::env::var_os("PW_WAIT").is_some() {
+        say(format!("ready {}", getpid()));
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).expect("stdin");
+    }
     let addr: IpAddr = args[0].parse().unwrap();
     let stream =
         TcpStream::connect(SocketAddr::new(addr, args[1].parse().unwrap())).expect("connect");

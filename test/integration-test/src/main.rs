@@ -9,6 +9,7 @@
 //! it runs its own helper processes (re-executing itself).
 mod expect;
 mod helper;
+mod investigate;
 mod modes;
 mod scenarios;
 mod sock;

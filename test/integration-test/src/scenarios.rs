@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::{
     expect::{endpoint, find, mismatches, port, Expected},
-    sock,
+    investigate, sock,
     tracer::Tracer,
 };
 
@@ -20,29 +20,38 @@ const HOLD_MS: u64 = 300;
 const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A helper process and its report lines.
-struct Helper {
+pub struct Helper {
     child: Child,
     lines: std::io::Lines<BufReader<ChildStdout>>,
 }
 
 impl Helper {
-    fn spawn(args: &[&str]) -> Result<Helper> {
-        Self::spawn_stdin(args, Stdio::null())
+    pub fn spawn(args: &[&str]) -> Result<Helper> {
+        Self::spawn_with(args, &[], Stdio::null())
     }
 
-    /// A helper that runs until its stdin is closed.
-    fn spawn_with_stdin(args: &[&str]) -> Result<Helper> {
-        Self::spawn_stdin(args, Stdio::piped())
+    /// A helper that runs until its stdin is closed (or reads from it).
+    pub fn spawn_with_stdin(args: &[&str]) -> Result<Helper> {
+        Self::spawn_with(args, &[], Stdio::piped())
     }
 
-    fn close_stdin(&mut self) {
+    pub fn close_stdin(&mut self) {
         drop(self.child.stdin.take());
     }
 
-    fn spawn_stdin(args: &[&str], stdin: Stdio) -> Result<Helper> {
+    /// Send one line to the helper's stdin.
+    pub fn send(&mut self, line: &str) -> Result<()> {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().context("helper has no stdin")?;
+        writeln!(stdin, "{line}")?;
+        Ok(())
+    }
+
+    pub fn spawn_with(args: &[&str], env: &[(&str, &str)], stdin: Stdio) -> Result<Helper> {
         let mut child = Command::new("/proc/self/exe")
             .arg("helper")
             .args(args)
+            .envs(env.iter().copied())
             .stdin(stdin)
             .stdout(Stdio::piped())
             .spawn()
@@ -52,7 +61,7 @@ impl Helper {
     }
 
     /// The next report line, which must start with `word`; its fields as numbers.
-    fn expect(&mut self, word: &str) -> Result<Vec<u32>> {
+    pub fn expect(&mut self, word: &str) -> Result<Vec<u32>> {
         let line = self
             .lines
             .next()
@@ -69,7 +78,7 @@ impl Helper {
             .collect()
     }
 
-    fn finish(mut self) -> Result<()> {
+    pub fn finish(mut self) -> Result<()> {
         let status = self.child.wait()?;
         if !status.success() {
             bail!("helper exited with {status}");
@@ -78,11 +87,11 @@ impl Helper {
     }
 }
 
-fn exact(pid: u32, uid: u32, comm: &str) -> Value {
+pub fn exact(pid: u32, uid: u32, comm: &str) -> Value {
     json!({"pid": pid, "tid": pid, "uid": uid, "comm": comm, "pid_exact": true, "proto": "tcp"})
 }
 
-fn merge(mut a: Value, b: Value) -> Value {
+pub fn merge(mut a: Value, b: Value) -> Value {
     for (k, v) in b.as_object().unwrap() {
         a[k] = v.clone();
     }
@@ -90,7 +99,7 @@ fn merge(mut a: Value, b: Value) -> Value {
 }
 
 /// Compare every expected event, once the tracer has shown them all (or timed out).
-fn check(tracer: &Tracer, expected: &[(Expected, &str, u16, u16)]) -> Vec<String> {
+pub fn check(tracer: &Tracer, expected: &[(Expected, &str, u16, u16)]) -> Vec<String> {
     let expected: Vec<_> = expected
         .iter()
         .map(|(exp, kind, l, r)| {
@@ -143,6 +152,8 @@ fn no_wrong_pids(tracer: &Tracer, ports: &[u16], pids: &[u32]) -> Vec<String> {
     tracer
         .events()
         .iter()
+        // Snapshot events describe sockets that existed before the test began.
+        .filter(|e| e["event"] != "snapshot")
         .filter(|e| ports.contains(&port(e, "local")) || ports.contains(&port(e, "remote")))
         .filter(|e| {
             let pid_ok = e["pid"]
@@ -335,7 +346,7 @@ fn listener_acceptor_clients(
 
 /// A port nothing listens on: bound (never listened on, so portwatch sees nothing),
 /// its number read, and released.
-fn unused_port(ip: IpAddr) -> Result<u16> {
+pub fn unused_port(ip: IpAddr) -> Result<u16> {
     Ok(sock::bound(ip)?.1)
 }
 
@@ -529,6 +540,26 @@ pub fn run_mode(portwatch: &str, mode: &str) -> Tally {
         (
             "ipv4: timed-out connect (SYNs dropped)",
             Box::new(|t| timed_out(t, "127.0.0.1")),
+        ),
+        (
+            "process details: exe, cmdline, user, parent, cgroup, container",
+            Box::new(investigate::process_details),
+        ),
+        (
+            "a hostile process name is escaped in the table and exact in JSON",
+            Box::new(|t| investigate::hostile_name(t, portwatch, mode)),
+        ),
+        (
+            "kernel filters (--port, -6, --pid): only matching events cross the ring buffer",
+            Box::new(|_| investigate::kernel_filters(portwatch, mode)),
+        ),
+        (
+            "userspace filters (--comm, --role)",
+            Box::new(|_| investigate::userspace_filters(portwatch, mode)),
+        ),
+        (
+            "existing sockets: portwatch snapshot, and first in live mode",
+            Box::new(|_| investigate::snapshot(portwatch, mode)),
         ),
     ];
     for (name, scenario) in &scenarios {

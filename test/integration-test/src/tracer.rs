@@ -23,6 +23,11 @@ pub struct Tracer {
 impl Tracer {
     /// Start portwatch and wait for its `attached` line.
     pub fn start(portwatch: &str, extra: &[String], mode: &str) -> Result<Tracer> {
+        Self::start_with(portwatch, extra, mode)
+    }
+
+    /// The same, with any arguments (filters, --no-snapshot).
+    pub fn start_with(portwatch: &str, extra: &[String], mode: &str) -> Result<Tracer> {
         let mut child = Command::new(portwatch)
             .args(["--format", "json"])
             .args(extra)

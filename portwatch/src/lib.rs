@@ -152,8 +152,14 @@ fn trace_live(
         );
         let mut enricher = procinfo::Enricher::new();
         // Attached first, then the sockets that already exist: nothing falls between.
+        // Tracing goes on without them if they cannot be read.
         if !cli.no_snapshot {
-            print_snapshot(printer.as_mut(), &filter, &mut enricher)?;
+            match print_snapshot(printer.as_mut(), &filter, &mut enricher) {
+                Err(Error::Snapshot(e)) => {
+                    eprintln!("portwatch: warning: existing sockets not listed: {e}")
+                }
+                other => other?,
+            }
         }
         let (ended, stats) = trace::run(&mut tracer, printer.as_mut(), &filter, enricher).await?;
         drop(printer);

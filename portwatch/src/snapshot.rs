@@ -103,11 +103,77 @@ fn dump(family: u8) -> io::Result<Vec<DiagSocket>> {
     }
 }
 
-/// Every listening and established TCP socket, IPv4 and IPv6.
+/// Every listening and established TCP socket, IPv4 and IPv6: through sock_diag,
+/// or, where the kernel has no TCP sock_diag (the `tcp_diag` module not loaded:
+/// the dump fails with ENOENT), from /proc/net/tcp and /proc/net/tcp6 as netstat
+/// reads them.
 pub fn tcp_sockets() -> io::Result<Vec<DiagSocket>> {
-    let mut all = dump(AF_INET)?;
-    all.extend(dump(AF_INET6)?);
-    Ok(all)
+    let diag = dump(AF_INET).and_then(|mut v4| {
+        v4.extend(dump(AF_INET6)?);
+        Ok(v4)
+    });
+    match diag {
+        Ok(all) => Ok(all),
+        Err(diag_error) => {
+            let mut all = Vec::new();
+            for (path, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
+                match fs::read_to_string(path) {
+                    Ok(text) => all.extend(parse_proc_net_tcp(&text, v6)),
+                    // No IPv6 in this kernel: nothing to list there.
+                    Err(_) if v6 => {}
+                    Err(e) => {
+                        return Err(io::Error::other(format!(
+                            "sock_diag failed ({diag_error}) and {path} cannot be read ({e})"
+                        )))
+                    }
+                }
+            }
+            Ok(all)
+        }
+    }
+}
+
+/// An address as /proc/net/tcp prints it: 32-bit words in the kernel's byte order.
+fn proc_addr(hex: &str, v6: bool) -> Option<IpAddr> {
+    let word = |i: usize| -> Option<[u8; 4]> {
+        Some(
+            u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16)
+                .ok()?
+                .to_ne_bytes(),
+        )
+    };
+    if v6 {
+        let mut bytes = [0u8; 16];
+        for i in 0..4 {
+            bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+        }
+        Some(IpAddr::from(bytes))
+    } else {
+        Some(IpAddr::from(word(0)?))
+    }
+}
+
+fn proc_endpoint(text: &str, v6: bool) -> Option<(IpAddr, u16)> {
+    let (addr, port) = text.split_once(':')?;
+    Some((proc_addr(addr, v6)?, u16::from_str_radix(port, 16).ok()?))
+}
+
+/// The sockets of a /proc/net/tcp{,6} table.
+pub fn parse_proc_net_tcp(text: &str, v6: bool) -> Vec<DiagSocket> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            Some(DiagSocket {
+                local: proc_endpoint(f.get(1)?, v6)?,
+                remote: proc_endpoint(f.get(2)?, v6)?,
+                state: u8::from_str_radix(f.get(3)?, 16).ok()?,
+                uid: f.get(7)?.parse().ok()?,
+                inode: f.get(9)?.parse().ok()?,
+                cookie: 0,
+            })
+        })
+        .collect()
 }
 
 /// The processes holding each socket inode, from /proc/PID/fd (lowest pid first).
@@ -234,7 +300,13 @@ pub fn events(sockets: &[DiagSocket], range: EphemeralRange) -> Vec<ConnEvent> {
                 remote,
                 state: TcpState(s.state),
                 old_state: TcpState(s.state),
-                sock_id: s.cookie,
+                // sock_diag's cookie identifies the socket; /proc/net/tcp has only
+                // the inode.
+                sock_id: if s.cookie != 0 {
+                    s.cookie
+                } else {
+                    s.inode as u64
+                },
                 duration: None,
                 error: None,
                 process: None,
@@ -251,5 +323,52 @@ fn plain(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
         v4 => v4,
+    }
+}
+
+#[cfg(all(test, target_endian = "little"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_tcp_lines() {
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:0015 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 31337 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:C74F 0100007F:0050 01 00000000:00000000 00:00000000 00000000  1000        0 4242 1 0000000000000000 20 4 30 10 -1
+";
+        let got = parse_proc_net_tcp(v4, false);
+        assert_eq!(
+            got,
+            vec![
+                DiagSocket {
+                    state: TCP_LISTEN,
+                    local: ("127.0.0.1".parse().unwrap(), 21),
+                    remote: ("0.0.0.0".parse().unwrap(), 0),
+                    inode: 31337,
+                    uid: 0,
+                    cookie: 0,
+                },
+                DiagSocket {
+                    state: TCP_ESTABLISHED,
+                    local: ("127.0.0.1".parse().unwrap(), 51023),
+                    remote: ("127.0.0.1".parse().unwrap(), 80),
+                    inode: 4242,
+                    uid: 1000,
+                    cookie: 0,
+                },
+            ]
+        );
+        let v6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1 0000000000000000 100 0 0 10 0
+   1: 0000000000000000FFFF00000100007F:1F90 0000000000000000FFFF00000100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 778 1 0000000000000000 20 4 30 10 -1
+";
+        let got = parse_proc_net_tcp(v6, true);
+        assert_eq!(got[0].local, ("::1".parse().unwrap(), 8080));
+        assert_eq!(got[1].local, ("::ffff:127.0.0.1".parse().unwrap(), 8080));
+        assert_eq!(got[1].remote.1, 54321);
+        assert_eq!(
+            plain(got[1].local.0),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
     }
 }

@@ -121,6 +121,9 @@ mount -t tracefs tracefs /sys/kernel/tracing
 mount -t bpf bpf /sys/fs/bpf
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 ip link set lo up
+mkdir -p /etc
+echo 'root:x:0:0:root:/:/bin/sh' > /etc/passwd
+echo 'root:x:0:' > /etc/group
 echo "PORTWATCH-VM-START $(uname -r)"
 /integration-test --portwatch /portwatch
 echo "PORTWATCH-VM-EXIT $?"

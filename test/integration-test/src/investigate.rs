@@ -127,7 +127,10 @@ pub fn process_details(tracer: &Tracer) -> Result<Vec<String>> {
     let exe = std::env::current_exe()?.to_string_lossy().into_owned();
     let mut cmdline = vec![json!("/proc/self/exe"), json!("helper")];
     cmdline.extend(args.iter().map(|a| json!(a)));
-    let user = nix::unistd::User::from_uid(uid.into())?.map(|u| u.name);
+    let user = nix::unistd::User::from_uid(uid.into())
+        .ok()
+        .flatten()
+        .map(|u| u.name);
     let mut fields = merge(
         exact(pid, uid, "pw-detailed"),
         json!({"event": "connect", "exe": exe, "cmdline": cmdline, "user": user,

@@ -28,13 +28,18 @@ fn say(line: String) {
     out.flush().unwrap();
 }
 
-fn ms(text: &str) -> Duration {
-    Duration::from_millis(text.parse().expect("milliseconds"))
+/// Hold for HOLD: a number of milliseconds, or `stdin` for until stdin closes.
+fn hold(spec: &str) {
+    if spec == "stdin" {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    } else {
+        sleep(Duration::from_millis(spec.parse().expect("milliseconds")));
+    }
 }
 
-/// `server ADDR PORTS LISTENER-NAME ACCEPTOR-NAME COUNT HOLD-MS`: listen on the first
+/// `server ADDR PORTS LISTENER-NAME ACCEPTOR-NAME COUNT HOLD`: listen on the first
 /// of PORTS (comma-separated, 0 = any) that binds, fork, and let the child (renamed)
-/// accept COUNT connections, holding each HOLD-MS before closing it.
+/// accept COUNT connections, holding them (see `hold`) before closing them.
 fn server(args: &[String]) {
     let addr: IpAddr = args[0].parse().unwrap();
     set_comm(&args[2]);
@@ -45,7 +50,6 @@ fn server(args: &[String]) {
     let port = listener.local_addr().unwrap().port();
     say(format!("listening {} {} {}", getpid(), getuid(), port));
     let count: usize = args[4].parse().unwrap();
-    let hold = ms(&args[5]);
     // SAFETY: this helper is single-threaded.
     match unsafe { fork() }.expect("fork") {
         ForkResult::Child => {
@@ -61,7 +65,7 @@ fn server(args: &[String]) {
                 ));
                 conns.push(conn);
             }
-            sleep(hold);
+            hold(&args[5]);
             drop(conns);
             std::process::exit(0);
         }
@@ -73,7 +77,7 @@ fn server(args: &[String]) {
     }
 }
 
-/// `client ADDR PORT NAME HOLD-MS`: connect, report the local port, hold, close.
+/// `client ADDR PORT NAME HOLD`: connect, report the local port, hold, close.
 ///
 /// With `PW_CGROUP=DIR` it first moves itself into that cgroup; with `PW_WAIT=1` it
 /// says `ready PID` and waits for a line on stdin before connecting.
@@ -93,7 +97,7 @@ fn client(args: &[String]) {
         TcpStream::connect(SocketAddr::new(addr, args[1].parse().unwrap())).expect("connect");
     let local = stream.local_addr().unwrap().port();
     say(format!("connected {} {} {}", getpid(), getuid(), local));
-    sleep(ms(&args[3]));
+    hold(&args[3]);
     drop(stream);
 }
 

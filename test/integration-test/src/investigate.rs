@@ -539,7 +539,7 @@ pub fn snapshot(portwatch: &str, mode: &str) -> Result<Vec<String>> {
         ],
         mode,
     )?;
-    let live = tracer.wait_for(Duration::from_secs(5), |ev| ev.len() >= 3);
+    let live = tracer.wait_for(Duration::from_secs(20), |ev| ev.len() >= 3);
     let first_three: Vec<&Value> = live.iter().take(3).collect();
     if first_three.len() != 3
         || first_three
@@ -551,7 +551,9 @@ pub fn snapshot(portwatch: &str, mode: &str) -> Result<Vec<String>> {
         ));
     }
     tracer.stop()?;
+    client.close_stdin();
     client.finish()?;
+    server.close_stdin();
     server.finish()?;
     Ok(failures)
 }

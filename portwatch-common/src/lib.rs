@@ -151,6 +151,8 @@ pub const SOCKS_MAX_ENTRIES: u32 = 65_536;
 pub const LISTENERS_MAX_ENTRIES: u32 = 4_096;
 /// Default ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const RINGBUF_DEFAULT_BYTES: u32 = 1 << 20;
+/// Default wakeup batch: this many events wait before the reader is woken.
+pub const WAKEUP_EVENTS_DEFAULT: u32 = 64;
 
 /// Offsets the kernel side needs but cannot know by itself: the tracepoint's
 /// field layout (from the kernel's tracefs format files) and kernel struct member
@@ -209,6 +211,10 @@ pub struct Config {
     pub filter_port_count: u32,
     /// 0 (any), `AF_INET` or `AF_INET6`, as seen on the wire (IPv4-mapped is IPv4).
     pub filter_family: u32,
+    /// Wake the reader only once this many bytes wait in the ring buffer (0: the
+    /// kernel's own rule, a wakeup whenever the reader had caught up). The reader
+    /// also drains on a short timer, so a lone event is never held back long.
+    pub wakeup_bytes: u32,
     /// Bits of [`config_flags`].
     pub flags: u32,
 }
@@ -254,6 +260,6 @@ mod tests {
         assert_eq!(core::mem::size_of::<Event>(), 120);
         assert_eq!(core::mem::size_of::<SockInfo>(), 64);
         assert_eq!(core::mem::size_of::<ListenKey>(), 4);
-        assert_eq!(core::mem::size_of::<Config>(), (29 + 3 + 3 * 9 + 1) * 4);
+        assert_eq!(core::mem::size_of::<Config>(), (29 + 3 + 3 * 9 + 2) * 4);
     }
 }

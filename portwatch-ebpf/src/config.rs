@@ -47,6 +47,7 @@ pub static PORTWATCH_CONFIG: Config = Config {
     filter_ports: [0; FILTER_MAX],
     filter_port_count: 0,
     filter_family: 0,
+    wakeup_bytes: 0,
     flags: 0,
 };
 

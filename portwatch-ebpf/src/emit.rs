@@ -5,7 +5,10 @@ use aya_ebpf::helpers::{
 };
 use portwatch_common::{flags, SockInfo};
 
+use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+
 use crate::{
+    config::setting,
     filter, kernel,
     maps::{EVENTS, LOST},
 };
@@ -77,6 +80,22 @@ pub fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// Batch notifications: under load the reader is woken once per `wakeup_bytes`
+/// rather than per event; it also drains on a timer, so a lone event still shows
+/// promptly.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    let batch = setting!(wakeup_bytes) as u64;
+    if batch == 0 {
+        return 0;
+    }
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) + portwatch_common::Event::SIZE as u64 >= batch {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
 /// Reserve, fill and submit one event, unless the kernel-side filters drop it;
 /// count it as lost when the buffer is full.
 #[inline(always)]
@@ -115,7 +134,7 @@ pub fn emit(tuple: &Tuple, owner: &SockInfo, detail: &Detail) {
                 (*e).cgroup_id = owner.cgroup_id;
                 (*e).task_start_ns = owner.task_start_ns;
             }
-            entry.submit(0);
+            entry.submit(wakeup_flags());
         }
         None => {
             if let Some(count) = LOST.get_ptr_mut(0) {

@@ -1,6 +1,6 @@
 //! Command-line arguments.
 use clap::{error::ErrorKind, CommandFactory, Parser, Subcommand};
-use portwatch_common::{FILTER_MAX, RINGBUF_DEFAULT_BYTES};
+use portwatch_common::{FILTER_MAX, RINGBUF_DEFAULT_BYTES, WAKEUP_EVENTS_DEFAULT};
 
 use crate::{
     classify::PortClass,
@@ -30,6 +30,17 @@ pub struct Cli {
     /// Ring buffer size in bytes: a power of two, at least 4096.
     #[arg(long, default_value_t = RINGBUF_DEFAULT_BYTES, value_parser = parse_ringbuf_size)]
     pub ringbuf_size: u32,
+
+    /// Wake the reader once this many events wait in the ring buffer (fewer wakeups
+    /// under load); a lone event still shows within 50 ms. 1 wakes on every event.
+    #[arg(long, default_value_t = WAKEUP_EVENTS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub wakeup_events: u32,
+
+    /// Every SECONDS, report counters (events received, printed, lost; kernel map
+    /// entries; processes cached; RSS): a `stats` record in JSON, a stderr line
+    /// with the table.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub stats: Option<u64>,
 
     /// Add to each table row the sentence the ports notes would write for it.
     #[arg(long, global = true)]

@@ -137,6 +137,7 @@ fn trace_live(
     runtime.block_on(async {
         let mut tracer = loader::load(&loader::LoadOptions {
             ringbuf_bytes: cli.ringbuf_size,
+            wakeup_events: cli.wakeup_events,
             attach: cli.attach,
             filter: filter.clone(),
         })?;
@@ -161,10 +162,21 @@ fn trace_live(
                 other => other?,
             }
         }
-        let (ended, stats) = trace::run(&mut tracer, printer.as_mut(), &filter, enricher).await?;
+        let stats_every = cli.stats.map(std::time::Duration::from_secs);
+        let (ended, stats) = trace::run(
+            &mut tracer,
+            printer.as_mut(),
+            &filter,
+            enricher,
+            stats_every,
+        )
+        .await?;
         drop(printer);
         // Dropping the tracer detaches every program.
         drop(tracer);
+        if ended == trace::Ended::StdoutClosed && stats.lost > 0 {
+            eprintln!("portwatch: {} events lost in total", stats.lost);
+        }
         if ended == trace::Ended::Signal {
             eprintln!(
                 "portwatch: detached; {} events, {} lost, {} received from the kernel{}",

@@ -82,6 +82,9 @@ impl AttachChoice {
 pub struct LoadOptions {
     /// Ring buffer size in bytes (a power of two, a multiple of the page size).
     pub ringbuf_bytes: u32,
+    /// Wake the reader once this many events wait (0 or 1: on every event the
+    /// reader has not yet caught up with, the kernel's own rule).
+    pub wakeup_events: u32,
     pub attach: AttachChoice,
     /// Its kernel-side part is applied before events are reserved.
     pub filter: crate::filter::Filter,
@@ -113,6 +116,11 @@ pub struct Tracer {
     /// as long as the programs: dropping it closes the log map.
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     pub lost: PerCpuArray<MapData, u64>,
+    /// The kernel side's per-socket and listener maps, for `--stats`.
+    pub socks: Option<aya::maps::HashMap<MapData, u64, portwatch_common::SockInfo>>,
+    pub listeners: Option<
+        aya::maps::HashMap<MapData, portwatch_common::ListenKey, portwatch_common::SockInfo>,
+    >,
     pub mode: AttachMode,
     /// Every hook attached, e.g. `fentry:tcp_connect`, `sock:inet_sock_set_state`.
     pub attached: Vec<String>,
@@ -415,11 +423,19 @@ pub fn load_mode(
         .take_map("LOST")
         .ok_or_else(|| "map LOST is missing".to_string())
         .and_then(|m| PerCpuArray::try_from(m).map_err(|e| format!("map LOST: {e}")))?;
+    let socks = ebpf
+        .take_map("SOCKS")
+        .and_then(|m| aya::maps::HashMap::try_from(m).ok());
+    let listeners = ebpf
+        .take_map("LISTENERS")
+        .and_then(|m| aya::maps::HashMap::try_from(m).ok());
     Ok(Tracer {
         ebpf,
         events: Some(events),
         logger,
         lost,
+        socks,
+        listeners,
         mode,
         attached,
         warnings,
@@ -430,6 +446,12 @@ pub fn load_mode(
 pub fn load(options: &LoadOptions) -> Result<Tracer, LoadError> {
     let mut kernel = inspect_kernel()?;
     options.filter.apply_to_kernel(&mut kernel.config);
+    if options.wakeup_events > 1 {
+        kernel.config.wakeup_bytes = options
+            .wakeup_events
+            .saturating_mul(portwatch_common::Event::SIZE as u32)
+            .min(options.ringbuf_bytes / 2);
+    }
     let mut refusals = Vec::new();
     for &mode in options.attach.modes() {
         match load_mode(&kernel, mode, options.ringbuf_bytes) {
@@ -456,11 +478,23 @@ pub fn load(options: &LoadOptions) -> Result<Tracer, LoadError> {
 }
 
 impl Tracer {
-    /// Events the kernel side could not put in the ring buffer, summed over CPUs.
-    pub fn lost_total(&self) -> u64 {
+    /// Events the kernel side could not put in the ring buffer, per CPU.
+    pub fn lost_per_cpu(&self) -> Vec<u64> {
         self.lost
             .get(&0, 0)
-            .map(|per_cpu| per_cpu.iter().sum())
-            .unwrap_or(0)
+            .map(|per_cpu| per_cpu.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Sockets the kernel side tracks now.
+    pub fn socket_map_entries(&self) -> u64 {
+        self.socks.as_ref().map_or(0, |m| m.keys().count() as u64)
+    }
+
+    /// Listeners the kernel side tracks now.
+    pub fn listener_map_entries(&self) -> u64 {
+        self.listeners
+            .as_ref()
+            .map_or(0, |m| m.keys().count() as u64)
     }
 }

@@ -114,6 +114,11 @@ impl Enricher {
         })
     }
 
+    /// Processes described in the cache now.
+    pub fn cached_processes(&self) -> u64 {
+        self.processes.len() as u64
+    }
+
     /// Fill in `event.process` for a known owner.
     pub fn enrich(&mut self, event: &mut ConnEvent) {
         let Some(owner) = &event.owner else { return };

@@ -16,9 +16,12 @@ use crate::{
     decode::{decode, parse_record, Clock},
     filter::Filter,
     loader::Tracer,
-    output::Printer,
+    output::{LossReport, Printer, StatsReport},
     procinfo::Enricher,
 };
+
+/// How often the ring buffer is drained without a wakeup.
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 
 /// How a trace ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -84,16 +87,51 @@ fn drain(
     Ok(())
 }
 
-fn report_loss(tracer: &Tracer, stats: &mut Stats) {
-    let total = tracer.lost_total();
-    if total > stats.lost {
+/// Report new losses: a stderr warning, and a record in the output stream.
+fn report_loss(tracer: &Tracer, pipeline: &mut Pipeline<'_>) -> io::Result<()> {
+    let per_cpu = tracer.lost_per_cpu();
+    let total: u64 = per_cpu.iter().sum();
+    if total > pipeline.stats.lost {
+        let delta = total - pipeline.stats.lost;
         eprintln!(
-            "portwatch: warning: {} events lost (ring buffer full), {} in total; try a larger --ringbuf-size",
-            total - stats.lost,
-            total
+            "portwatch: warning: {delta} events lost (ring buffer full), {total} in total; try a larger --ringbuf-size"
         );
-        stats.lost = total;
+        pipeline.stats.lost = total;
+        pipeline.printer.lost(&LossReport {
+            time: chrono::Utc::now(),
+            lost: delta,
+            lost_total: total,
+            per_cpu,
+        })?;
     }
+    Ok(())
+}
+
+/// Periodic counters (`--stats`): in the output stream, or on stderr for a table.
+fn report_stats(tracer: &Tracer, pipeline: &mut Pipeline<'_>) -> io::Result<()> {
+    let report = StatsReport {
+        time: chrono::Utc::now(),
+        received: pipeline.stats.received,
+        printed: pipeline.stats.events,
+        lost_total: pipeline.stats.lost,
+        socket_map_entries: tracer.socket_map_entries(),
+        listener_map_entries: tracer.listener_map_entries(),
+        process_cache_entries: pipeline.enricher.cached_processes(),
+        rss_kb: own_rss_kb(),
+    };
+    pipeline.printer.stats(&report)
+}
+
+/// This process's resident set size, from /proc/self/status.
+pub fn own_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Register a map-backed fd with tokio for read readiness.
@@ -122,6 +160,7 @@ pub async fn run(
     printer: &mut dyn Printer,
     filter: &Filter,
     enricher: Enricher,
+    stats_every: Option<Duration>,
 ) -> io::Result<(Ended, Stats)> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -144,6 +183,12 @@ pub async fn run(
         None => None,
     };
     let mut loss_tick = tokio::time::interval(Duration::from_secs(1));
+    // With batched wakeups the kernel may not wake us for a lone event: drain on a
+    // timer too, so it shows within DRAIN_INTERVAL.
+    let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut stats_tick = tokio::time::interval(stats_every.unwrap_or(Duration::from_secs(3600)));
+    stats_tick.tick().await;
 
     let outcome = loop {
         tokio::select! {
@@ -161,14 +206,31 @@ pub async fn run(
                 guard.get_inner_mut().flush();
                 guard.clear_ready();
             }
-            _ = loss_tick.tick() => report_loss(tracer, &mut pipeline.stats),
+            _ = drain_tick.tick() => {
+                if let Err(e) = drain(ring.get_mut(), &mut pipeline) {
+                    break Err(e);
+                }
+            }
+            _ = loss_tick.tick() => {
+                if let Err(e) = report_loss(tracer, &mut pipeline) {
+                    break Err(e);
+                }
+            }
+            _ = stats_tick.tick(), if stats_every.is_some() => {
+                if let Err(e) = report_stats(tracer, &mut pipeline) {
+                    break Err(e);
+                }
+            }
             _ = sigint.recv() => break Ok(Ended::Signal),
             _ = sigterm.recv() => break Ok(Ended::Signal),
         }
     };
     let outcome = match outcome {
-        // Events already in the buffer when the signal came are still printed.
-        Ok(Ended::Signal) => drain(ring.get_mut(), &mut pipeline).map(|()| Ended::Signal),
+        // Events already in the buffer when the signal came are still printed, and
+        // the last losses reported.
+        Ok(Ended::Signal) => drain(ring.get_mut(), &mut pipeline)
+            .and_then(|()| report_loss(tracer, &mut pipeline))
+            .map(|()| Ended::Signal),
         other => other,
     };
     let ended = match outcome {
@@ -176,7 +238,8 @@ pub async fn run(
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ended::StdoutClosed,
         Err(e) => return Err(e),
     };
-    report_loss(tracer, &mut pipeline.stats);
+    // Losses are counted even when stdout is gone.
+    pipeline.stats.lost = pipeline.stats.lost.max(tracer.lost_per_cpu().iter().sum());
     tracer.events = Some(ring.into_inner());
     tracer.logger = logger.map(AsyncFd::into_inner);
     Ok((ended, pipeline.stats))

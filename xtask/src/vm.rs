@@ -125,7 +125,7 @@ mkdir -p /etc
 echo 'root:x:0:0:root:/:/bin/sh' > /etc/passwd
 echo 'root:x:0:' > /etc/group
 echo "PORTWATCH-VM-START $(uname -r)"
-/integration-test --portwatch /portwatch
+PW_ONLY="$(cat /pw_only 2>/dev/null)" /integration-test --portwatch /portwatch
 echo "PORTWATCH-VM-EXIT $?"
 poweroff -f
 "#;
@@ -159,6 +159,9 @@ fn initramfs(portwatch: &Path, integration: &Path) -> Result<PathBuf> {
     fs::copy(portwatch, staging.join("portwatch"))?;
     fs::copy(integration, staging.join("integration-test"))?;
     fs::write(staging.join("init"), INIT)?;
+    if let Some(only) = std::env::var_os("PW_ONLY") {
+        fs::write(staging.join("pw_only"), only.as_encoded_bytes())?;
+    }
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(staging.join("init"), fs::Permissions::from_mode(0o755))?;
     let image = root.join("initramfs.cpio");

@@ -3,7 +3,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::{Printer, RunInfo};
+use super::{LossReport, Printer, RunInfo, StatsReport};
 use crate::model::{ConnEvent, Endpoint};
 
 pub struct JsonPrinter<W: Write> {
@@ -78,7 +78,53 @@ struct EventJson<'a> {
     attach: Option<&'a str>,
 }
 
+#[derive(Serialize)]
+struct LostJson<'a> {
+    time: String,
+    event: &'static str,
+    lost: u64,
+    lost_total: u64,
+    per_cpu: &'a [u64],
+}
+
+#[derive(Serialize)]
+struct StatsJson<'a> {
+    event: &'static str,
+    #[serde(flatten)]
+    stats: &'a StatsReport,
+}
+
+/// One JSON line, flushed.
+fn line<W: Write, T: Serialize>(out: &mut W, value: &T) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, value)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
 impl<W: Write> Printer for JsonPrinter<W> {
+    fn lost(&mut self, r: &LossReport) -> io::Result<()> {
+        line(
+            &mut self.out,
+            &LostJson {
+                time: r.time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+                event: "lost",
+                lost: r.lost,
+                lost_total: r.lost_total,
+                per_cpu: &r.per_cpu,
+            },
+        )
+    }
+
+    fn stats(&mut self, r: &StatsReport) -> io::Result<()> {
+        line(
+            &mut self.out,
+            &StatsJson {
+                event: "stats",
+                stats: r,
+            },
+        )
+    }
+
     fn event(&mut self, e: &ConnEvent) -> io::Result<()> {
         let owner = e.owner.as_ref();
         let process = e.process.as_ref();
@@ -113,9 +159,7 @@ impl<W: Write> Printer for JsonPrinter<W> {
             notes: e.notes.iter().map(|n| n.code()).collect(),
             attach: (!self.info.attach_mode.is_empty()).then_some(self.info.attach_mode.as_str()),
         };
-        serde_json::to_writer(&mut self.out, &record)?;
-        self.out.write_all(b"\n")?;
-        self.out.flush()
+        line(&mut self.out, &record)
     }
 }
 
@@ -169,6 +213,45 @@ mod tests {
         assert_eq!(v["exe"], Value::Null);
         assert!(v["time"].as_str().unwrap().ends_with('Z'));
         assert!(chrono::DateTime::parse_from_rfc3339(v["time"].as_str().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn loss_and_stats_records() {
+        let mut buf = Vec::new();
+        let mut p = JsonPrinter::new(&mut buf, RunInfo::default());
+        let time = chrono::DateTime::from_timestamp_nanos(0);
+        p.lost(&LossReport {
+            time,
+            lost: 5,
+            lost_total: 7,
+            per_cpu: vec![3, 4],
+        })
+        .unwrap();
+        p.stats(&StatsReport {
+            time,
+            received: 10,
+            printed: 9,
+            lost_total: 7,
+            socket_map_entries: 2,
+            listener_map_entries: 1,
+            process_cache_entries: 3,
+            rss_kb: 4000,
+        })
+        .unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["event"], "lost");
+        assert_eq!(lines[0]["lost"], 5);
+        assert_eq!(lines[0]["lost_total"], 7);
+        assert_eq!(lines[0]["per_cpu"], serde_json::json!([3, 4]));
+        assert_eq!(lines[1]["event"], "stats");
+        assert_eq!(lines[1]["received"], 10);
+        assert_eq!(lines[1]["socket_map_entries"], 2);
+        assert_eq!(lines[1]["rss_kb"], 4000);
+        assert_eq!(lines[1]["time"], "1970-01-01T00:00:00.000000000Z");
     }
 
     #[test]

@@ -28,13 +28,14 @@ fn say(line: String) {
     out.flush().unwrap();
 }
 
-/// Hold for HOLD: a number of milliseconds, or `stdin` for until stdin closes.
+/// Hold for HOLD: a number of milliseconds, or `pause` for until killed.
 fn hold(spec: &str) {
-    if spec == "stdin" {
-        let _ = std::io::stdin().read_to_end(&mut Vec::new());
-    } else {
-        sleep(Duration::from_millis(spec.parse().expect("milliseconds")));
+    if spec == "pause" {
+        loop {
+            nix::unistd::pause();
+        }
     }
+    sleep(Duration::from_millis(spec.parse().expect("milliseconds")));
 }
 
 /// `server ADDR PORTS LISTENER-NAME ACCEPTOR-NAME COUNT HOLD`: listen on the first

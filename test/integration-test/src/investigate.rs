@@ -443,7 +443,8 @@ pub fn snapshot(portwatch: &str, mode: &str) -> Result<Vec<String>> {
         "pw-early-srv",
         "pw-early-acc",
         "1",
-        "3000",
+        // Both hold their sockets until they are killed at the end.
+        "pause",
     ])?;
     let [lpid, luid, port] = server.expect("listening")?[..] else {
         bail!("bad listening line")
@@ -454,7 +455,7 @@ pub fn snapshot(portwatch: &str, mode: &str) -> Result<Vec<String>> {
         LOOPBACK,
         &port.to_string(),
         "pw-early-cli",
-        "3000",
+        "pause",
     ])?;
     let [cpid, cuid, lport] = client.expect("connected")?[..] else {
         bail!("bad connected line")
@@ -541,19 +542,17 @@ pub fn snapshot(portwatch: &str, mode: &str) -> Result<Vec<String>> {
     )?;
     let live = tracer.wait_for(Duration::from_secs(20), |ev| ev.len() >= 3);
     let first_three: Vec<&Value> = live.iter().take(3).collect();
+    let (_, stderr) = tracer.stop()?;
     if first_three.len() != 3
         || first_three
             .iter()
             .any(|e| e["event"] != "snapshot" || e["attach"] != mode)
     {
         failures.push(format!(
-            "live mode did not start with the 3 snapshot events: {live:?}"
+            "live mode did not start with the 3 snapshot events: {live:?}; portwatch said: {stderr:?}"
         ));
     }
-    tracer.stop()?;
-    client.close_stdin();
-    client.finish()?;
-    server.close_stdin();
-    server.finish()?;
+    client.kill();
+    server.kill();
     Ok(failures)
 }

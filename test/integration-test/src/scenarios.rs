@@ -48,9 +48,12 @@ impl Helper {
     }
 
     pub fn spawn_with(args: &[&str], env: &[(&str, &str)], stdin: Stdio) -> Result<Helper> {
+        use std::os::unix::process::CommandExt;
         let mut child = Command::new("/proc/self/exe")
             .arg("helper")
             .args(args)
+            // Its own process group, so `kill` reaches what it forks too.
+            .process_group(0)
             .envs(env.iter().copied())
             .stdin(stdin)
             .stdout(Stdio::piped())
@@ -76,6 +79,13 @@ impl Helper {
                     .with_context(|| format!("in helper line `{line}`"))
             })
             .collect()
+    }
+
+    /// Kill the helper and every process it forked (its process group).
+    pub fn kill(mut self) {
+        let group = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
     }
 
     pub fn finish(mut self) -> Result<()> {
@@ -562,7 +572,9 @@ pub fn run_mode(portwatch: &str, mode: &str) -> Tally {
             Box::new(|_| investigate::snapshot(portwatch, mode)),
         ),
     ];
-    for (name, scenario) in &scenarios {
+    // PW_ONLY=WORDS runs only the scenarios whose names contain WORDS (debugging).
+    let only = std::env::var("PW_ONLY").unwrap_or_default();
+    for (name, scenario) in scenarios.iter().filter(|(n, _)| n.contains(only.as_str())) {
         tally.record(&format!("[{mode}] {name}"), scenario(&tracer));
     }
     let stopped = tracer.stop().map(|(status, stderr)| {

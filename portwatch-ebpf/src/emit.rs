@@ -80,6 +80,22 @@ pub fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// `*counter += n` as one BPF atomic instruction (`lock xadd`).
+///
+/// # Safety
+/// `counter` must point to a live, 8-byte aligned u64 in a map value.
+#[inline(always)]
+unsafe fn atomic_add(counter: *mut u64, n: u64) {
+    #[cfg(target_arch = "bpf")]
+    unsafe {
+        core::arch::asm!("lock *(u64 *)({0} + 0) += {1}", in(reg) counter, in(reg) n);
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    unsafe {
+        *counter += n;
+    }
+}
+
 /// Batch notifications: under load the reader is woken once per `wakeup_bytes`
 /// rather than per event; it also drains on a timer, so a lone event still shows
 /// promptly.
@@ -138,9 +154,11 @@ pub fn emit(tuple: &Tuple, owner: &SockInfo, detail: &Detail) {
         }
         None => {
             if let Some(count) = LOST.get_ptr_mut(0) {
-                // Per-CPU slot, and BPF programs do not migrate mid-run: a plain
-                // increment cannot race.
-                unsafe { *count += 1 };
+                // Atomic: on this CPU a softirq may run another portwatch program
+                // in the middle of this one, and a plain increment could lose a
+                // count.
+                // SAFETY: the map value is a live, aligned u64 for this CPU.
+                unsafe { atomic_add(count, 1) };
             }
         }
     }

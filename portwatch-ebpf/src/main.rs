@@ -6,6 +6,8 @@
 //! module.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// Inline BPF assembly, for the one atomic add core does not offer on this target.
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod accept;
 mod config;

@@ -135,6 +135,9 @@ fn trace_live(
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        // Signals are caught from the start: one that comes while loading still
+        // ends the run cleanly (exit 0, everything detached).
+        let signals = trace::Signals::new()?;
         let mut tracer = loader::load(&loader::LoadOptions {
             ringbuf_bytes: cli.ringbuf_size,
             wakeup_events: cli.wakeup_events,
@@ -169,19 +172,24 @@ fn trace_live(
             &filter,
             enricher,
             stats_every,
+            signals,
         )
         .await?;
         drop(printer);
         // Dropping the tracer detaches every program.
         drop(tracer);
-        if ended == trace::Ended::StdoutClosed && stats.lost > 0 {
-            eprintln!("portwatch: {} events lost in total", stats.lost);
+        if ended == trace::Ended::StdoutClosed && stats.lost + stats.skipped > 0 {
+            eprintln!(
+                "portwatch: {} events lost and {} program runs skipped in total",
+                stats.lost, stats.skipped
+            );
         }
         if ended == trace::Ended::Signal {
             eprintln!(
-                "portwatch: detached; {} events, {} lost, {} received from the kernel{}",
+                "portwatch: detached; {} events, {} lost, {} skipped, {} received from the kernel{}",
                 stats.events,
                 stats.lost,
+                stats.skipped,
                 stats.received,
                 if stats.undecodable > 0 {
                     format!(", {} undecodable", stats.undecodable)

@@ -486,6 +486,17 @@ impl Tracer {
             .unwrap_or_default()
     }
 
+    /// Program runs the kernel skipped because another BPF program was already
+    /// running on that CPU (its recursion guard): each may have carried an event.
+    /// Read from every program's `recursion_misses`.
+    pub fn skipped_runs(&self) -> u64 {
+        self.ebpf
+            .programs()
+            .filter_map(|(_, p)| p.fd().ok())
+            .map(|fd| recursion_misses(std::os::fd::AsFd::as_fd(fd)))
+            .sum()
+    }
+
     /// Sockets the kernel side tracks now.
     pub fn socket_map_entries(&self) -> u64 {
         self.socks.as_ref().map_or(0, |m| m.keys().count() as u64)
@@ -496,5 +507,40 @@ impl Tracer {
         self.listeners
             .as_ref()
             .map_or(0, |m| m.keys().count() as u64)
+    }
+}
+
+/// `bpf_prog_info.recursion_misses` of a loaded program (0 where the kernel does
+/// not report it).
+fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> u64 {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    // SAFETY: bpf_prog_info is plain data; all zeros is a valid value.
+    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: &mut info as *mut _ as u64,
+    };
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // SAFETY: attr points to a valid, sized attribute for this command, and info
+    // to a buffer of info_len bytes.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &mut attr as *mut InfoAttr,
+            std::mem::size_of::<InfoAttr>(),
+        )
+    };
+    if rc == 0 {
+        info.recursion_misses
+    } else {
+        0
     }
 }

@@ -39,6 +39,8 @@ pub struct Stats {
     /// Events printed (received and passing the userspace filters).
     pub events: u64,
     pub lost: u64,
+    /// Program runs the kernel skipped (recursion guard), each possibly an event.
+    pub skipped: u64,
     pub undecodable: u64,
 }
 
@@ -91,17 +93,28 @@ fn drain(
 fn report_loss(tracer: &Tracer, pipeline: &mut Pipeline<'_>) -> io::Result<()> {
     let per_cpu = tracer.lost_per_cpu();
     let total: u64 = per_cpu.iter().sum();
-    if total > pipeline.stats.lost {
+    let skipped = tracer.skipped_runs();
+    if total > pipeline.stats.lost || skipped > pipeline.stats.skipped {
         let delta = total - pipeline.stats.lost;
-        eprintln!(
-            "portwatch: warning: {delta} events lost (ring buffer full), {total} in total; try a larger --ringbuf-size"
-        );
+        if delta > 0 {
+            eprintln!(
+                "portwatch: warning: {delta} events lost (ring buffer full), {total} in total; try a larger --ringbuf-size"
+            );
+        }
+        if skipped > pipeline.stats.skipped {
+            eprintln!(
+                "portwatch: warning: the kernel skipped {} program runs (another BPF program was running on that CPU), {skipped} in total; each may have been an event",
+                skipped - pipeline.stats.skipped
+            );
+        }
         pipeline.stats.lost = total;
+        pipeline.stats.skipped = skipped;
         pipeline.printer.lost(&LossReport {
             time: chrono::Utc::now(),
             lost: delta,
             lost_total: total,
             per_cpu,
+            skipped_total: skipped,
         })?;
     }
     Ok(())
@@ -153,6 +166,21 @@ async fn readable(
     }
 }
 
+/// SIGINT and SIGTERM, caught.
+pub struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn new() -> io::Result<Signals> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+}
+
 /// Run until SIGINT/SIGTERM or until stdout closes. Returns how it ended and the
 /// counts; the caller drops the tracer, which detaches every program.
 pub async fn run(
@@ -161,9 +189,12 @@ pub async fn run(
     filter: &Filter,
     enricher: Enricher,
     stats_every: Option<Duration>,
+    signals: Signals,
 ) -> io::Result<(Ended, Stats)> {
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
+    let Signals {
+        int: mut sigint,
+        term: mut sigterm,
+    } = signals;
     let mut pipeline = Pipeline {
         printer,
         filter,
@@ -240,6 +271,7 @@ pub async fn run(
     };
     // Losses are counted even when stdout is gone.
     pipeline.stats.lost = pipeline.stats.lost.max(tracer.lost_per_cpu().iter().sum());
+    pipeline.stats.skipped = pipeline.stats.skipped.max(tracer.skipped_runs());
     tracer.events = Some(ring.into_inner());
     tracer.logger = logger.map(AsyncFd::into_inner);
     Ok((ended, pipeline.stats))

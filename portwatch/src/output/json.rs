@@ -85,6 +85,7 @@ struct LostJson<'a> {
     lost: u64,
     lost_total: u64,
     per_cpu: &'a [u64],
+    skipped_total: u64,
 }
 
 #[derive(Serialize)]
@@ -111,6 +112,7 @@ impl<W: Write> Printer for JsonPrinter<W> {
                 lost: r.lost,
                 lost_total: r.lost_total,
                 per_cpu: &r.per_cpu,
+                skipped_total: r.skipped_total,
             },
         )
     }
@@ -247,6 +249,7 @@ mod tests {
         assert_eq!(lines[0]["lost"], 5);
         assert_eq!(lines[0]["lost_total"], 7);
         assert_eq!(lines[0]["per_cpu"], serde_json::json!([3, 4]));
+        assert_eq!(lines[0]["skipped_total"], 1);
         assert_eq!(lines[1]["event"], "stats");
         assert_eq!(lines[1]["received"], 10);
         assert_eq!(lines[1]["socket_map_entries"], 2);

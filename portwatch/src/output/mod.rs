@@ -61,6 +61,9 @@ pub struct LossReport {
     pub lost_total: u64,
     /// Total lost per CPU.
     pub per_cpu: Vec<u64>,
+    /// Program runs the kernel skipped so far (recursion guard); each may have
+    /// been an event.
+    pub skipped_total: u64,
 }
 
 /// Counters for `--stats`.

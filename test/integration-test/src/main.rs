@@ -8,6 +8,8 @@
 //! and ends with the line `N passed, N failed`. `integration-test helper ...` is how
 //! it runs its own helper processes (re-executing itself).
 mod expect;
+mod failures;
+mod heavy;
 mod helper;
 mod investigate;
 mod modes;
@@ -24,11 +26,13 @@ fn main() -> ExitCode {
     }
     let mut portwatch = None;
     let mut mode = None;
+    let mut loadgen = None;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--portwatch" => portwatch = it.next(),
             "--attach" => mode = it.next(),
+            "--loadgen" => loadgen = it.next(),
             other => {
                 eprintln!("integration-test: unknown argument {other}");
                 return ExitCode::from(2);
@@ -36,7 +40,7 @@ fn main() -> ExitCode {
         }
     }
     let Some(portwatch) = portwatch else {
-        eprintln!("usage: integration-test --portwatch PATH [--attach MODE]");
+        eprintln!("usage: integration-test --portwatch PATH [--attach MODE] [--loadgen PATH]");
         return ExitCode::from(2);
     };
     // SAFETY: geteuid has no preconditions.
@@ -46,7 +50,7 @@ fn main() -> ExitCode {
     }
     let tally = match mode {
         Some(mode) => scenarios::run_mode(&portwatch, &mode),
-        None => modes::run_all_modes(&portwatch),
+        None => modes::run_all_modes(&portwatch, loadgen.as_deref()),
     };
     println!("{} passed, {} failed", tally.passed, tally.failed);
     if tally.failed == 0 {

@@ -103,9 +103,17 @@ impl Tracer {
     }
 
     /// SIGINT, then wait for exit (at most 10 s).
-    pub fn stop(mut self) -> Result<(ExitStatus, Vec<String>)> {
+    pub fn stop(self) -> Result<(ExitStatus, Vec<String>)> {
+        self.stop_with(nix::sys::signal::Signal::SIGINT)
+    }
+
+    /// `signal`, then wait for exit (at most 10 s).
+    pub fn stop_with(
+        mut self,
+        signal: nix::sys::signal::Signal,
+    ) -> Result<(ExitStatus, Vec<String>)> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT)?;
+        nix::sys::signal::kill(pid, signal)?;
         let start = Instant::now();
         let status = loop {
             if let Some(status) = self.child.try_wait()? {
@@ -113,7 +121,7 @@ impl Tracer {
             }
             if start.elapsed() > Duration::from_secs(10) {
                 let _ = self.child.kill();
-                bail!("portwatch did not exit within 10 s of SIGINT");
+                bail!("portwatch did not exit within 10 s of {signal}");
             }
             thread::sleep(Duration::from_millis(20));
         };

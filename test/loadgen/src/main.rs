@@ -1,0 +1,107 @@
+//! Loopback TCP load for the storm and soak tests and `cargo xtask bench`: one
+//! server thread (accept, close) and one client thread (connect, wait for the
+//! server's close, close), pinned to different CPUs, for a fixed number of
+//! connections. The server closes first, so TIME_WAIT stays on the server side and
+//! the client's ephemeral ports are free for reuse.
+//!
+//! `loadgen --connections N [--port P] [--server-cpu C] [--client-cpu C]` prints
+//! one JSON object: connections, seconds, rate, pid, server_tid, client_tid, port.
+use std::{
+    io::Read,
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    sync::mpsc,
+    thread,
+    time::Instant,
+};
+
+use anyhow::{bail, Context, Result};
+use nix::{
+    sched::{sched_setaffinity, CpuSet},
+    unistd::{gettid, Pid},
+};
+
+struct Options {
+    connections: u64,
+    port: u16,
+    server_cpu: Option<usize>,
+    client_cpu: Option<usize>,
+}
+
+fn parse() -> Result<Options> {
+    let mut o = Options {
+        connections: 10_000,
+        port: 0,
+        server_cpu: Some(0),
+        client_cpu: Some(1),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--connections" => o.connections = value()?.parse()?,
+            "--port" => o.port = value()?.parse()?,
+            "--server-cpu" => o.server_cpu = Some(value()?.parse()?),
+            "--client-cpu" => o.client_cpu = Some(value()?.parse()?),
+            "--no-pin" => (o.server_cpu, o.client_cpu) = (None, None),
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    Ok(o)
+}
+
+/// Pin the calling thread to `cpu` when the machine has it.
+fn pin(cpu: Option<usize>) {
+    let Some(cpu) = cpu else { return };
+    let available = thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if cpu < available {
+        let mut set = CpuSet::new();
+        if set.set(cpu).is_ok() {
+            let _ = sched_setaffinity(Pid::from_raw(0), &set);
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let o = parse()?;
+    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, o.port)))?;
+    let port = listener.local_addr()?.port();
+    let n = o.connections;
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let server_cpu = o.server_cpu;
+    let server = thread::spawn(move || -> Result<()> {
+        pin(server_cpu);
+        tid_tx.send(gettid().as_raw())?;
+        for _ in 0..n {
+            let (conn, _) = listener.accept()?;
+            drop(conn);
+        }
+        Ok(())
+    });
+    let server_tid = tid_rx.recv()?;
+    pin(o.client_cpu);
+    let client_tid = gettid().as_raw();
+    let start = Instant::now();
+    let mut byte = [0u8; 1];
+    for _ in 0..n {
+        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+        // Wait for the server's close (EOF), then close.
+        let _ = s.read(&mut byte);
+    }
+    server.join().expect("server thread")?;
+    let seconds = start.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "connections": n,
+            "seconds": seconds,
+            "rate": n as f64 / seconds,
+            "pid": std::process::id(),
+            "server_tid": server_tid,
+            "client_tid": client_tid,
+            "port": port,
+        })
+    );
+    Ok(())
+}

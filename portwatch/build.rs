@@ -8,7 +8,7 @@ fn main() {
         Some(p) => PathBuf::from(p),
         None => {
             let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
-            manifest.join("../target/ebpf/bpfel-unknown-none/release/portwatch")
+            manifest.join("../target/ebpf/portwatch.bpf.o")
         }
     };
     if !object.is_file() {

@@ -18,7 +18,10 @@ pub enum BtfError {
 }
 
 pub fn load_vmlinux() -> Result<Btf, BtfError> {
-    Btf::from_file(VMLINUX_BTF).map_err(|e| BtfError::Read(e.to_string()))
+    // Mapped, not parsed whole: a few lookups do not need the whole kernel's types
+    // in memory.
+    Btf::from_file_with_backend(VMLINUX_BTF, btf_rs::Backend::Mmap)
+        .map_err(|e| BtfError::Read(e.to_string()))
 }
 
 fn strip(btf: &Btf, mut ty: Type) -> Type {

@@ -147,6 +147,9 @@ fn trace_live(
         for w in &tracer.warnings {
             eprintln!("portwatch: warning: {w}");
         }
+        // Loading parsed kernel BTF and ELF: hand that memory back before tracing.
+        // SAFETY: malloc_trim only releases free heap memory.
+        unsafe { libc::malloc_trim(0) };
         info.attach_mode = tracer.mode.name().to_string();
         let mut printer = output::printer(cli.format, io::stdout().lock(), info)?;
         eprintln!(

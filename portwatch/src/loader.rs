@@ -96,8 +96,8 @@ pub struct KernelInfo {
     pub tracefs: PathBuf,
     /// Offsets and feature flags every mode starts from.
     pub config: Config,
-    /// The kernel's BTF as aya wants it (fentry/fexit need it to load).
-    pub btf: Option<Btf>,
+    /// Whether the kernel has BTF at all.
+    pub has_btf: bool,
     /// Why a feature is off, and what that costs.
     pub warnings: Vec<String>,
     /// Parameters of `inet_csk_accept`, from BTF (4 before Linux 6.10, 2 since).
@@ -217,7 +217,7 @@ pub fn inspect_kernel() -> Result<KernelInfo, LoadError> {
         accept_nargs,
         tracefs,
         config,
-        btf: Btf::from_sys_fs().ok(),
+        has_btf: std::path::Path::new(kernel_btf::VMLINUX_BTF).exists(),
         warnings,
         accept_ret,
     })
@@ -316,7 +316,7 @@ fn plan(
     let mut hooks = Vec::new();
     match mode {
         AttachMode::Fentry => {
-            if kernel.btf.is_none() {
+            if !kernel.has_btf {
                 return Err("the kernel has no BTF (/sys/kernel/btf/vmlinux)".into());
             }
             if !sock_fields {
@@ -409,9 +409,15 @@ pub fn load_mode(
             None
         }
     };
+    // Parsed only for fentry/fexit, the one mode that needs it whole.
+    let btf = if mode == AttachMode::Fentry {
+        Some(Btf::from_sys_fs().map_err(|e| format!("reading the kernel's BTF: {e}"))?)
+    } else {
+        None
+    };
     let mut attached = Vec::new();
     for hook in &hooks {
-        hook.attach(&mut ebpf, kernel.btf.as_ref())
+        hook.attach(&mut ebpf, btf.as_ref())
             .map_err(|e| format!("{}: {e}", hook.label()))?;
         attached.push(hook.label());
     }

@@ -15,9 +15,34 @@ pub struct Options {
     pub release: bool,
 }
 
-/// Where the eBPF object ends up.
-pub fn ebpf_object() -> PathBuf {
+/// Where the linker leaves the eBPF object.
+fn linked_object() -> PathBuf {
     workspace_root().join("target/ebpf/bpfel-unknown-none/release/portwatch")
+}
+
+/// The object portwatch embeds: the linked one without its DWARF (BTF stays),
+/// a fifth of the size, so loading it needs less memory.
+pub fn ebpf_object() -> PathBuf {
+    workspace_root().join("target/ebpf/portwatch.bpf.o")
+}
+
+/// llvm-objcopy: on PATH, or from the LLVM that bpf-linker was built against.
+fn objcopy() -> Option<PathBuf> {
+    util::which("llvm-objcopy").or_else(|| {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib")
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("llvm-"))
+            })
+            .collect();
+        dirs.sort();
+        dirs.into_iter()
+            .rev()
+            .map(|d| d.join("bin/llvm-objcopy"))
+            .find(|p| p.is_file())
+    })
 }
 
 pub fn build_ebpf(tc: &Toolchain, _options: &Options) -> Result<PathBuf> {
@@ -45,7 +70,22 @@ pub fn build_ebpf(tc: &Toolchain, _options: &Options) -> Result<PathBuf> {
             .env_remove("RUSTC_WORKSPACE_WRAPPER")
             .env("PATH", path),
     )?;
-    Ok(ebpf_object())
+    let (linked, object) = (linked_object(), ebpf_object());
+    match objcopy() {
+        Some(objcopy) => util::run(
+            std::process::Command::new(objcopy)
+                .arg("--strip-debug")
+                .arg(&linked)
+                .arg(&object),
+        )?,
+        None => {
+            eprintln!(
+                "xtask: llvm-objcopy not found: embedding the eBPF object with its debug info"
+            );
+            std::fs::copy(&linked, &object)?;
+        }
+    }
+    Ok(object)
 }
 
 /// A cargo command for userspace with the eBPF object's path set.

@@ -1,5 +1,6 @@
 //! Developer tasks: `cargo xtask <command>`. Each command installs what it is
 //! missing (see `toolchain`) and says plainly what it cannot install.
+mod bench;
 mod build;
 mod lint;
 mod run;
@@ -36,6 +37,8 @@ enum Command {
     Lint,
     /// Regenerate the built-in IANA service table (needs npm).
     GenServices,
+    /// Benchmark against no tracer, an empty program and bpftrace (root).
+    Bench(bench::BenchOptions),
 }
 
 fn vm_test(options: &vm::VmOptions) -> anyhow::Result<()> {
@@ -63,6 +66,7 @@ fn main() -> std::process::ExitCode {
         Command::VmTest(o) => vm_test(&o),
         Command::Lint => lint::lint(),
         Command::GenServices => services::generate(),
+        Command::Bench(o) => bench::bench(&o),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

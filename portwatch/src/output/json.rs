@@ -227,6 +227,7 @@ mod tests {
             lost: 5,
             lost_total: 7,
             per_cpu: vec![3, 4],
+            skipped_total: 1,
         })
         .unwrap();
         p.stats(&StatsReport {

@@ -1,0 +1,341 @@
+//! `cargo xtask bench`: connection-rate cost and tracer CPU of portwatch, side by
+//! side in one run with no tracer, an empty program on the same tracepoint (the
+//! kernel's own floor) and a bpftrace script printing the same events. Reported as
+//! ratios, printed and written to target/bench/results.md. Never a pass/fail test.
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{build, util};
+
+#[derive(clap::Args)]
+pub struct BenchOptions {
+    /// Connections per measured run.
+    #[arg(long, default_value_t = 20_000)]
+    pub connections: u64,
+    /// Measured runs per configuration (the median rate is reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+}
+
+/// The bpftrace peer: the same events portwatch prints (connection established
+/// and closed), with pid, comm, states and ports.
+const BPFTRACE_SCRIPT: &str = r#"tracepoint:sock:inet_sock_set_state /args->protocol == 6 && (args->newstate == 1 || args->newstate == 7 || args->newstate == 10)/ { printf("%d %s %d %d %d %d\n", pid, comm, args->oldstate, args->newstate, args->sport, args->dport); }"#;
+const EMPTY_SCRIPT: &str = "tracepoint:sock:inet_sock_set_state { }";
+
+struct Config {
+    name: &'static str,
+    command: Option<Vec<String>>,
+    /// stderr text that says it is attached.
+    ready: &'static str,
+}
+
+#[derive(Default, Clone)]
+struct Measured {
+    rate: f64,
+    cpu_seconds: f64,
+    attach_ms: Option<f64>,
+    peak_rss_kb: Option<u64>,
+    lost: Option<u64>,
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rfind(')').map(|i| &stat[i + 1..]).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / clock_ticks()
+}
+
+fn peak_rss_kb(pid: u32) -> Option<u64> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn loadgen_rate(loadgen: &Path, connections: u64) -> Result<f64> {
+    let out = Command::new(loadgen)
+        .args(["--connections", &connections.to_string()])
+        .output()?;
+    if !out.status.success() {
+        bail!("loadgen failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rate = text
+        .split("\"rate\":")
+        .nth(1)
+        .and_then(|r| r.split([',', '}']).next())
+        .and_then(|r| r.parse().ok())
+        .context("loadgen printed no rate")?;
+    Ok(rate)
+}
+
+/// Start a tracer and wait for its ready line. portwatch's events go to /dev/null;
+/// bpftrace says it is attached on stdout, so its stdout is read and discarded.
+fn start(cmd: &[String], ready: &str) -> Result<(Child, f64, std::sync::mpsc::Receiver<String>)> {
+    let t0 = Instant::now();
+    let bpftrace = cmd[0] == "bpftrace";
+    let mut child = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .stdout(if bpftrace {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", cmd[0]))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = BufReader::new(child.stderr.take().unwrap());
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        for line in err.lines().map_while(Result::ok) {
+            let _ = tx2.send(line);
+        }
+    });
+    if let Some(out) = child.stdout.take() {
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if line.starts_with("Attaching") || line.contains("Lost") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .with_context(|| format!("{} did not attach", cmd[0]))?;
+        if line.contains(ready) {
+            return Ok((child, t0.elapsed().as_secs_f64() * 1000.0, rx));
+        }
+    }
+}
+
+fn stop(child: &mut Child) {
+    let _ = nix_kill(child.id(), libc::SIGINT);
+    let _ = child.wait();
+}
+
+fn nix_kill(pid: u32, signal: i32) -> i32 {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid as i32, signal) }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn measure(config: &Config, loadgen: &Path, o: &BenchOptions) -> Result<Measured> {
+    let mut m = Measured::default();
+    let tracer = match &config.command {
+        Some(cmd) => {
+            let (child, attach_ms, rx) = start(cmd, config.ready)?;
+            m.attach_ms = Some(attach_ms);
+            Some((child, rx))
+        }
+        None => None,
+    };
+    loadgen_rate(loadgen, o.connections / 4)?; // warm-up
+    let cpu0 = tracer
+        .as_ref()
+        .map(|(c, _)| cpu_seconds(c.id()))
+        .unwrap_or(0.0);
+    let mut rates = Vec::new();
+    for _ in 0..o.runs {
+        rates.push(loadgen_rate(loadgen, o.connections)?);
+    }
+    m.rate = median(rates);
+    if let Some((mut child, rx)) = tracer {
+        // Let the tracer catch up with what the kernel already queued.
+        std::thread::sleep(Duration::from_millis(500));
+        m.cpu_seconds = cpu_seconds(child.id()) - cpu0;
+        m.peak_rss_kb = peak_rss_kb(child.id());
+        stop(&mut child);
+        let said: Vec<String> = rx.try_iter().collect();
+        m.lost = said.iter().find_map(|l| {
+            let words: Vec<&str> = l.split([' ', ',', ';']).filter(|w| !w.is_empty()).collect();
+            if l.contains("detached;") {
+                let i = words.iter().position(|w| *w == "lost")?;
+                words[i - 1].parse().ok()
+            } else {
+                // bpftrace: "Lost N events"
+                let i = words.iter().position(|w| *w == "Lost")?;
+                words.get(i + 1)?.parse().ok()
+            }
+        });
+        if m.lost.is_none() && config.name.starts_with("bpftrace") {
+            m.lost = Some(0);
+        }
+    }
+    Ok(m)
+}
+
+/// Time from a connect on an idle system to portwatch's line for it.
+fn first_event_ms(portwatch: &Path, loadgen: &Path) -> Result<f64> {
+    let mut child = Command::new(portwatch)
+        .args(["--format", "json", "--no-snapshot", "--comm", "loadgen"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("attached") {
+        line.clear();
+        if err.read_line(&mut line)? == 0 {
+            bail!("portwatch ended before attaching");
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let t0 = Instant::now();
+    loadgen_rate(loadgen, 1)?;
+    let mut first = String::new();
+    out.read_line(&mut first)?;
+    let ms = t0.elapsed().as_secs_f64() * 1000.0;
+    stop(&mut child);
+    Ok(ms)
+}
+
+pub fn bench(o: &BenchOptions) -> Result<()> {
+    if !util::is_root() {
+        bail!("the benchmark loads eBPF programs: run `cargo xtask bench` as root");
+    }
+    let portwatch = build::build_all(&build::Options { release: true })?;
+    util::run(util::cargo().current_dir(util::workspace_root()).args([
+        "build",
+        "--release",
+        "--package",
+        "loadgen",
+    ]))?;
+    let loadgen = util::workspace_root().join("target/release/loadgen");
+    if util::which("bpftrace").is_none() {
+        util::apt_install(&["bpftrace"])?;
+    }
+    let pw = |format: &str| -> Vec<String> {
+        vec![
+            portwatch.display().to_string(),
+            "--format".into(),
+            format.into(),
+            "--no-snapshot".into(),
+        ]
+    };
+    let bt = |script: &str| vec!["bpftrace".to_string(), "-e".into(), script.into()];
+    let configs = [
+        Config {
+            name: "no tracer",
+            command: None,
+            ready: "",
+        },
+        Config {
+            name: "empty program (floor)",
+            command: Some(bt(EMPTY_SCRIPT)),
+            ready: "Attaching",
+        },
+        Config {
+            name: "bpftrace, same events",
+            command: Some(bt(BPFTRACE_SCRIPT)),
+            ready: "Attaching",
+        },
+        Config {
+            name: "portwatch table",
+            command: Some(pw("table")),
+            ready: "attached",
+        },
+        Config {
+            name: "portwatch json",
+            command: Some(pw("json")),
+            ready: "attached",
+        },
+    ];
+    let mut results = Vec::new();
+    for c in &configs {
+        eprintln!("xtask: bench: {}", c.name);
+        results.push((c.name, measure(c, &loadgen, o)?));
+    }
+    let first_event = first_event_ms(&portwatch, &loadgen)?;
+    let report = render(&results, o, first_event);
+    println!("{report}");
+    let dir = util::workspace_root().join("target/bench");
+    fs::create_dir_all(&dir)?;
+    let path: PathBuf = dir.join("results.md");
+    fs::write(&path, &report)?;
+    eprintln!("xtask: bench results written to {}", path.display());
+    Ok(())
+}
+
+fn render(results: &[(&str, Measured)], o: &BenchOptions, first_event_ms: f64) -> String {
+    let base = results[0].1.rate;
+    let floor = results[1].1.rate;
+    let events = 4.0 * (o.connections as f64) * (o.runs as f64) / 1000.0;
+    let cpu_per_k = |m: &Measured| m.cpu_seconds * 1000.0 / events;
+    let bpftrace_cpu = cpu_per_k(&results[2].1);
+    let machine = format!(
+        "{} CPUs, kernel {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        util::output(Command::new("uname").arg("-r")).unwrap_or_default()
+    );
+    let mut s = format!(
+        "Machine: {machine}. Loopback connect/accept/close by `loadgen` (server and client pinned to CPUs 0 and 1), {} connections per run, median of {} runs.\n\n",
+        o.connections, o.runs
+    );
+    s.push_str("| configuration | conn/s | rate vs no tracer | rate vs empty program | tracer CPU ms per 1000 events | bpftrace CPU / this | lost | attached after | peak RSS |\n");
+    s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    for (name, m) in results {
+        let cpu = cpu_per_k(m);
+        s.push_str(&format!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} | {} |\n",
+            m.rate,
+            m.rate / base,
+            m.rate / floor,
+            if m.attach_ms.is_some() {
+                format!("{cpu:.2}")
+            } else {
+                "-".into()
+            },
+            if m.attach_ms.is_some() && cpu > 0.0 {
+                format!("{:.1}x", bpftrace_cpu / cpu)
+            } else {
+                "-".into()
+            },
+            m.lost.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+            m.attach_ms
+                .map(|a| format!("{a:.0} ms"))
+                .unwrap_or_else(|| "-".into()),
+            m.peak_rss_kb
+                .map(|r| format!("{:.1} MB", r as f64 / 1024.0))
+                .unwrap_or_else(|| "-".into()),
+        ));
+    }
+    s.push_str(&format!(
+        "\nportwatch, idle system: {first_event_ms:.1} ms from a connection to its JSON line (includes starting the load generator).\n"
+    ));
+    s
+}

@@ -201,22 +201,7 @@ pub fn hostile_name(tracer: &Tracer, portwatch: &str, mode: &str) -> Result<Vec<
         let _ = table.kill();
         bail!("the table-format portwatch did not attach");
     }
-    let mut server = Helper::spawn(&[
-        "server",
-        LOOPBACK,
-        &server_port.to_string(),
-        "pw-listener",
-        "pw-acceptor",
-        "1",
-        "50",
-    ])?;
-    server.expect("listening")?;
-    let mut client = Helper::spawn(&["client", LOOPBACK, &server_port.to_string(), hostile, "50"])?;
-    let [pid, uid, lport] = client.expect("connected")?[..] else {
-        bail!("bad connected line")
-    };
-    client.finish()?;
-    server.finish()?;
+    let (pid, uid, lport) = traffic_on(LOOPBACK, server_port, hostile)?;
     // JSON: exact name, valid lines (the tracer rejects any invalid one).
     let mut failures = check(
         tracer,
@@ -226,7 +211,7 @@ pub fn hostile_name(tracer: &Tracer, portwatch: &str, mode: &str) -> Result<Vec<
                 fields: exact(pid, uid, hostile),
             },
             "connect",
-            lport as u16,
+            lport,
             server_port,
         )],
     );
@@ -265,8 +250,8 @@ pub fn kernel_filters(portwatch: &str, mode: &str) -> Result<Vec<String>> {
     let (p3, dropped_port) = traffic("::1", &["pw-other-port"])?;
     let want_kept = [
         ("listen", p1, 0),
-        ("connect", kept.1, p1),
-        ("accept", p1, kept.1),
+        ("connect", kept.2, p1),
+        ("accept", p1, kept.2),
     ];
     tracer.wait_for(Duration::from_secs(10), |ev| {
         want_kept
@@ -283,7 +268,7 @@ pub fn kernel_filters(portwatch: &str, mode: &str) -> Result<Vec<String>> {
     }
     for e in &events {
         let ports = [port(e, "local"), port(e, "remote")];
-        if ports.contains(&p2) || ports.contains(&dropped_family.1) {
+        if ports.contains(&p2) || ports.contains(&dropped_family.2) {
             failures.push(format!("-6 let an IPv4 event through: {e}"));
         }
         if ports.contains(&p3) || ports.contains(&dropped_port[0].1) {
@@ -371,8 +356,9 @@ pub fn kernel_filters(portwatch: &str, mode: &str) -> Result<Vec<String>> {
     Ok(failures)
 }
 
-/// A server on `port` and one client named `name`; the client's (pid, local port).
-fn traffic_on(addr: &str, port: u16, name: &str) -> Result<(u32, u16)> {
+/// A server on `port` and one client named `name`; the client's (pid, uid, local
+/// port).
+fn traffic_on(addr: &str, port: u16, name: &str) -> Result<(u32, u32, u16)> {
     let mut server = Helper::spawn(&[
         "server",
         addr,
@@ -384,12 +370,12 @@ fn traffic_on(addr: &str, port: u16, name: &str) -> Result<(u32, u16)> {
     ])?;
     server.expect("listening")?;
     let mut c = Helper::spawn(&["client", addr, &port.to_string(), name, "50"])?;
-    let [pid, _, lport] = c.expect("connected")?[..] else {
+    let [pid, uid, lport] = c.expect("connected")?[..] else {
         bail!("bad connected line")
     };
     c.finish()?;
     server.finish()?;
-    Ok((pid, lport as u16))
+    Ok((pid, uid, lport as u16))
 }
 
 /// `--comm pw-keep --role client`: only the client pw-keep's events, though the

@@ -87,6 +87,32 @@ impl CgroupIndex {
         }
     }
 
+    /// The path of cgroup `id`, for a process `pid` that may still be in it: its
+    /// /proc/PID/cgroup, checked against the id, else the index.
+    pub fn path_for(&mut self, id: u64, pid: u32) -> Option<String> {
+        if let Some(p) = self.paths.get(&id) {
+            return Some(p.clone());
+        }
+        let from_proc = self.root.as_ref().and_then(|root| {
+            let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+            let path = text
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))?
+                .to_string();
+            let ino = fs::metadata(root.join(path.trim_start_matches('/')))
+                .ok()?
+                .ino();
+            (ino == id).then_some(path)
+        });
+        if let Some(path) = from_proc {
+            if self.paths.len() < MAX {
+                self.paths.insert(id, path.clone());
+            }
+            return Some(path);
+        }
+        self.path(id)
+    }
+
     pub fn path(&mut self, id: u64) -> Option<String> {
         if let Some(p) = self.paths.get(&id) {
             return Some(p.clone());

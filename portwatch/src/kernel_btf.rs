@@ -18,9 +18,11 @@ pub enum BtfError {
 }
 
 pub fn load_vmlinux() -> Result<Btf, BtfError> {
-    // Mapped, not parsed whole: a few lookups do not need the whole kernel's types
-    // in memory.
+    // Mapped, not parsed whole, where the kernel lets sysfs BTF be mapped (recent
+    // kernels): a few lookups do not need all the kernel's types in memory.
+    // Elsewhere, read and parsed.
     Btf::from_file_with_backend(VMLINUX_BTF, btf_rs::Backend::Mmap)
+        .or_else(|_| Btf::from_file_with_backend(VMLINUX_BTF, btf_rs::Backend::Cache))
         .map_err(|e| BtfError::Read(e.to_string()))
 }
 

@@ -138,7 +138,7 @@ impl Enricher {
         };
         details.user = self.user(owner.uid);
         if let Some(id) = owner.cgroup_id {
-            details.cgroup = self.cgroups.path(id);
+            details.cgroup = self.cgroups.path_for(id, owner.pid);
             details.container_id = details.cgroup.as_deref().and_then(cgroups::container_id);
         }
         event.process = Some(details);

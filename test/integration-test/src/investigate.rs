@@ -193,10 +193,14 @@ pub fn hostile_name(tracer: &Tracer, portwatch: &str, mode: &str) -> Result<Vec<
             let _ = tx.send(line);
         }
     });
-    let attached = rx
-        .recv_timeout(Duration::from_secs(60))
-        .map(|l| l.contains("attached"))
-        .unwrap_or(false);
+    // Warnings may come first; wait for the `attached` line itself.
+    let attached = loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) if line.contains("attached") => break true,
+            Ok(_) => continue,
+            Err(_) => break false,
+        }
+    };
     if !attached {
         let _ = table.kill();
         bail!("the table-format portwatch did not attach");

@@ -117,8 +117,9 @@ pub struct Owner {
 /// the kernel saw (same pid and start time).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProcessDetails {
-    pub exe: Option<String>,
-    pub cmdline: Option<Vec<String>>,
+    /// Shared with the cache: events of one process do not copy its command line.
+    pub exe: Option<std::sync::Arc<str>>,
+    pub cmdline: Option<std::sync::Arc<[String]>>,
     pub user: Option<String>,
     /// cgroup v2 path, from the kernel's cgroup id.
     pub cgroup: Option<String>,

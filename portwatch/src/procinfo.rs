@@ -101,10 +101,10 @@ impl Enricher {
         self.same_process(pid, start_ns, comm)?;
         let exe = fs::read_link(format!("/proc/{pid}/exe"))
             .ok()
-            .map(|p| p.to_string_lossy().into_owned());
+            .map(|p| p.to_string_lossy().into());
         let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
             .ok()
-            .map(|raw| parse_cmdline(&raw));
+            .map(|raw| parse_cmdline(&raw).into());
         // Checked again: what was read in between belongs to the same process.
         self.same_process(pid, start_ns, comm)?;
         Ok(ProcessDetails {

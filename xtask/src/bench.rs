@@ -320,7 +320,7 @@ fn render(results: &[(&str, Measured)], o: &BenchOptions, first_event_ms: f64) -
             } else {
                 "-".into()
             },
-            if m.attach_ms.is_some() && cpu > 0.0 {
+            if m.attach_ms.is_some() && cpu > 0.0 && !name.starts_with("empty") {
                 format!("{:.1}x", bpftrace_cpu / cpu)
             } else {
                 "-".into()

@@ -263,7 +263,7 @@ mod tests {
         let mut e = sample_event();
         e.process = Some(crate::model::ProcessDetails {
             exe: Some("/usr/bin/curl".into()),
-            cmdline: Some(vec!["curl".into(), "http://x/\u{1b}".into()]),
+            cmdline: Some(vec!["curl".to_string(), "http://x/\u{1b}".to_string()].into()),
             user: Some("alice".into()),
             cgroup: Some("/system.slice/docker-ab.scope".into()),
             container_id: Some("ab".into()),

@@ -18,6 +18,27 @@ pub fn cgroup2_mount(mounts: &str) -> Option<PathBuf> {
     })
 }
 
+/// This host's cgroup v2 mount point, from /proc/self/mounts.
+pub fn cgroup2_root() -> Option<PathBuf> {
+    fs::read_to_string("/proc/self/mounts")
+        .ok()
+        .and_then(|m| cgroup2_mount(&m))
+}
+
+/// A process's cgroup v2 path (/proc/PID/cgroup) and that cgroup's id (the inode
+/// number of its directory under `root`).
+pub fn of_process(root: &Path, pid: u32) -> Option<(String, u64)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))?
+        .to_string();
+    let id = fs::metadata(root.join(path.trim_start_matches('/')))
+        .ok()?
+        .ino();
+    Some((path, id))
+}
+
 /// The container id in a cgroup path: a 64-hex-digit name as Docker, containerd,
 /// CRI-O and Podman write them (`docker-<id>.scope`, `/docker/<id>`,
 /// `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope`).
@@ -50,11 +71,8 @@ const MAX: usize = 100_000;
 
 impl CgroupIndex {
     pub fn new() -> CgroupIndex {
-        let root = fs::read_to_string("/proc/self/mounts")
-            .ok()
-            .and_then(|m| cgroup2_mount(&m));
         CgroupIndex {
-            root,
+            root: cgroup2_root(),
             paths: HashMap::new(),
             last_scan: None,
         }
@@ -93,17 +111,11 @@ impl CgroupIndex {
         if let Some(p) = self.paths.get(&id) {
             return Some(p.clone());
         }
-        let from_proc = self.root.as_ref().and_then(|root| {
-            let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-            let path = text
-                .lines()
-                .find_map(|l| l.strip_prefix("0::"))?
-                .to_string();
-            let ino = fs::metadata(root.join(path.trim_start_matches('/')))
-                .ok()?
-                .ino();
-            (ino == id).then_some(path)
-        });
+        let from_proc = self
+            .root
+            .as_deref()
+            .and_then(|root| of_process(root, pid))
+            .and_then(|(path, ino)| (ino == id).then_some(path));
         if let Some(path) = from_proc {
             if self.paths.len() < MAX {
                 self.paths.insert(id, path.clone());

@@ -65,15 +65,18 @@ pub fn parse_record(bytes: &[u8]) -> Result<Event, DecodeError> {
 
 /// An address as users expect to read it: IPv4-mapped IPv6 (`::ffff:a.b.c.d`) is
 /// shown as the IPv4 address it is.
+pub fn plain(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
+        v4 => v4,
+    }
+}
+
 fn address(family: u16, bytes: &[u8; 16]) -> IpAddr {
     if family == AF_INET {
         IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
     } else {
-        let v6 = Ipv6Addr::from(*bytes);
-        match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        }
+        plain(IpAddr::V6(Ipv6Addr::from(*bytes)))
     }
 }
 

@@ -44,18 +44,23 @@ pub struct Enricher {
     ns_per_tick: u64,
 }
 
+/// Nanoseconds per clock tick (USER_HZ), the unit of /proc/PID/stat's start time.
+pub fn ns_per_tick() -> u64 {
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|t| *t > 0)
+        .unwrap_or(100) as u64;
+    1_000_000_000 / ticks
+}
+
 impl Enricher {
     pub fn new() -> Enricher {
-        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-            .ok()
-            .flatten()
-            .filter(|t| *t > 0)
-            .unwrap_or(100) as u64;
         Enricher {
             processes: LruCache::new(NonZeroUsize::new(CACHE_PROCESSES).unwrap()),
             users: LruCache::new(NonZeroUsize::new(1024).unwrap()),
             cgroups: CgroupIndex::new(),
-            ns_per_tick: 1_000_000_000 / ticks,
+            ns_per_tick: ns_per_tick(),
         }
     }
 

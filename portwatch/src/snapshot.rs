@@ -5,7 +5,6 @@ use std::{
     collections::{HashMap, HashSet},
     fs, io,
     net::IpAddr,
-    os::unix::fs::MetadataExt,
 };
 
 use chrono::Utc;
@@ -22,7 +21,7 @@ use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
 use crate::{
     cgroups,
     classify::EphemeralRange,
-    decode::endpoint,
+    decode::{endpoint, plain},
     model::{ConnEvent, EventKind, Family, Owner, Role, TcpState},
     notes, procinfo,
 };
@@ -222,18 +221,9 @@ fn owner_of(
     let ppid = stat
         .rfind(')')
         .and_then(|i| stat[i + 1..].split_whitespace().nth(1)?.parse().ok());
-    let cgroup_id = fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("0::").map(str::to_string))
-        })
-        .and_then(|path| {
-            let root = cgroup_root?;
-            fs::metadata(root.join(path.trim_start_matches('/')))
-                .ok()
-                .map(|m| m.ino())
-        });
+    let cgroup_id = cgroup_root
+        .and_then(|root| cgroups::of_process(root, pid))
+        .map(|(_, id)| id);
     Some(Owner {
         pid,
         tid: pid,
@@ -250,14 +240,8 @@ fn owner_of(
 /// host listens on is the server side).
 pub fn events(sockets: &[DiagSocket], range: EphemeralRange) -> Vec<ConnEvent> {
     let owners = socket_owners();
-    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .filter(|t| *t > 0)
-        .unwrap_or(100) as u64;
-    let cgroup_root = fs::read_to_string("/proc/self/mounts")
-        .ok()
-        .and_then(|m| cgroups::cgroup2_mount(&m));
+    let ns_per_tick = procinfo::ns_per_tick();
+    let cgroup_root = cgroups::cgroup2_root();
     let listening: HashSet<u16> = sockets
         .iter()
         .filter(|s| s.state == TCP_LISTEN)
@@ -271,9 +255,9 @@ pub fn events(sockets: &[DiagSocket], range: EphemeralRange) -> Vec<ConnEvent> {
         .filter(|s| s.state == TCP_LISTEN || s.state == TCP_ESTABLISHED)
         .map(|s| {
             let holders = owners.get(&s.inode);
-            let owner = holders.and_then(|p| p.first()).and_then(|pid| {
-                owner_of(*pid, s.uid, 1_000_000_000 / ticks, cgroup_root.as_deref())
-            });
+            let owner = holders
+                .and_then(|p| p.first())
+                .and_then(|pid| owner_of(*pid, s.uid, ns_per_tick, cgroup_root.as_deref()));
             let local = endpoint(plain(s.local.0), s.local.1, range);
             let remote = endpoint(plain(s.remote.0), s.remote.1, range);
             let role = if s.state == TCP_LISTEN {
@@ -316,14 +300,6 @@ pub fn events(sockets: &[DiagSocket], range: EphemeralRange) -> Vec<ConnEvent> {
             event
         })
         .collect()
-}
-
-/// IPv4-mapped IPv6 shown as the IPv4 address it is.
-fn plain(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
-        v4 => v4,
-    }
 }
 
 #[cfg(all(test, target_endian = "little"))]

@@ -176,7 +176,7 @@ pub fn stdout_closed(portwatch: &str, mode: &str) -> Result<Vec<String>> {
 /// SIGTERM: every program of this instance is gone from the kernel's list.
 pub fn sigterm_detaches(portwatch: &str, mode: &str) -> Result<Vec<String>> {
     let before = our_program_ids()?;
-    let tracer = Tracer::start_with(
+    let tracer = Tracer::start(
         portwatch,
         &["--attach".into(), mode.into(), "--no-snapshot".into()],
         mode,

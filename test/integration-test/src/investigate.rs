@@ -248,7 +248,7 @@ pub fn kernel_filters(portwatch: &str, mode: &str) -> Result<Vec<String>> {
         .map(|s| s.to_string())
         .chain([p1.to_string(), "--port".into(), p2.to_string()])
         .collect();
-    let tracer = Tracer::start_with(portwatch, &args, mode)?;
+    let tracer = Tracer::start(portwatch, &args, mode)?;
     let kept = traffic_on("::1", p1, "pw-kept")?;
     let dropped_family = traffic_on(LOOPBACK, p2, "pw-v4")?;
     let (p3, dropped_port) = traffic("::1", &["pw-other-port"])?;
@@ -319,7 +319,7 @@ pub fn kernel_filters(portwatch: &str, mode: &str) -> Result<Vec<String>> {
         "--pid".into(),
         chosen_pid.to_string(),
     ];
-    let tracer = Tracer::start_with(portwatch, &args, mode)?;
+    let tracer = Tracer::start(portwatch, &args, mode)?;
     chosen.send("go")?;
     let [_, _, chosen_port] = chosen.expect("connected")?[..] else {
         bail!("bad connected line")
@@ -394,7 +394,7 @@ pub fn userspace_filters(portwatch: &str, mode: &str) -> Result<Vec<String>> {
         "--role".into(),
         "client".into(),
     ];
-    let tracer = Tracer::start_with(portwatch, &args, mode)?;
+    let tracer = Tracer::start(portwatch, &args, mode)?;
     let (port, clients) = traffic(LOOPBACK, &["pw-keep", "pw-drop"])?;
     let (keep_pid, keep_port) = clients[0];
     tracer.wait_for(Duration::from_secs(10), |ev| {
@@ -520,7 +520,7 @@ pub fn snapshot(portwatch: &str, mode: &str) -> Result<Vec<String>> {
     }
 
     // Live mode prints them first, marked snapshot, with the attach mode.
-    let tracer = Tracer::start_with(
+    let tracer = Tracer::start(
         portwatch,
         &[
             "--attach".into(),

@@ -21,13 +21,9 @@ pub struct Tracer {
 }
 
 impl Tracer {
-    /// Start portwatch and wait for its `attached` line.
+    /// Start portwatch with `--format json` and `extra` arguments, and wait for its
+    /// `attached` line, which must name `mode`.
     pub fn start(portwatch: &str, extra: &[String], mode: &str) -> Result<Tracer> {
-        Self::start_with(portwatch, extra, mode)
-    }
-
-    /// The same, with any arguments (filters, --no-snapshot).
-    pub fn start_with(portwatch: &str, extra: &[String], mode: &str) -> Result<Tracer> {
         let mut child = Command::new(portwatch)
             .args(["--format", "json"])
             .args(extra)

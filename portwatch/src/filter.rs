@@ -168,11 +168,11 @@ mod tests {
             ..Default::default()
         });
         let mut c = e.clone();
-        c.process = Some(ProcessDetails {
+        c.process = Some(std::sync::Arc::new(ProcessDetails {
             cgroup: Some("/system.slice/docker-abcdef.scope".into()),
             container_id: Some("abcdef".into()),
             ..Default::default()
-        });
+        }));
         assert!(Filter {
             containers: vec!["abc".into()],
             ..Default::default()

@@ -111,6 +111,7 @@ fn print_snapshot(
             printer.event(&event)?;
         }
     }
+    printer.flush()?;
     Ok(())
 }
 

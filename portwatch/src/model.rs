@@ -167,7 +167,8 @@ pub struct ConnEvent {
     pub duration: Option<Duration>,
     pub error: Option<ConnectError>,
     /// Filled in by enrichment; None when the owner is unknown.
-    pub process: Option<ProcessDetails>,
+    /// Shared by the events of one process.
+    pub process: Option<std::sync::Arc<ProcessDetails>>,
     /// What is unusual about this event, per the seed's port semantics.
     pub notes: Vec<crate::notes::Note>,
 }

@@ -3,7 +3,7 @@
 //! start time the kernel recorded (so a reused pid never lends another process's
 //! details), and cached per (pid, start time) in a bounded LRU, so a process that
 //! has exited by its connection's close is still described.
-use std::{fs, num::NonZeroUsize};
+use std::{fs, num::NonZeroUsize, sync::Arc};
 
 use lru::LruCache;
 
@@ -36,8 +36,18 @@ pub fn parse_cmdline(raw: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// What is known of one process (one pid and start time).
+struct KnownProcess {
+    /// Its exe and command line, or why they could not be read. Neither changes
+    /// for a (pid, start time): a failure is final too.
+    read: ProcessDetails,
+    /// The details its last event carried, with the uid and cgroup they were made
+    /// for: its next events share them while those stay the same.
+    last: Option<(u32, Option<u64>, Arc<ProcessDetails>)>,
+}
+
 pub struct Enricher {
-    processes: LruCache<(u32, u64), ProcessDetails>,
+    processes: LruCache<(u32, u64), KnownProcess>,
     users: LruCache<u32, Option<String>>,
     cgroups: CgroupIndex,
     /// Nanoseconds per clock tick (USER_HZ).
@@ -127,24 +137,49 @@ impl Enricher {
     /// Fill in `event.process` for a known owner.
     pub fn enrich(&mut self, event: &mut ConnEvent) {
         let Some(owner) = &event.owner else { return };
+        // Without a start time, a pid's details are not kept: the pid may be
+        // reused.
         let key = (owner.pid, owner.start_ns.unwrap_or(0));
-        let mut details = match self.processes.get(&key) {
-            Some(d) => d.clone(),
-            None => match self.read_process(owner.pid, owner.start_ns, &owner.comm) {
-                Ok(d) => {
-                    self.processes.put(key, d.clone());
-                    d
+        let shared = owner.start_ns.is_some();
+        if shared {
+            if let Some((uid, cgroup_id, details)) =
+                self.processes.get(&key).and_then(|p| p.last.as_ref())
+            {
+                if *uid == owner.uid && *cgroup_id == owner.cgroup_id {
+                    event.process = Some(details.clone());
+                    return;
                 }
-                Err(why) => ProcessDetails {
-                    missing: Some(why),
-                    ..ProcessDetails::default()
-                },
-            },
+            }
+        }
+        let mut details = match self.processes.get(&key).filter(|_| shared) {
+            Some(known) => known.read.clone(),
+            None => {
+                let read = self
+                    .read_process(owner.pid, owner.start_ns, &owner.comm)
+                    .unwrap_or_else(|why| ProcessDetails {
+                        missing: Some(why),
+                        ..ProcessDetails::default()
+                    });
+                if shared {
+                    self.processes.put(
+                        key,
+                        KnownProcess {
+                            read: read.clone(),
+                            last: None,
+                        },
+                    );
+                }
+                read
+            }
         };
         details.user = self.user(owner.uid);
         if let Some(id) = owner.cgroup_id {
             details.cgroup = self.cgroups.path_for(id, owner.pid);
             details.container_id = details.cgroup.as_deref().and_then(cgroups::container_id);
+        }
+        let details = Arc::new(details);
+        if let Some(known) = self.processes.get_mut(&key).filter(|_| shared) {
+            known.last = Some((owner.uid, owner.cgroup_id, details.clone()));
         }
         event.process = Some(details);
     }

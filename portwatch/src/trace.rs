@@ -83,8 +83,14 @@ fn drain(
     p: &mut Pipeline<'_>,
 ) -> io::Result<()> {
     let mut err = io::stderr();
+    let mut any = false;
     while let Some(item) = ring.next() {
+        any = true;
         p.record(&item, &mut err)?;
+    }
+    // One write for the whole batch, before waiting again.
+    if any {
+        p.printer.flush()?;
     }
     Ok(())
 }
@@ -116,6 +122,7 @@ fn report_loss(tracer: &Tracer, pipeline: &mut Pipeline<'_>) -> io::Result<()> {
             per_cpu,
             skipped_total: skipped,
         })?;
+        pipeline.printer.flush()?;
     }
     Ok(())
 }
@@ -132,7 +139,8 @@ fn report_stats(tracer: &Tracer, pipeline: &mut Pipeline<'_>) -> io::Result<()> 
         process_cache_entries: pipeline.enricher.cached_processes(),
         rss_kb: own_rss_kb(),
     };
-    pipeline.printer.stats(&report)
+    pipeline.printer.stats(&report)?;
+    pipeline.printer.flush()
 }
 
 /// This process's resident set size, from /proc/self/status.

@@ -1,81 +1,214 @@
 //! JSON Lines: one object per event. The schema is documented in the README.
-use std::io::{self, Write};
+use std::{
+    io::{self, Write},
+    num::NonZeroUsize,
+    sync::Arc,
+};
 
+use lru::LruCache;
 use serde::Serialize;
 
-use super::{LossReport, Printer, RunInfo, StatsReport};
-use crate::model::{ConnEvent, Endpoint};
+use super::{append, time_text::Rfc3339Utc, LossReport, Printer, RunInfo, StatsReport};
+use crate::model::{ConnEvent, Endpoint, ProcessDetails};
 
 pub struct JsonPrinter<W: Write> {
     out: W,
     info: RunInfo,
+    /// The line being built, reused from event to event.
+    line: Vec<u8>,
+    time: Rfc3339Utc,
+    /// The process fields of recent events' processes, already in JSON: one process
+    /// makes many connections, and its command line need not be escaped every time.
+    /// Each entry keeps its details alive, so the address it is keyed by is not
+    /// reused while the entry exists.
+    process_json: LruCache<usize, (Arc<ProcessDetails>, Vec<u8>)>,
 }
+
+/// Processes whose JSON fields are kept.
+const PROCESS_JSON_CACHE: usize = 64;
 
 impl<W: Write> JsonPrinter<W> {
     pub fn new(out: W, info: RunInfo) -> Self {
-        JsonPrinter { out, info }
-    }
-}
-
-#[derive(Serialize)]
-struct EndpointJson<'a> {
-    addr: String,
-    port: u16,
-    class: &'a str,
-    ephemeral: bool,
-    service: Option<&'a str>,
-}
-
-impl<'a> From<&'a Endpoint> for EndpointJson<'a> {
-    fn from(e: &'a Endpoint) -> Self {
-        EndpointJson {
-            addr: e.addr.to_string(),
-            port: e.port,
-            class: e.class.name(),
-            ephemeral: e.ephemeral,
-            service: e.service,
+        JsonPrinter {
+            out,
+            info,
+            line: Vec::with_capacity(1024),
+            time: Rfc3339Utc::new(),
+            process_json: LruCache::new(NonZeroUsize::new(PROCESS_JSON_CACHE).unwrap()),
         }
     }
+
+    /// One event as a JSON line. The fields, in order, are documented in the README.
+    fn write_event(&mut self, e: &ConnEvent, line: &mut Vec<u8>) -> io::Result<()> {
+        let owner = e.owner.as_ref();
+        let mut o = Object::open(line);
+        o.key("time");
+        o.out.push(b'"');
+        self.time.write(&e.time, o.out);
+        o.out.push(b'"');
+        o.name("event", e.kind.name());
+        o.name("role", e.role.name());
+        o.name("proto", "tcp");
+        o.name("family", e.family.name());
+        o.field("pid", &owner.map(|o| o.pid));
+        o.field("tid", &owner.map(|o| o.tid));
+        o.field("comm", &owner.map(|o| o.comm.as_str()));
+        o.field("uid", &owner.map(|o| o.uid));
+        o.field("pid_exact", &e.pid_exact);
+        o.key("local");
+        endpoint(o.out, &e.local)?;
+        o.key("remote");
+        endpoint(o.out, &e.remote)?;
+        o.name("state", e.state.name());
+        o.name("old_state", e.old_state.name());
+        o.key("sock_id");
+        o.out.push(b'"');
+        append::hex16(o.out, e.sock_id);
+        o.out.push(b'"');
+        if let Some(d) = e.duration {
+            o.field("duration_ms", &(d.as_nanos() as f64 / 1e6));
+        }
+        if let Some(err) = &e.error {
+            o.key("error");
+            let mut inner = Object::open(o.out);
+            inner.field("errno", &err.errno);
+            inner.field("reason", err.reason);
+            inner.close()?;
+        }
+        o.field("ppid", &owner.and_then(|o| o.ppid));
+        o.key("exe");
+        match &e.process {
+            Some(p) => o.out.extend_from_slice(self.process_fields(p)?),
+            None => o.out.extend_from_slice(NO_PROCESS.as_bytes()),
+        }
+        o.key("notes");
+        o.out.push(b'[');
+        for (i, n) in e.notes.iter().enumerate() {
+            if i > 0 {
+                o.out.push(b',');
+            }
+            o.value(n.code());
+        }
+        o.out.push(b']');
+        o.field(
+            "attach",
+            &(!self.info.attach_mode.is_empty()).then_some(self.info.attach_mode.as_str()),
+        );
+        o.close()?;
+        line.push(b'\n');
+        Ok(())
+    }
+
+    /// `exe`'s value and the process fields after it, from the cache when the same
+    /// details were printed recently.
+    fn process_fields(&mut self, p: &Arc<ProcessDetails>) -> io::Result<&[u8]> {
+        let key = Arc::as_ptr(p) as usize;
+        let fresh = || -> io::Result<Vec<u8>> {
+            let mut text = Vec::with_capacity(256);
+            let mut o = Object::continued(&mut text);
+            o.value(&p.exe.as_deref());
+            o.field("cmdline", &p.cmdline.as_deref());
+            o.field("user", &p.user.as_deref());
+            o.field("cgroup", &p.cgroup.as_deref());
+            o.field("container_id", &p.container_id.as_deref());
+            o.field("process_missing", &p.missing);
+            o.done()?;
+            Ok(text)
+        };
+        let (_, text) = self
+            .process_json
+            .try_get_or_insert(key, || fresh().map(|t| (p.clone(), t)))?;
+        Ok(text)
+    }
 }
 
-#[derive(Serialize)]
-struct ErrorJson<'a> {
-    errno: i32,
-    reason: &'a str,
+/// `exe` and the process fields when the owner is unknown.
+const NO_PROCESS: &str =
+    r#"null,"cmdline":null,"user":null,"cgroup":null,"container_id":null,"process_missing":null"#;
+
+/// Fields of a JSON object written into a line; keys are this program's own ASCII
+/// names, values go through serde_json. The first error is kept for `close`.
+struct Object<'l> {
+    out: &'l mut Vec<u8>,
+    empty: bool,
+    error: Option<serde_json::Error>,
 }
 
-#[derive(Serialize)]
-struct EventJson<'a> {
-    time: String,
-    event: &'a str,
-    role: &'a str,
-    proto: &'a str,
-    family: &'a str,
-    pid: Option<u32>,
-    tid: Option<u32>,
-    comm: Option<&'a str>,
-    uid: Option<u32>,
-    pid_exact: bool,
-    local: EndpointJson<'a>,
-    remote: EndpointJson<'a>,
-    state: &'a str,
-    old_state: &'a str,
-    sock_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    duration_ms: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<ErrorJson<'a>>,
-    ppid: Option<u32>,
-    exe: Option<&'a str>,
-    cmdline: Option<&'a [String]>,
-    user: Option<&'a str>,
-    cgroup: Option<&'a str>,
-    container_id: Option<&'a str>,
-    /// Why exe and cmdline are null.
-    process_missing: Option<&'a str>,
-    notes: Vec<&'static str>,
-    /// Null for `portwatch snapshot`, which attaches nothing.
-    attach: Option<&'a str>,
+impl<'l> Object<'l> {
+    fn open(out: &'l mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Object {
+            out,
+            empty: true,
+            error: None,
+        }
+    }
+
+    /// Fields after one the caller has begun: the next thing written is a value.
+    fn continued(out: &'l mut Vec<u8>) -> Self {
+        Object {
+            out,
+            empty: false,
+            error: None,
+        }
+    }
+
+    fn key(&mut self, key: &str) {
+        if !self.empty {
+            self.out.push(b',');
+        }
+        self.empty = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    fn value<T: Serialize + ?Sized>(&mut self, value: &T) {
+        if let Err(e) = serde_json::to_writer(&mut *self.out, value) {
+            self.error.get_or_insert(e);
+        }
+    }
+
+    fn field<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) {
+        self.key(key);
+        self.value(value);
+    }
+
+    /// A string of this program's own (a state or role name): nothing to escape.
+    fn name(&mut self, key: &str, name: &'static str) {
+        debug_assert!(!name.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20));
+        self.key(key);
+        self.out.push(b'"');
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(b'"');
+    }
+
+    /// The fields are written; the object is left open.
+    fn done(self) -> io::Result<()> {
+        match self.error {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    fn close(self) -> io::Result<()> {
+        self.out.push(b'}');
+        self.done()
+    }
+}
+
+fn endpoint(out: &mut Vec<u8>, e: &Endpoint) -> io::Result<()> {
+    let mut o = Object::open(out);
+    o.key("addr");
+    o.out.push(b'"');
+    append::ip(o.out, e.addr);
+    o.out.push(b'"');
+    o.key("port");
+    append::decimal(o.out, e.port);
+    o.name("class", e.class.name());
+    o.field("ephemeral", &e.ephemeral);
+    o.field("service", &e.service);
+    o.close()
 }
 
 #[derive(Serialize)]
@@ -95,14 +228,17 @@ struct StatsJson<'a> {
     stats: &'a StatsReport,
 }
 
-/// One JSON line, flushed.
+/// One JSON line.
 fn line<W: Write, T: Serialize>(out: &mut W, value: &T) -> io::Result<()> {
     serde_json::to_writer(&mut *out, value)?;
-    out.write_all(b"\n")?;
-    out.flush()
+    out.write_all(b"\n")
 }
 
 impl<W: Write> Printer for JsonPrinter<W> {
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
     fn lost(&mut self, r: &LossReport) -> io::Result<()> {
         line(
             &mut self.out,
@@ -128,40 +264,13 @@ impl<W: Write> Printer for JsonPrinter<W> {
     }
 
     fn event(&mut self, e: &ConnEvent) -> io::Result<()> {
-        let owner = e.owner.as_ref();
-        let process = e.process.as_ref();
-        let record = EventJson {
-            time: e.time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-            event: e.kind.name(),
-            role: e.role.name(),
-            proto: "tcp",
-            family: e.family.name(),
-            pid: owner.map(|o| o.pid),
-            tid: owner.map(|o| o.tid),
-            comm: owner.map(|o| o.comm.as_str()),
-            uid: owner.map(|o| o.uid),
-            pid_exact: e.pid_exact,
-            local: (&e.local).into(),
-            remote: (&e.remote).into(),
-            state: e.state.name(),
-            old_state: e.old_state.name(),
-            sock_id: format!("{:016x}", e.sock_id),
-            duration_ms: e.duration.map(|d| d.as_nanos() as f64 / 1e6),
-            error: e.error.as_ref().map(|err| ErrorJson {
-                errno: err.errno,
-                reason: err.reason,
-            }),
-            ppid: owner.and_then(|o| o.ppid),
-            exe: process.and_then(|p| p.exe.as_deref()),
-            cmdline: process.and_then(|p| p.cmdline.as_deref()),
-            user: process.and_then(|p| p.user.as_deref()),
-            cgroup: process.and_then(|p| p.cgroup.as_deref()),
-            container_id: process.and_then(|p| p.container_id.as_deref()),
-            process_missing: process.and_then(|p| p.missing),
-            notes: e.notes.iter().map(|n| n.code()).collect(),
-            attach: (!self.info.attach_mode.is_empty()).then_some(self.info.attach_mode.as_str()),
-        };
-        line(&mut self.out, &record)
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        let written = self
+            .write_event(e, &mut line)
+            .and_then(|()| self.out.write_all(&line));
+        self.line = line;
+        written
     }
 }
 
@@ -261,14 +370,14 @@ mod tests {
     #[test]
     fn process_details_and_notes() {
         let mut e = sample_event();
-        e.process = Some(crate::model::ProcessDetails {
+        e.process = Some(std::sync::Arc::new(crate::model::ProcessDetails {
             exe: Some("/usr/bin/curl".into()),
             cmdline: Some(vec!["curl".to_string(), "http://x/\u{1b}".to_string()].into()),
             user: Some("alice".into()),
             cgroup: Some("/system.slice/docker-ab.scope".into()),
             container_id: Some("ab".into()),
             missing: None,
-        });
+        }));
         e.notes = vec![crate::notes::Note::ClientToDynamicPort];
         let v = print(&e);
         assert_eq!(v["exe"], "/usr/bin/curl");

@@ -1,12 +1,16 @@
-//! Printers. Each writes to any `impl Write` and flushes after every event, so
-//! output is live when piped and testable without a terminal.
+//! Printers. Each writes to any `impl Write`, so it tests without a terminal. They
+//! do not flush per event: the caller hands them a buffered writer and calls
+//! `flush` when a batch is done (the ring buffer drained), so output stays live
+//! when piped while a storm costs one write per batch, not one per line.
 use std::io::{self, Write};
 
 use crate::model::ConnEvent;
 
+mod append;
 mod escape;
 mod json;
 mod table;
+mod time_text;
 
 pub use escape::escape_control;
 pub use json::JsonPrinter;
@@ -89,6 +93,8 @@ fn rfc3339<S: serde::Serializer>(
 
 pub trait Printer {
     fn event(&mut self, event: &ConnEvent) -> io::Result<()>;
+    /// Push what was printed so far to the reader.
+    fn flush(&mut self) -> io::Result<()>;
     /// Losses: JSON puts a record in the stream; a table leaves it to the stderr
     /// warning.
     fn lost(&mut self, _report: &LossReport) -> io::Result<()> {
@@ -110,11 +116,17 @@ pub trait Printer {
     }
 }
 
+/// How much output is gathered before it is written, at most, between flushes.
+pub const OUTPUT_BUFFER_BYTES: usize = 64 * 1024;
+
+/// A printer for `format` writing to `out` through a buffer of
+/// [`OUTPUT_BUFFER_BYTES`].
 pub fn printer<'w, W: Write + 'w>(
     format: Format,
     out: W,
     info: RunInfo,
 ) -> io::Result<Box<dyn Printer + 'w>> {
+    let out = io::BufWriter::with_capacity(OUTPUT_BUFFER_BYTES, out);
     Ok(match format {
         Format::Table => Box::new(TablePrinter::new(out, info)?),
         Format::Json => Box::new(JsonPrinter::new(out, info)),

@@ -5,9 +5,7 @@ use std::{
     net::IpAddr,
 };
 
-use chrono::Local;
-
-use super::{escape::escape_control, Printer, RunInfo};
+use super::{append, escape::escape_control, time_text::LocalClock, Printer, RunInfo};
 use crate::{
     model::{ConnEvent, Endpoint, EventKind, Role},
     notes,
@@ -17,6 +15,9 @@ pub struct TablePrinter<W: Write> {
     out: W,
     explain: bool,
     color: bool,
+    /// The line being built, reused from event to event.
+    line: Vec<u8>,
+    clock: LocalClock,
 }
 
 const RESET: &str = "\x1b[0m";
@@ -45,150 +46,250 @@ const WIDTHS: [usize; 10] = [12, 14, 5, 23, 23, 11, 22, 8, 22, 22];
 
 impl<W: Write> TablePrinter<W> {
     pub fn new(mut out: W, info: RunInfo) -> io::Result<Self> {
-        let colors = [None; 11].map(|_: Option<&str>| info.color.then_some(BOLD));
-        write_row(&mut out, &HEADER.map(String::from), &colors)?;
+        let mut line = Vec::with_capacity(512);
+        let mut row = Row::new(&mut line, info.color);
+        for title in HEADER {
+            row.start(Some(BOLD));
+            row.line.extend_from_slice(title.as_bytes());
+            row.end();
+        }
+        row.finish();
+        out.write_all(&line)?;
         out.flush()?;
         Ok(TablePrinter {
             out,
             explain: info.explain,
             color: info.color,
+            line,
+            clock: LocalClock::new(),
         })
     }
 }
 
-/// One aligned line; a cell's color (when colors are on) does not count toward its
-/// width.
-fn write_row(
-    out: &mut impl Write,
-    cells: &[String; 11],
-    colors: &[Option<&str>; 11],
-) -> io::Result<()> {
-    let mut line = String::with_capacity(200);
-    for (i, cell) in cells.iter().enumerate() {
-        match colors[i] {
-            Some(c) if !cell.is_empty() => {
-                line.push_str(c);
-                line.push_str(cell);
-                line.push_str(RESET);
-            }
-            _ => line.push_str(cell),
-        }
-        if let Some(width) = WIDTHS.get(i) {
-            let pad = width.saturating_sub(cell.chars().count()) + 1;
-            line.extend(std::iter::repeat_n(' ', pad));
+/// One aligned line, built cell by cell into a buffer. A cell's color (when colors
+/// are on) does not count toward its width.
+struct Row<'l> {
+    line: &'l mut Vec<u8>,
+    color: bool,
+    column: usize,
+    /// Where the current cell begins (its color code, if any), and its text.
+    cell_start: usize,
+    text_start: usize,
+    colored: bool,
+}
+
+impl<'l> Row<'l> {
+    fn new(line: &'l mut Vec<u8>, color: bool) -> Self {
+        line.clear();
+        Row {
+            line,
+            color,
+            column: 0,
+            cell_start: 0,
+            text_start: 0,
+            colored: false,
         }
     }
-    writeln!(out, "{}", line.trim_end())
+
+    fn start(&mut self, color: Option<&str>) {
+        self.colored = false;
+        self.cell_start = self.line.len();
+        if let Some(c) = color.filter(|_| self.color) {
+            self.line.extend_from_slice(c.as_bytes());
+            self.colored = true;
+        }
+        self.text_start = self.line.len();
+    }
+
+    fn end(&mut self) {
+        let text = &self.line[self.text_start..];
+        // Characters, not bytes: a name may hold any UTF-8.
+        let width = text.iter().filter(|b| (**b & 0xc0) != 0x80).count();
+        if self.colored {
+            if width == 0 {
+                self.line.truncate(self.cell_start);
+            } else {
+                self.line.extend_from_slice(RESET.as_bytes());
+            }
+        }
+        if let Some(w) = WIDTHS.get(self.column) {
+            let pad = w.saturating_sub(width) + 1;
+            self.line.resize(self.line.len() + pad, b' ');
+        }
+        self.column += 1;
+    }
+
+    /// A whole cell of text.
+    fn cell(&mut self, text: &str, color: Option<&str>) {
+        self.start(color);
+        self.line.extend_from_slice(text.as_bytes());
+        self.end();
+    }
+
+    fn finish(self) {
+        while self.line.last() == Some(&b' ') {
+            self.line.pop();
+        }
+        self.line.push(b'\n');
+    }
 }
 
 /// `127.0.0.1:80`, `[::1]:80`, netstat style.
-pub fn socket_address(addr: IpAddr, port: u16) -> String {
-    match addr {
-        IpAddr::V4(a) => format!("{a}:{port}"),
-        IpAddr::V6(a) => format!("[{a}]:{port}"),
+fn socket_address(out: &mut Vec<u8>, addr: IpAddr, port: u16) {
+    let v6 = addr.is_ipv6();
+    if v6 {
+        out.push(b'[');
     }
+    append::ip(out, addr);
+    out.extend_from_slice(if v6 { b"]:" } else { b":" });
+    append::decimal(out, port);
 }
 
 /// `well-known/http`, `dynamic,eph`: the IANA class, `eph` when inside the host's
 /// ephemeral range, and the service when one is known.
-pub fn port_description(e: &Endpoint) -> String {
-    let mut s = String::from(e.class.name());
+fn port_description(out: &mut Vec<u8>, e: &Endpoint) {
+    out.extend_from_slice(e.class.name().as_bytes());
     if e.ephemeral {
-        s.push_str(",eph");
+        out.extend_from_slice(b",eph");
     }
     if let Some(service) = e.service {
-        s.push('/');
-        s.push_str(service);
+        out.push(b'/');
+        out.extend_from_slice(escape_control(service).as_bytes());
     }
-    s
 }
 
-fn process(e: &ConnEvent) -> String {
+/// `4242/curl`; `~` marks an owner that was inferred, not seen in the process's
+/// context.
+fn process(out: &mut Vec<u8>, e: &ConnEvent) {
     match &e.owner {
-        // `~` marks an owner that was inferred, not seen in the process's context.
-        Some(o) => format!(
-            "{}{}/{}",
-            if e.pid_exact { "" } else { "~" },
-            o.pid,
-            escape_control(&o.comm)
-        ),
-        None => "-".into(),
+        Some(o) => {
+            if !e.pid_exact {
+                out.push(b'~');
+            }
+            append::decimal(out, o.pid);
+            out.push(b'/');
+            out.extend_from_slice(escape_control(&o.comm).as_bytes());
+        }
+        None => out.push(b'-'),
     }
 }
 
-fn detail(e: &ConnEvent) -> String {
-    let mut parts: Vec<String> = e.notes.iter().map(|n| format!("! {}", n.text())).collect();
+/// Notes, the error, the handshake or lifetime, the container: comma-separated.
+fn detail(out: &mut Vec<u8>, e: &ConnEvent) {
+    let start = out.len();
+    let sep = |out: &mut Vec<u8>| {
+        if out.len() > start {
+            out.extend_from_slice(b", ");
+        }
+    };
+    for n in &e.notes {
+        sep(out);
+        out.extend_from_slice(b"! ");
+        out.extend_from_slice(n.text().as_bytes());
+    }
     if let Some(err) = &e.error {
-        parts.push(if err.errno != 0 {
-            format!("{} (errno {})", err.reason, err.errno)
-        } else {
-            err.reason.to_string()
-        });
+        sep(out);
+        out.extend_from_slice(err.reason.as_bytes());
+        if err.errno != 0 {
+            out.extend_from_slice(b" (errno ");
+            append::decimal(out, err.errno);
+            out.push(b')');
+        }
     }
     match (e.kind, e.duration) {
-        (EventKind::Connect, Some(d)) => parts.push(format!("handshake {}", human_duration(d))),
-        (EventKind::Close, Some(d)) => parts.push(format!("after {}", human_duration(d))),
+        (EventKind::Connect, Some(d)) => {
+            sep(out);
+            out.extend_from_slice(b"handshake ");
+            human_duration(out, d);
+        }
+        (EventKind::Close, Some(d)) => {
+            sep(out);
+            out.extend_from_slice(b"after ");
+            human_duration(out, d);
+        }
         _ => {}
     }
     if let Some(id) = e.process.as_ref().and_then(|p| p.container_id.as_deref()) {
-        parts.push(format!("container {}", &id[..id.len().min(12)]));
+        sep(out);
+        out.extend_from_slice(b"container ");
+        out.extend_from_slice(&id.as_bytes()[..id.len().min(12)]);
     }
-    parts.join(", ")
 }
 
-pub fn human_duration(d: std::time::Duration) -> String {
+/// `850us`, `1.5ms`, `2.25s`.
+fn human_duration(out: &mut Vec<u8>, d: std::time::Duration) {
     let us = d.as_micros();
     if us < 1_000 {
-        format!("{us}us")
+        append::decimal(out, us as u64);
+        out.extend_from_slice(b"us");
     } else if us < 1_000_000 {
-        format!("{:.1}ms", us as f64 / 1e3)
+        let _ = write!(out, "{:.1}ms", us as f64 / 1e3);
     } else {
-        format!("{:.2}s", us as f64 / 1e6)
+        let _ = write!(out, "{:.2}s", us as f64 / 1e6);
     }
 }
 
 impl<W: Write> Printer for TablePrinter<W> {
     fn event(&mut self, e: &ConnEvent) -> io::Result<()> {
-        let cells = [
-            e.time
-                .with_timezone(&Local)
-                .format("%H:%M:%S%.3f")
-                .to_string(),
-            e.kind.name().into(),
-            "tcp".into(),
-            socket_address(e.local.addr, e.local.port),
-            socket_address(e.remote.addr, e.remote.port),
-            e.state.name().into(),
-            process(e),
-            e.role.name().into(),
-            port_description(&e.local),
-            // A listener has no peer: 0.0.0.0:0 is netstat's placeholder, not a port.
-            if e.role == Role::Listener {
-                "-".into()
-            } else {
-                port_description(&e.remote)
-            },
-            detail(e),
-        ];
-        let mut colors = [None; 11];
-        if self.color {
-            colors[1] = Some(match e.kind {
+        let color = |c: &'static str| Some(c);
+        let mut row = Row::new(&mut self.line, self.color);
+        row.start(None);
+        self.clock.write(&e.time, row.line);
+        row.end();
+        row.cell(
+            e.kind.name(),
+            color(match e.kind {
                 EventKind::ConnectFailed => RED,
                 _ => BOLD,
-            });
-            colors[7] = Some(match e.role {
+            }),
+        );
+        row.cell("tcp", None);
+        row.start(None);
+        socket_address(row.line, e.local.addr, e.local.port);
+        row.end();
+        row.start(None);
+        socket_address(row.line, e.remote.addr, e.remote.port);
+        row.end();
+        row.cell(e.state.name(), None);
+        row.start(None);
+        process(row.line, e);
+        row.end();
+        row.cell(
+            e.role.name(),
+            color(match e.role {
                 Role::Listener => BLUE,
                 Role::Server => GREEN,
                 Role::Client => CYAN,
-            });
-            if !e.notes.is_empty() || e.error.is_some() {
-                colors[10] = Some(if e.error.is_some() { RED } else { YELLOW });
-            }
+            }),
+        );
+        row.start(None);
+        port_description(row.line, &e.local);
+        row.end();
+        row.start(None);
+        // A listener has no peer: 0.0.0.0:0 is netstat's placeholder, not a port.
+        if e.role == Role::Listener {
+            row.line.push(b'-');
+        } else {
+            port_description(row.line, &e.remote);
         }
-        write_row(&mut self.out, &cells, &colors)?;
+        row.end();
+        row.start(if e.error.is_some() {
+            color(RED)
+        } else if !e.notes.is_empty() {
+            color(YELLOW)
+        } else {
+            None
+        });
+        detail(row.line, e);
+        row.end();
+        row.finish();
         if self.explain {
-            writeln!(self.out, "             \u{2514} {}", notes::sentence(e))?;
+            let _ = writeln!(self.line, "             \u{2514} {}", notes::sentence(e));
         }
+        self.out.write_all(&self.line)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 }
@@ -297,7 +398,62 @@ mod tests {
 
     #[test]
     fn ipv6_addresses_are_bracketed() {
-        assert_eq!(socket_address("::1".parse().unwrap(), 80), "[::1]:80");
-        assert_eq!(socket_address("0.0.0.0".parse().unwrap(), 0), "0.0.0.0:0");
+        let text = |a: &str, port| {
+            let mut v = Vec::new();
+            socket_address(&mut v, a.parse().unwrap(), port);
+            String::from_utf8(v).unwrap()
+        };
+        assert_eq!(text("::1", 80), "[::1]:80");
+        assert_eq!(text("0.0.0.0", 0), "0.0.0.0:0");
+    }
+
+    #[test]
+    fn durations_errors_and_containers_in_the_detail() {
+        let mut e = sample_event();
+        let text = |e: &ConnEvent| {
+            let mut v = Vec::new();
+            detail(&mut v, e);
+            String::from_utf8(v).unwrap()
+        };
+        assert_eq!(text(&e), "handshake 1.5ms");
+        e.duration = Some(std::time::Duration::from_micros(850));
+        assert_eq!(text(&e), "handshake 850us");
+        e.kind = EventKind::Close;
+        e.duration = Some(std::time::Duration::from_millis(2250));
+        e.process = Some(std::sync::Arc::new(crate::model::ProcessDetails {
+            container_id: Some("0123456789abcdef".into()),
+            ..Default::default()
+        }));
+        assert_eq!(text(&e), "after 2.25s, container 0123456789ab");
+        e.kind = EventKind::ConnectFailed;
+        e.error = Some(crate::model::ConnectError {
+            errno: 111,
+            reason: "connection refused",
+        });
+        e.notes = vec![crate::notes::Note::ClientFromWellKnownPort];
+        assert_eq!(
+            text(&e),
+            "! client from a well-known port, connection refused (errno 111), container 0123456789ab"
+        );
+    }
+
+    #[test]
+    fn a_colored_empty_cell_has_no_color_codes() {
+        let mut buf = Vec::new();
+        let mut p = TablePrinter::new(
+            &mut buf,
+            RunInfo {
+                color: true,
+                ..RunInfo::default()
+            },
+        )
+        .unwrap();
+        let mut e = sample_event();
+        e.duration = None;
+        p.event(&e).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let row = text.lines().nth(1).unwrap();
+        assert!(!row.ends_with(RESET), "{row:?}");
+        assert!(!row.contains(&format!("{YELLOW}{RESET}")));
     }
 }

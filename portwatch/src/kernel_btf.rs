@@ -1,4 +1,6 @@
 //! Kernel struct member offsets, read from the running kernel's BTF at load time.
+use std::collections::HashMap;
+
 use btf_rs::{Btf, Type};
 
 use portwatch_common::{config_flags, Config};
@@ -43,15 +45,45 @@ fn strip(btf: &Btf, mut ty: Type) -> Type {
     ty
 }
 
-fn find_struct(btf: &Btf, name: &str) -> Result<btf_rs::Struct, BtfError> {
-    btf.resolve_types_by_name(name)
-        .unwrap_or_default()
-        .into_iter()
-        .find_map(|t| match t {
-            Type::Struct(s) if !s.members.is_empty() => Some(s),
-            _ => None,
-        })
-        .ok_or_else(|| BtfError::NoStruct(name.into()))
+/// Kernel structs by name, each looked up once: finding a type by name scans all of
+/// the kernel's types.
+pub struct Structs<'b> {
+    btf: &'b Btf,
+    by_name: HashMap<String, btf_rs::Struct>,
+}
+
+impl<'b> Structs<'b> {
+    pub fn new(btf: &'b Btf) -> Self {
+        Structs {
+            btf,
+            by_name: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, name: &str) -> Result<btf_rs::Struct, BtfError> {
+        if let Some(s) = self.by_name.get(name) {
+            return Ok(s.clone());
+        }
+        let found = self
+            .btf
+            .resolve_types_by_name(name)
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|t| match t {
+                Type::Struct(s) if !s.members.is_empty() => Some(s),
+                _ => None,
+            })
+            .ok_or_else(|| BtfError::NoStruct(name.into()))?;
+        self.by_name.insert(name.to_string(), found.clone());
+        Ok(found)
+    }
+
+    /// Byte offset of `path` (members separated by dots) from the start of `struct
+    /// root`.
+    pub fn offset_of(&mut self, root: &str, path: &str) -> Result<u32, BtfError> {
+        let s = self.get(root)?;
+        offset_in(self.btf, s, root, path)
+    }
 }
 
 /// Bit offset of `member` in `s`, looking through anonymous structs and unions.
@@ -74,9 +106,9 @@ fn member_bits(btf: &Btf, s: &btf_rs::Struct, member: &str) -> Option<(u32, bool
     None
 }
 
-/// Byte offset of `path` (members separated by dots) from the start of `struct root`.
-pub fn offset_of(btf: &Btf, root: &str, path: &str) -> Result<u32, BtfError> {
-    let mut s = find_struct(btf, root)?;
+/// Byte offset of `path` (members separated by dots) from the start of `s`, the
+/// struct named `root`.
+fn offset_in(btf: &Btf, mut s: btf_rs::Struct, root: &str, path: &str) -> Result<u32, BtfError> {
     let mut total = 0u32;
     let parts: Vec<&str> = path.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
@@ -101,6 +133,14 @@ pub fn offset_of(btf: &Btf, root: &str, path: &str) -> Result<u32, BtfError> {
         }
     }
     Ok(total)
+}
+
+/// BTF id of kernel function `name`.
+pub fn function_id(btf: &Btf, name: &str) -> Option<u32> {
+    btf.resolve_ids_by_name(name)
+        .ok()?
+        .into_iter()
+        .find(|id| matches!(btf.resolve_type_by_id(*id), Ok(Type::Func(_))))
 }
 
 /// How many parameters kernel function `name` takes (its BTF prototype).
@@ -132,8 +172,10 @@ pub fn fill_config(btf: Option<&Btf>, config: &mut Config) -> BtfOffsets {
         );
         return BtfOffsets { warnings };
     };
-    let sock_common = |m: &str| offset_of(btf, "sock", &format!("__sk_common.{m}"));
+    let mut structs = Structs::new(btf);
+    let s = &mut structs;
     let fields = (|| -> Result<(), BtfError> {
+        let mut sock_common = |m: &str| s.offset_of("sock", &format!("__sk_common.{m}"));
         config.skc_daddr = sock_common("skc_daddr")?;
         config.skc_rcv_saddr = sock_common("skc_rcv_saddr")?;
         config.skc_dport = sock_common("skc_dport")?;
@@ -151,12 +193,12 @@ pub fn fill_config(btf: Option<&Btf>, config: &mut Config) -> BtfOffsets {
         )),
     }
     let walk = (|| -> Result<(), BtfError> {
-        config.task_files = offset_of(btf, "task_struct", "files")?;
-        config.files_fdt = offset_of(btf, "files_struct", "fdt")?;
-        config.fdt_max_fds = offset_of(btf, "fdtable", "max_fds")?;
-        config.fdt_fd = offset_of(btf, "fdtable", "fd")?;
-        config.file_private_data = offset_of(btf, "file", "private_data")?;
-        config.socket_sk = offset_of(btf, "socket", "sk")?;
+        config.task_files = s.offset_of("task_struct", "files")?;
+        config.files_fdt = s.offset_of("files_struct", "fdt")?;
+        config.fdt_max_fds = s.offset_of("fdtable", "max_fds")?;
+        config.fdt_fd = s.offset_of("fdtable", "fd")?;
+        config.file_private_data = s.offset_of("file", "private_data")?;
+        config.socket_sk = s.offset_of("socket", "sk")?;
         Ok(())
     })();
     match walk {
@@ -166,9 +208,9 @@ pub fn fill_config(btf: Option<&Btf>, config: &mut Config) -> BtfOffsets {
         )),
     }
     let task = (|| -> Result<(), BtfError> {
-        config.task_real_parent = offset_of(btf, "task_struct", "real_parent")?;
-        config.task_tgid = offset_of(btf, "task_struct", "tgid")?;
-        config.task_start_boottime = offset_of(btf, "task_struct", "start_boottime")?;
+        config.task_real_parent = s.offset_of("task_struct", "real_parent")?;
+        config.task_tgid = s.offset_of("task_struct", "tgid")?;
+        config.task_start_boottime = s.offset_of("task_struct", "start_boottime")?;
         Ok(())
     })();
     match task {
@@ -177,7 +219,7 @@ pub fn fill_config(btf: Option<&Btf>, config: &mut Config) -> BtfOffsets {
             "{e}: events carry no parent pid, and process details cannot be checked against pid reuse"
         )),
     }
-    match offset_of(btf, "sock", "sk_err") {
+    match s.offset_of("sock", "sk_err") {
         Ok(off) => {
             config.sk_err = off;
             config.flags |= config_flags::SK_ERR;
@@ -185,7 +227,7 @@ pub fn fill_config(btf: Option<&Btf>, config: &mut Config) -> BtfOffsets {
         Err(e) => warnings.push(format!("{e}: connect failures carry no reason")),
     }
     // A bitfield before Linux 5.6; then accept() relies on the family check alone.
-    if let Ok(off) = offset_of(btf, "sock", "sk_protocol") {
+    if let Ok(off) = s.offset_of("sock", "sk_protocol") {
         config.sk_protocol = off;
         config.flags |= config_flags::SK_PROTOCOL;
     }

@@ -3,6 +3,7 @@
 //! The binary only wires these modules together. Classification, decoding, notes,
 //! filtering and printing are pure and test without root; `loader`, `trace`,
 //! `snapshot` and `procinfo` hold everything that touches the kernel or /proc.
+pub mod bpf_sys;
 pub mod cgroups;
 pub mod classify;
 pub mod cli;

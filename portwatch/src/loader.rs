@@ -10,7 +10,7 @@ use aya::{
 use portwatch_common::{config_flags, Config};
 
 use crate::{
-    kernel_btf,
+    bpf_sys, kernel_btf,
     tracefs::{self, Format, TracefsError},
 };
 
@@ -102,6 +102,8 @@ pub struct KernelInfo {
     pub warnings: Vec<String>,
     /// Parameters of `inet_csk_accept`, from BTF (4 before Linux 6.10, 2 since).
     pub accept_nargs: Option<u32>,
+    /// BTF id of `tcp_connect`, the function fentry attaches to.
+    pub tcp_connect_btf_id: Option<u32>,
     /// Offset of `ret` in sys_exit_accept{,4}, when both agree.
     pub accept_ret: Result<u32, String>,
 }
@@ -213,8 +215,12 @@ pub fn inspect_kernel() -> Result<KernelInfo, LoadError> {
     let accept_nargs = btf_rs
         .as_ref()
         .and_then(|b| kernel_btf::function_arg_count(b, "inet_csk_accept"));
+    let tcp_connect_btf_id = btf_rs
+        .as_ref()
+        .and_then(|b| kernel_btf::function_id(b, "tcp_connect"));
     Ok(KernelInfo {
         accept_nargs,
+        tcp_connect_btf_id,
         tracefs,
         config,
         has_btf: std::path::Path::new(kernel_btf::VMLINUX_BTF).exists(),
@@ -387,6 +393,57 @@ fn plan(
     Ok(hooks)
 }
 
+/// An `EbpfLoader` made without parsing the kernel's BTF. aya 0.14's
+/// `EbpfLoader::new()` parses all of /sys/kernel/btf/vmlinux (tens of
+/// milliseconds, megabytes of heap) even when the caller then sets its own
+/// (aya-rs/aya#1172). So it is made while this process can open no more files
+/// (RLIMIT_NOFILE lowered to the lowest free descriptor for that moment): its read
+/// fails at once and it starts without BTF. The limit is put back right after.
+/// Where the limit cannot be lowered, the loader is made the usual way.
+fn loader_without_kernel_btf<'a>() -> EbpfLoader<'a> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    use std::os::fd::AsRawFd;
+    let lowest_free = match std::fs::File::open("/dev/null") {
+        Ok(f) => f.as_raw_fd() as u64,
+        Err(_) => return EbpfLoader::new(),
+    };
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return EbpfLoader::new();
+    };
+    if setrlimit(Resource::RLIMIT_NOFILE, lowest_free, hard).is_err() {
+        return EbpfLoader::new();
+    }
+    let loader = EbpfLoader::new();
+    // Raising the soft limit back to where it was, below the hard one, is always
+    // allowed.
+    let _ = setrlimit(Resource::RLIMIT_NOFILE, soft, hard);
+    loader
+}
+
+/// Refusals found without loading the object: a kernel without kprobe support, or
+/// one that refuses every fentry program. Either costs little to find out, while
+/// trying the mode for real costs a load of the object (and for fentry, parsing
+/// all of the kernel's BTF) before the kernel says no.
+fn refused_early(mode: AttachMode, kernel: &KernelInfo) -> Result<(), String> {
+    match mode {
+        AttachMode::Kprobe if !Path::new(KPROBE_PMU).exists() => Err(format!(
+            "kprobe:tcp_connect: {KPROBE_PMU} is missing (this kernel has no kprobe support: built without CONFIG_KPROBES?)"
+        )),
+        AttachMode::Fentry => match kernel.tcp_connect_btf_id.map(bpf_sys::fentry_allowed) {
+            // Only a refusal on principle is final; anything else is left to the
+            // real load to explain.
+            Some(Err(e)) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => Err(
+                format!("fentry:tcp_connect: the kernel refuses fentry programs: {e}"),
+            ),
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// What kprobes are attached through (aya 0.14 has no tracefs fallback).
+const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe/type";
+
 /// Load and attach `mode` completely, or fail with the kernel's reason; on failure
 /// nothing stays attached (the partly attached object is dropped).
 pub fn load_mode(
@@ -397,7 +454,17 @@ pub fn load_mode(
     let mut config = kernel.config;
     let mut warnings = kernel.warnings.clone();
     let hooks = plan(mode, kernel, &mut config, &mut warnings)?;
-    let mut ebpf = EbpfLoader::new()
+    refused_early(mode, kernel)?;
+    // aya's whole-kernel BTF (slow to parse, megabytes in memory) is needed only to
+    // find fentry/fexit targets: the object has no CO-RE relocations (offsets come
+    // from kernel_btf, through the config).
+    let btf = if mode == AttachMode::Fentry {
+        Some(Btf::from_sys_fs().map_err(|e| format!("reading the kernel's BTF: {e}"))?)
+    } else {
+        None
+    };
+    let mut ebpf = loader_without_kernel_btf()
+        .btf(btf.as_ref())
         .override_global("PORTWATCH_CONFIG", &config, true)
         .map_max_entries("EVENTS", ringbuf_bytes)
         .load(EBPF_OBJECT)
@@ -408,12 +475,6 @@ pub fn load_mode(
             warnings.push(format!("kernel-side log messages unavailable: {e}"));
             None
         }
-    };
-    // Parsed only for fentry/fexit, the one mode that needs it whole.
-    let btf = if mode == AttachMode::Fentry {
-        Some(Btf::from_sys_fs().map_err(|e| format!("reading the kernel's BTF: {e}"))?)
-    } else {
-        None
     };
     let mut attached = Vec::new();
     for hook in &hooks {
@@ -499,7 +560,7 @@ impl Tracer {
         self.ebpf
             .programs()
             .filter_map(|(_, p)| p.fd().ok())
-            .map(|fd| recursion_misses(std::os::fd::AsFd::as_fd(fd)))
+            .map(|fd| bpf_sys::recursion_misses(std::os::fd::AsFd::as_fd(fd)))
             .sum()
     }
 
@@ -513,40 +574,5 @@ impl Tracer {
         self.listeners
             .as_ref()
             .map_or(0, |m| m.keys().count() as u64)
-    }
-}
-
-/// `bpf_prog_info.recursion_misses` of a loaded program (0 where the kernel does
-/// not report it).
-fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> u64 {
-    use std::os::fd::AsRawFd;
-    #[repr(C)]
-    struct InfoAttr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    // SAFETY: bpf_prog_info is plain data; all zeros is a valid value.
-    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
-    let mut attr = InfoAttr {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: std::mem::size_of_val(&info) as u32,
-        info: &mut info as *mut _ as u64,
-    };
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    // SAFETY: attr points to a valid, sized attribute for this command, and info
-    // to a buffer of info_len bytes.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &mut attr as *mut InfoAttr,
-            std::mem::size_of::<InfoAttr>(),
-        )
-    };
-    if rc == 0 {
-        info.recursion_misses
-    } else {
-        0
     }
 }

@@ -1,0 +1,78 @@
+//! The few BPF syscalls portwatch makes itself, where aya 0.14 has no API: a
+//! program's skipped-run counter, and a cheap check that fentry is allowed before
+//! the whole object is loaded for it.
+use std::{
+    io,
+    os::fd::{AsRawFd, BorrowedFd},
+};
+
+use aya_obj::generated::{bpf_attach_type, bpf_attr, bpf_cmd, bpf_insn, bpf_prog_type};
+
+/// `bpf(cmd, attr)`; the attribute's size is passed with it.
+///
+/// # Safety
+/// `attr` must be the attribute `cmd` expects, and every pointer in it valid for
+/// what the kernel reads or writes there.
+unsafe fn bpf<T>(cmd: bpf_cmd, attr: &mut T) -> io::Result<i64> {
+    // SAFETY: forwarded to the caller.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_long,
+            attr as *mut T,
+            std::mem::size_of::<T>(),
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Whether the kernel lets a tracing program attach as fentry to the kernel
+/// function with BTF id `btf_id`: a two-instruction program is loaded and closed
+/// at once. Some kernels (lockdown, or a policy) refuse every fentry program with
+/// EPERM; finding that out this way costs a syscall instead of parsing the kernel's
+/// BTF and loading the object.
+pub fn fentry_allowed(btf_id: u32) -> io::Result<()> {
+    // SAFETY: bpf_insn is plain data; all zeros is `r0 = 0` with no opcode yet.
+    let mut insns: [bpf_insn; 2] = unsafe { std::mem::zeroed() };
+    insns[0].code = 0xb7; // r0 = 0 (BPF_ALU64 | BPF_MOV | BPF_K)
+    insns[1].code = 0x95; // exit (BPF_JMP | BPF_EXIT)
+    let license = c"GPL";
+    // SAFETY: bpf_attr is plain data; all zeros is a valid value.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: writing the fields of the union's BPF_PROG_LOAD member.
+    let load = unsafe { &mut attr.__bindgen_anon_3 };
+    load.prog_type = bpf_prog_type::BPF_PROG_TYPE_TRACING as u32;
+    load.expected_attach_type = bpf_attach_type::BPF_TRACE_FENTRY as u32;
+    load.attach_btf_id = btf_id;
+    load.insn_cnt = insns.len() as u32;
+    load.insns = insns.as_ptr() as u64;
+    load.license = license.as_ptr() as u64;
+    // SAFETY: a BPF_PROG_LOAD attribute whose instructions and license outlive the
+    // call.
+    let fd = unsafe { bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr) }?;
+    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
+    drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) });
+    Ok(())
+}
+
+/// `bpf_prog_info.recursion_misses` of a loaded program (0 where the kernel does
+/// not report it).
+pub fn recursion_misses(fd: BorrowedFd<'_>) -> u64 {
+    // SAFETY: both are plain data; all zeros is a valid value.
+    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: writing the fields of the union's BPF_OBJ_GET_INFO_BY_FD member.
+    let get = unsafe { &mut attr.info };
+    get.bpf_fd = fd.as_raw_fd() as u32;
+    get.info_len = std::mem::size_of_val(&info) as u32;
+    get.info = &mut info as *mut _ as u64;
+    // SAFETY: info points to a buffer of info_len bytes that outlives the call.
+    match unsafe { bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr) } {
+        Ok(_) => info.recursion_misses,
+        Err(_) => 0,
+    }
+}

@@ -19,8 +19,9 @@ pub struct BenchOptions {
     /// Connections per measured run.
     #[arg(long, default_value_t = 20_000)]
     pub connections: u64,
-    /// Measured runs per configuration (the median rate is reported).
-    #[arg(long, default_value_t = 3)]
+    /// Rounds: each measures every configuration once, in turn, so that drift in
+    /// the machine's speed touches them all alike (the median rate is reported).
+    #[arg(long, default_value_t = 5)]
     pub runs: usize,
 }
 
@@ -28,6 +29,10 @@ pub struct BenchOptions {
 /// and closed), with pid, comm, states and ports.
 const BPFTRACE_SCRIPT: &str = r#"tracepoint:sock:inet_sock_set_state /args->protocol == 6 && (args->newstate == 1 || args->newstate == 7 || args->newstate == 10)/ { printf("%d %s %d %d %d %d\n", pid, comm, args->oldstate, args->newstate, args->sport, args->dport); }"#;
 const EMPTY_SCRIPT: &str = "tracepoint:sock:inet_sock_set_state { }";
+/// A port no benchmark connection uses: with `--port` set to it, portwatch's
+/// programs run in full but the kernel-side filter drops every event, which
+/// measures what the kernel side costs without the ring buffer and the reader.
+const KERNEL_ONLY_PORT: u16 = 1;
 
 struct Config {
     name: &'static str,
@@ -38,11 +43,23 @@ struct Config {
 
 #[derive(Default, Clone)]
 struct Measured {
-    rate: f64,
+    rates: Vec<f64>,
+    /// Tracer CPU over every measured run.
     cpu_seconds: f64,
-    attach_ms: Option<f64>,
+    attach_ms_all: Vec<f64>,
     peak_rss_kb: Option<u64>,
+    /// Over every measured run.
     lost: Option<u64>,
+}
+
+impl Measured {
+    fn rate(&self) -> f64 {
+        median(self.rates.clone())
+    }
+
+    fn attach_ms(&self) -> Option<f64> {
+        (!self.attach_ms_all.is_empty()).then(|| median(self.attach_ms_all.clone()))
+    }
 }
 
 fn clock_ticks() -> f64 {
@@ -151,12 +168,12 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn measure(config: &Config, loadgen: &Path, o: &BenchOptions) -> Result<Measured> {
-    let mut m = Measured::default();
+/// One round of one configuration: start the tracer, warm up, one measured run.
+fn measure_once(config: &Config, loadgen: &Path, o: &BenchOptions, m: &mut Measured) -> Result<()> {
     let tracer = match &config.command {
         Some(cmd) => {
             let (child, attach_ms, rx) = start(cmd, config.ready)?;
-            m.attach_ms = Some(attach_ms);
+            m.attach_ms_all.push(attach_ms);
             Some((child, rx))
         }
         None => None,
@@ -166,19 +183,15 @@ fn measure(config: &Config, loadgen: &Path, o: &BenchOptions) -> Result<Measured
         .as_ref()
         .map(|(c, _)| cpu_seconds(c.id()))
         .unwrap_or(0.0);
-    let mut rates = Vec::new();
-    for _ in 0..o.runs {
-        rates.push(loadgen_rate(loadgen, o.connections)?);
-    }
-    m.rate = median(rates);
+    m.rates.push(loadgen_rate(loadgen, o.connections)?);
     if let Some((mut child, rx)) = tracer {
         // Let the tracer catch up with what the kernel already queued.
-        std::thread::sleep(Duration::from_millis(500));
-        m.cpu_seconds = cpu_seconds(child.id()) - cpu0;
-        m.peak_rss_kb = peak_rss_kb(child.id());
+        std::thread::sleep(Duration::from_millis(300));
+        m.cpu_seconds += cpu_seconds(child.id()) - cpu0;
+        m.peak_rss_kb = m.peak_rss_kb.max(peak_rss_kb(child.id()));
         stop(&mut child);
         let said: Vec<String> = rx.try_iter().collect();
-        m.lost = said.iter().find_map(|l| {
+        let lost = said.iter().find_map(|l| {
             let words: Vec<&str> = l.split([' ', ',', ';']).filter(|w| !w.is_empty()).collect();
             if l.contains("detached;") {
                 let i = words.iter().position(|w| *w == "lost")?;
@@ -189,11 +202,17 @@ fn measure(config: &Config, loadgen: &Path, o: &BenchOptions) -> Result<Measured
                 words.get(i + 1)?.parse().ok()
             }
         });
-        if m.lost.is_none() && config.name.starts_with("bpftrace") {
-            m.lost = Some(0);
+        let lost = match lost {
+            Some(n) => Some(n),
+            // bpftrace says nothing when it lost nothing.
+            None if config.name.starts_with("bpftrace") => Some(0),
+            None => None,
+        };
+        if let Some(n) = lost {
+            *m.lost.get_or_insert(0) += n;
         }
     }
-    Ok(m)
+    Ok(())
 }
 
 /// Time from a connect on an idle system to portwatch's line for it.
@@ -263,6 +282,15 @@ pub fn bench(o: &BenchOptions) -> Result<()> {
             ready: "Attaching",
         },
         Config {
+            name: "portwatch, kernel side only",
+            command: Some({
+                let mut c = pw("json");
+                c.extend(["--port".to_string(), KERNEL_ONLY_PORT.to_string()]);
+                c
+            }),
+            ready: "attached",
+        },
+        Config {
             name: "portwatch table",
             command: Some(pw("table")),
             ready: "attached",
@@ -273,10 +301,15 @@ pub fn bench(o: &BenchOptions) -> Result<()> {
             ready: "attached",
         },
     ];
-    let mut results = Vec::new();
-    for c in &configs {
-        eprintln!("xtask: bench: {}", c.name);
-        results.push((c.name, measure(c, &loadgen, o)?));
+    let mut results: Vec<(&str, Measured)> = configs
+        .iter()
+        .map(|c| (c.name, Measured::default()))
+        .collect();
+    for round in 1..=o.runs {
+        eprintln!("xtask: bench: round {round} of {}", o.runs);
+        for (c, (_, m)) in configs.iter().zip(results.iter_mut()) {
+            measure_once(c, &loadgen, o, m).with_context(|| c.name.to_string())?;
+        }
     }
     let first_event = first_event_ms(&portwatch, &loadgen)?;
     let report = render(&results, o, first_event);
@@ -290,8 +323,8 @@ pub fn bench(o: &BenchOptions) -> Result<()> {
 }
 
 fn render(results: &[(&str, Measured)], o: &BenchOptions, first_event_ms: f64) -> String {
-    let base = results[0].1.rate;
-    let floor = results[1].1.rate;
+    let base = results[0].1.rate();
+    let floor = results[1].1.rate();
     let events = 4.0 * (o.connections as f64) * (o.runs as f64) / 1000.0;
     let cpu_per_k = |m: &Measured| m.cpu_seconds * 1000.0 / events;
     let bpftrace_cpu = cpu_per_k(&results[2].1);
@@ -303,30 +336,35 @@ fn render(results: &[(&str, Measured)], o: &BenchOptions, first_event_ms: f64) -
         util::output(Command::new("uname").arg("-r")).unwrap_or_default()
     );
     let mut s = format!(
-        "Machine: {machine}. Loopback connect/accept/close by `loadgen` (server and client pinned to CPUs 0 and 1), {} connections per run, median of {} runs.\n\n",
+        "Machine: {machine}. Loopback connect/accept/close by `loadgen` (server and client pinned to CPUs 0 and 1), {} connections per run; {} rounds, each measuring every configuration once in turn; median rate, CPU and losses summed over the rounds.\n\n",
         o.connections, o.runs
     );
-    s.push_str("| configuration | conn/s | rate vs no tracer | rate vs empty program | tracer CPU ms per 1000 events | bpftrace CPU / this | lost | attached after | peak RSS |\n");
-    s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    s.push_str("| configuration | conn/s | rate vs no tracer | cost (rate lost) | rate vs empty program | tracer CPU ms per 1000 events | bpftrace CPU / this | lost | attached after | peak RSS |\n");
+    s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for (name, m) in results {
         let cpu = cpu_per_k(m);
         s.push_str(&format!(
-            "| {name} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} | {} |\n",
-            m.rate,
-            m.rate / base,
-            m.rate / floor,
-            if m.attach_ms.is_some() {
+            "| {name} | {:.0} | {:.2} | {:.1}% | {:.2} | {} | {} | {} | {} | {} |\n",
+            m.rate(),
+            m.rate() / base,
+            (1.0 - m.rate() / base) * 100.0,
+            m.rate() / floor,
+            if m.attach_ms().is_some() && !name.contains("kernel side") {
                 format!("{cpu:.2}")
             } else {
                 "-".into()
             },
-            if m.attach_ms.is_some() && cpu > 0.0 && !name.starts_with("empty") {
+            if m.attach_ms().is_some()
+                && cpu > 0.0
+                && !name.starts_with("empty")
+                && !name.contains("kernel side")
+            {
                 format!("{:.1}x", bpftrace_cpu / cpu)
             } else {
                 "-".into()
             },
             m.lost.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
-            m.attach_ms
+            m.attach_ms()
                 .map(|a| format!("{a:.0} ms"))
                 .unwrap_or_else(|| "-".into()),
             m.peak_rss_kb

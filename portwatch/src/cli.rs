@@ -46,6 +46,14 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub explain: bool,
 
+    /// Tracepoint mode: do not hook accept()/accept4(). Accepted connections are
+    /// then attributed to the listener's owner (pid_exact: false), but no syscall
+    /// tracepoint is enabled: while one is, every syscall of every process on the
+    /// host takes the kernel's slower path. fentry and kprobe modes are exact
+    /// without that cost and ignore this.
+    #[arg(long)]
+    pub inexact_accept: bool,
+
     /// Do not print the TCP sockets that already exist when tracing starts.
     #[arg(long)]
     pub no_snapshot: bool,

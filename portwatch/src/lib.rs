@@ -144,6 +144,7 @@ fn trace_live(
             ringbuf_bytes: cli.ringbuf_size,
             wakeup_events: cli.wakeup_events,
             attach: cli.attach,
+            accept_syscalls: !cli.inexact_accept,
             filter: filter.clone(),
         })?;
         for w in &tracer.warnings {

@@ -86,6 +86,9 @@ pub struct LoadOptions {
     /// reader has not yet caught up with, the kernel's own rule).
     pub wakeup_events: u32,
     pub attach: AttachChoice,
+    /// Tracepoint mode may hook the accept syscalls (exact accept attribution, at
+    /// the cost of every syscall on the host taking the slower path).
+    pub accept_syscalls: bool,
     /// Its kernel-side part is applied before events are reserved.
     pub filter: crate::filter::Filter,
 }
@@ -106,6 +109,9 @@ pub struct KernelInfo {
     pub tcp_connect_btf_id: Option<u32>,
     /// Offset of `ret` in sys_exit_accept{,4}, when both agree.
     pub accept_ret: Result<u32, String>,
+    /// Whether tracepoint mode may hook the accept syscalls (`--inexact-accept`
+    /// says no).
+    pub accept_syscalls: bool,
 }
 
 /// Loaded, attached programs and the maps userspace reads. Dropping it detaches
@@ -226,6 +232,7 @@ pub fn inspect_kernel() -> Result<KernelInfo, LoadError> {
         has_btf: std::path::Path::new(kernel_btf::VMLINUX_BTF).exists(),
         warnings,
         accept_ret,
+        accept_syscalls: true,
     })
 }
 
@@ -371,6 +378,8 @@ fn plan(
         AttachMode::Tracepoint => {
             let walk = config_flags::FD_WALK | config_flags::SOCK_FIELDS;
             match &kernel.accept_ret {
+                // Declined by the user: attributed to the listener, no warning.
+                _ if !kernel.accept_syscalls => {}
                 Ok(offset) if config.flags & walk == walk => {
                     config.tp_accept_ret = *offset;
                     for name in ["sys_exit_accept", "sys_exit_accept4"] {
@@ -512,6 +521,7 @@ pub fn load_mode(
 /// Load in the chosen mode, or with `auto` in the first mode that works.
 pub fn load(options: &LoadOptions) -> Result<Tracer, LoadError> {
     let mut kernel = inspect_kernel()?;
+    kernel.accept_syscalls = options.accept_syscalls;
     options.filter.apply_to_kernel(&mut kernel.config);
     if options.wakeup_events > 1 {
         kernel.config.wakeup_bytes = options

@@ -153,8 +153,22 @@ fn start(cmd: &[String], ready: &str) -> Result<(Child, f64, std::sync::mpsc::Re
     }
 }
 
+/// SIGINT, and SIGKILL if the tracer has not exited 10 s later (bpftrace sometimes
+/// hangs on SIGINT here).
 fn stop(child: &mut Child) {
     let _ = nix_kill(child.id(), libc::SIGINT);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "xtask: bench: tracer {} ignored SIGINT for 10 s: killed",
+        child.id()
+    );
+    let _ = child.kill();
     let _ = child.wait();
 }
 
@@ -298,6 +312,15 @@ pub fn bench(o: &BenchOptions) -> Result<()> {
         Config {
             name: "portwatch json",
             command: Some(pw("json")),
+            ready: "attached",
+        },
+        Config {
+            name: "portwatch json --inexact-accept",
+            command: Some({
+                let mut c = pw("json");
+                c.push("--inexact-accept".into());
+                c
+            }),
             ready: "attached",
         },
     ];

@@ -354,6 +354,68 @@ fn listener_acceptor_clients(
     Ok(failures)
 }
 
+/// `--inexact-accept`: in tracepoint mode, no accept syscall is hooked (the attach
+/// line names none) and a forked acceptor's connection is attributed to the
+/// listener's owner, inexactly; in the other modes nothing changes.
+fn inexact_accept(portwatch: &str, mode: &str) -> Result<Vec<String>> {
+    let args: Vec<String> = ["--attach", mode, "--no-snapshot", "--inexact-accept"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let tracer = Tracer::start(portwatch, &args, mode)?;
+    let hold = HOLD_MS.to_string();
+    let mut server = Helper::spawn(&[
+        "server",
+        "127.0.0.1",
+        "0",
+        "pw-listener",
+        "pw-acceptor",
+        "1",
+        &hold,
+    ])?;
+    let [lpid, luid, port] = server.expect("listening")?[..] else {
+        bail!("bad listening line")
+    };
+    let port = port as u16;
+    let client = Helper::spawn(&["client", "127.0.0.1", &port.to_string(), "pw-client", &hold])?;
+    let [apid, auid, peer] = server.expect("accepted")?[..] else {
+        bail!("bad accepted line")
+    };
+    server.expect("closed")?;
+    client.finish()?;
+    server.finish()?;
+    let owner = if mode == "tracepoint" {
+        json!({"pid": lpid, "uid": luid, "comm": "pw-listener", "pid_exact": false})
+    } else {
+        exact(apid, auid, "pw-acceptor")
+    };
+    let expected = [(
+        Expected {
+            what: "accept under --inexact-accept".into(),
+            fields: merge(owner, json!({"event": "accept", "role": "server"})),
+        },
+        "accept",
+        port,
+        peer as u16,
+    )];
+    let mut failures = check(&tracer, &expected);
+    let attached = tracer
+        .stderr()
+        .into_iter()
+        .find(|l| l.contains("attached"))
+        .unwrap_or_default();
+    if mode == "tracepoint" && attached.contains("syscalls:") {
+        failures.push(format!(
+            "--inexact-accept still hooks a syscall: {attached}"
+        ));
+    }
+    let (status, _) = tracer.stop()?;
+    if !status.success() {
+        failures.push(format!("portwatch --inexact-accept exited {status}"));
+    }
+    Ok(failures)
+}
+
 /// A port nothing listens on: bound (never listened on, so portwatch sees nothing),
 /// its number read, and released.
 pub fn unused_port(ip: IpAddr) -> Result<u16> {
@@ -566,6 +628,10 @@ pub fn run_mode(portwatch: &str, mode: &str) -> Tally {
         (
             "userspace filters (--comm, --role)",
             Box::new(|_| investigate::userspace_filters(portwatch, mode)),
+        ),
+        (
+            "--inexact-accept: no accept syscall hooked, accept attributed to the listener",
+            Box::new(|_| inexact_accept(portwatch, mode)),
         ),
         (
             "existing sockets: portwatch snapshot, and first in live mode",

@@ -4,7 +4,7 @@
 use std::{
     collections::HashSet,
     io::{BufRead, BufReader},
-    os::unix::process::CommandExt,
+    os::unix::{fs::PermissionsExt, process::CommandExt},
     process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -52,11 +52,21 @@ fn no_panic(stderr: &str) -> Vec<String> {
 
 /// As an unprivileged user: one line naming what is needed, exit 1.
 pub fn not_root(portwatch: &str) -> Result<Vec<String>> {
-    let out = Command::new(portwatch)
+    // A copy the unprivileged user can reach: the checkout may sit in a directory
+    // only root may enter (a fresh `mktemp -d` clone, for one).
+    let dir = std::env::temp_dir().join(format!("portwatch-not-root-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    let copy = dir.join("portwatch");
+    std::fs::copy(portwatch, &copy)?;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))?;
+    let out = Command::new(&copy)
         .args(["--format", "json"])
         .uid(65534)
         .gid(65534)
-        .output()?;
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = out?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     let mut failures = no_panic(&stderr);
     if out.status.code() != Some(1) {

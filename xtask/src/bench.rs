@@ -315,6 +315,15 @@ pub fn bench(o: &BenchOptions) -> Result<()> {
             ready: "attached",
         },
         Config {
+            name: "portwatch json, reader at SCHED_IDLE (chrt --idle 0)",
+            command: Some({
+                let mut c: Vec<String> = ["chrt", "--idle", "0"].map(String::from).to_vec();
+                c.extend(pw("json"));
+                c
+            }),
+            ready: "attached",
+        },
+        Config {
             name: "portwatch json --inexact-accept",
             command: Some({
                 let mut c = pw("json");

@@ -145,16 +145,13 @@ pub fn function_id(btf: &Btf, name: &str) -> Option<u32> {
 
 /// How many parameters kernel function `name` takes (its BTF prototype).
 pub fn function_arg_count(btf: &Btf, name: &str) -> Option<u32> {
-    btf.resolve_types_by_name(name)
-        .ok()?
-        .into_iter()
-        .find_map(|t| match t {
-            Type::Func(f) => match btf.resolve_chained_type(&f).ok()? {
-                Type::FuncProto(p) => Some(p.parameters.len() as u32),
-                _ => None,
-            },
-            _ => None,
-        })
+    let Type::Func(f) = btf.resolve_type_by_id(function_id(btf, name)?).ok()? else {
+        return None;
+    };
+    match btf.resolve_chained_type(&f).ok()? {
+        Type::FuncProto(p) => Some(p.parameters.len() as u32),
+        _ => None,
+    }
 }
 
 /// What the kernel side can do with this kernel's BTF, and what it could not.

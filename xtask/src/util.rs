@@ -89,3 +89,11 @@ pub fn apt_install(packages: &[&str]) -> Result<()> {
     let _ = run(&mut apt(&["update", "-qq"]));
     run(apt(&["install", "-y", "-qq", "--no-install-recommends"]).args(packages))
 }
+
+/// The first file in `dir` whose name ends in `.ext` (what a download left there).
+pub fn file_with_extension(dir: &Path, ext: &str) -> Result<PathBuf> {
+    std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == ext))
+        .with_context(|| format!("no .{ext} file in {}", dir.display()))
+}

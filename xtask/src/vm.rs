@@ -85,10 +85,7 @@ fn kernel_image(package: &str) -> Result<PathBuf> {
             .current_dir(&dir)
             .args(["download", package]),
     )?;
-    let deb = fs::read_dir(&dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .context("apt-get download left no .deb")?;
+    let deb = util::file_with_extension(&dir, "deb").context("apt-get download left no .deb")?;
     util::run(
         Command::new("dpkg-deb")
             .arg("-x")

@@ -231,14 +231,13 @@ fn human_duration(out: &mut Vec<u8>, d: std::time::Duration) {
 
 impl<W: Write> Printer for TablePrinter<W> {
     fn event(&mut self, e: &ConnEvent) -> io::Result<()> {
-        let color = |c: &'static str| Some(c);
         let mut row = Row::new(&mut self.line, self.color);
         row.start(None);
         self.clock.write(&e.time, row.line);
         row.end();
         row.cell(
             e.kind.name(),
-            color(match e.kind {
+            Some(match e.kind {
                 EventKind::ConnectFailed => RED,
                 _ => BOLD,
             }),
@@ -256,7 +255,7 @@ impl<W: Write> Printer for TablePrinter<W> {
         row.end();
         row.cell(
             e.role.name(),
-            color(match e.role {
+            Some(match e.role {
                 Role::Listener => BLUE,
                 Role::Server => GREEN,
                 Role::Client => CYAN,
@@ -274,9 +273,9 @@ impl<W: Write> Printer for TablePrinter<W> {
         }
         row.end();
         row.start(if e.error.is_some() {
-            color(RED)
+            Some(RED)
         } else if !e.notes.is_empty() {
-            color(YELLOW)
+            Some(YELLOW)
         } else {
             None
         });

@@ -3,10 +3,11 @@ use clap::{error::ErrorKind, CommandFactory, Parser, Subcommand};
 use portwatch_common::{FILTER_MAX, RINGBUF_DEFAULT_BYTES, WAKEUP_EVENTS_DEFAULT};
 
 use crate::{
-    classify::PortClass,
-    filter::Filter,
-    loader::AttachChoice,
-    model::{Family, Role},
+    event::{
+        filter::Filter,
+        model::{Family, PortClass, Role},
+    },
+    kernel::plan::AttachChoice,
     output::{ColorChoice, Format},
 };
 

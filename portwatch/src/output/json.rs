@@ -9,7 +9,7 @@ use lru::LruCache;
 use serde::Serialize;
 
 use super::{append, time_text::Rfc3339Utc, LossReport, Printer, RunInfo, StatsReport};
-use crate::model::{ConnEvent, Endpoint, ProcessDetails};
+use crate::event::model::{ConnEvent, Endpoint, ProcessDetails, ProcessMissing};
 
 pub struct JsonPrinter<W: Write> {
     out: W,
@@ -111,7 +111,7 @@ impl<W: Write> JsonPrinter<W> {
             o.field("user", &p.user.as_deref());
             o.field("cgroup", &p.cgroup.as_deref());
             o.field("container_id", &p.container_id.as_deref());
-            o.field("process_missing", &p.missing);
+            o.field("process_missing", &p.missing.map(ProcessMissing::text));
             o.done()?;
             Ok(text)
         };
@@ -279,7 +279,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::output::tests::sample_event;
+    use crate::event::decode::tests::sample_event;
 
     fn print(e: &ConnEvent) -> Value {
         let mut buf = Vec::new();
@@ -370,7 +370,7 @@ mod tests {
     #[test]
     fn process_details_and_notes() {
         let mut e = sample_event();
-        e.process = Some(std::sync::Arc::new(crate::model::ProcessDetails {
+        e.process = Some(std::sync::Arc::new(crate::event::model::ProcessDetails {
             exe: Some("/usr/bin/curl".into()),
             cmdline: Some(vec!["curl".to_string(), "http://x/\u{1b}".to_string()].into()),
             user: Some("alice".into()),
@@ -378,7 +378,7 @@ mod tests {
             container_id: Some("ab".into()),
             missing: None,
         }));
-        e.notes = vec![crate::notes::Note::ClientToDynamicPort];
+        e.notes = vec![crate::event::model::Note::ClientToDynamicPort];
         let v = print(&e);
         assert_eq!(v["exe"], "/usr/bin/curl");
         assert_eq!(v["cmdline"], serde_json::json!(["curl", "http://x/\u{1b}"]));

@@ -4,16 +4,18 @@
 //! when piped while a storm costs one write per batch, not one per line.
 use std::io::{self, Write};
 
-use crate::model::ConnEvent;
+use crate::event::model::ConnEvent;
 
 mod append;
 mod escape;
 mod json;
+mod sentence;
 mod table;
 mod time_text;
 
 pub use escape::escape_control;
 pub use json::JsonPrinter;
+pub use sentence::sentence;
 
 pub use table::TablePrinter;
 
@@ -134,30 +136,8 @@ pub fn printer<'w, W: Write + 'w>(
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use std::time::Duration;
-
+mod tests {
     use super::ColorChoice;
-
-    use crate::{
-        classify::EphemeralRange,
-        decode::{decode, tests::raw_event, Clock},
-        model::ConnEvent,
-    };
-
-    /// The seed's case 2: 127.0.0.1:51031 -> 222.222.222.222:80, by pid 4242 `curl`.
-    pub fn sample_event() -> ConnEvent {
-        let e = decode(
-            &raw_event(),
-            Clock {
-                realtime_minus_monotonic_ns: 0,
-            },
-            EphemeralRange::LINUX_DEFAULT,
-        )
-        .unwrap();
-        assert_eq!(e.duration, Some(Duration::from_micros(1500)));
-        e
-    }
 
     #[test]
     fn colors_only_on_a_terminal_and_never_with_no_color() {

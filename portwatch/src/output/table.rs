@@ -6,10 +6,7 @@ use std::{
 };
 
 use super::{append, escape::escape_control, time_text::LocalClock, Printer, RunInfo};
-use crate::{
-    model::{ConnEvent, Endpoint, EventKind, Role},
-    notes,
-};
+use crate::event::model::{ConnEvent, Endpoint, EventKind, Role};
 
 pub struct TablePrinter<W: Write> {
     out: W,
@@ -283,7 +280,7 @@ impl<W: Write> Printer for TablePrinter<W> {
         row.end();
         row.finish();
         if self.explain {
-            let _ = writeln!(self.line, "             \u{2514} {}", notes::sentence(e));
+            let _ = writeln!(self.line, "             \u{2514} {}", super::sentence(e));
         }
         self.out.write_all(&self.line)
     }
@@ -296,7 +293,7 @@ impl<W: Write> Printer for TablePrinter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::tests::sample_event;
+    use crate::event::decode::tests::sample_event;
 
     #[test]
     fn header_then_one_aligned_row_per_event() {
@@ -384,7 +381,7 @@ mod tests {
     #[test]
     fn notes_are_marked() {
         let mut e = sample_event();
-        e.notes = vec![crate::notes::Note::ClientFromWellKnownPort];
+        e.notes = vec![crate::event::model::Note::ClientFromWellKnownPort];
         let mut buf = Vec::new();
         TablePrinter::new(&mut buf, RunInfo::default())
             .unwrap()
@@ -419,17 +416,17 @@ mod tests {
         assert_eq!(text(&e), "handshake 850us");
         e.kind = EventKind::Close;
         e.duration = Some(std::time::Duration::from_millis(2250));
-        e.process = Some(std::sync::Arc::new(crate::model::ProcessDetails {
+        e.process = Some(std::sync::Arc::new(crate::event::model::ProcessDetails {
             container_id: Some("0123456789abcdef".into()),
             ..Default::default()
         }));
         assert_eq!(text(&e), "after 2.25s, container 0123456789ab");
         e.kind = EventKind::ConnectFailed;
-        e.error = Some(crate::model::ConnectError {
+        e.error = Some(crate::event::model::ConnectError {
             errno: 111,
             reason: "connection refused",
         });
-        e.notes = vec![crate::notes::Note::ClientFromWellKnownPort];
+        e.notes = vec![crate::event::model::Note::ClientFromWellKnownPort];
         assert_eq!(
             text(&e),
             "! client from a well-known port, connection refused (errno 111), container 0123456789ab"

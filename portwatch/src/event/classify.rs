@@ -1,43 +1,11 @@
 //! Port and role classification, as the seed document (notes on ports) describes it.
 //! Pure code: no kernel, no files (the ephemeral range is read by the caller).
-use std::{fmt, str::FromStr};
+use std::{net::IpAddr, str::FromStr};
 
-use crate::model::{EventKind, Role};
-
-/// IANA's three ranges.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
-pub enum PortClass {
-    /// 0-1023: system or well-known ports.
-    WellKnown,
-    /// 1024-49151: user or registered ports.
-    Registered,
-    /// 49152-65535: dynamic or private ports.
-    Dynamic,
-}
-
-impl PortClass {
-    pub fn of(port: u16) -> PortClass {
-        match port {
-            0..=1023 => PortClass::WellKnown,
-            1024..=49151 => PortClass::Registered,
-            _ => PortClass::Dynamic,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            PortClass::WellKnown => "well-known",
-            PortClass::Registered => "registered",
-            PortClass::Dynamic => "dynamic",
-        }
-    }
-}
-
-impl fmt::Display for PortClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+use super::{
+    model::{Endpoint, EventKind, PortClass, Role},
+    services,
+};
 
 /// The host's ephemeral (temporary client) port range,
 /// `/proc/sys/net/ipv4/ip_local_port_range`. Linux's default, 32768-60999, is not
@@ -81,6 +49,17 @@ impl FromStr for EphemeralRange {
             }
             _ => Err(format!("not a port range: {text:?}")),
         }
+    }
+}
+
+/// A classified endpoint.
+pub fn endpoint(addr: IpAddr, port: u16, range: EphemeralRange) -> Endpoint {
+    Endpoint {
+        addr,
+        port,
+        class: PortClass::of(port),
+        ephemeral: range.contains(port),
+        service: services::service_name(port),
     }
 }
 

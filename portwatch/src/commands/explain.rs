@@ -4,8 +4,8 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use crate::{
-    classify::{EphemeralRange, PortClass},
-    services,
+    event::{classify::EphemeralRange, model::PortClass, services},
+    output::Format,
 };
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -89,6 +89,22 @@ pub fn render_text(list: &[PortExplanation], out: &mut impl Write) -> io::Result
         writeln!(out, "  normally       {}", e.normal_role)?;
     }
     Ok(())
+}
+
+/// Explain each port, as text or one JSON object per port.
+pub fn run(ports: &[u16], format: Format, out: &mut impl Write) -> io::Result<()> {
+    let range = EphemeralRange::of_host();
+    let list: Vec<_> = ports.iter().map(|p| explain(*p, range)).collect();
+    match format {
+        Format::Table => render_text(&list, out)?,
+        Format::Json => {
+            for e in &list {
+                serde_json::to_writer(&mut *out, e)?;
+                writeln!(out)?;
+            }
+        }
+    }
+    out.flush()
 }
 
 #[cfg(test)]

@@ -4,8 +4,6 @@ use std::{fmt, net::IpAddr, time::Duration};
 
 use chrono::{DateTime, Utc};
 
-use crate::classify::PortClass;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
     Listen,
@@ -26,6 +24,84 @@ impl EventKind {
             EventKind::ConnectFailed => "connect-failed",
             EventKind::Close => "close",
             EventKind::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// IANA's three ranges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum PortClass {
+    /// 0-1023: system or well-known ports.
+    WellKnown,
+    /// 1024-49151: user or registered ports.
+    Registered,
+    /// 49152-65535: dynamic or private ports.
+    Dynamic,
+}
+
+impl PortClass {
+    pub fn of(port: u16) -> PortClass {
+        match port {
+            0..=1023 => PortClass::WellKnown,
+            1024..=49151 => PortClass::Registered,
+            _ => PortClass::Dynamic,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PortClass::WellKnown => "well-known",
+            PortClass::Registered => "registered",
+            PortClass::Dynamic => "dynamic",
+        }
+    }
+}
+
+impl fmt::Display for PortClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What is unusual about an event (see `notes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Note {
+    /// A listener on a port the kernel may also hand to clients as a temporary port.
+    ListenerInEphemeralRange,
+    /// A listener on an IANA dynamic (private, temporary) port.
+    ListenerOnDynamicPort,
+    /// A connection served on an IANA dynamic port.
+    ServerOnDynamicPort,
+    /// A client whose own port is a well-known (system) port.
+    ClientFromWellKnownPort,
+    /// A client whose own port is outside the host's ephemeral range: bound on purpose.
+    ClientFromFixedPort,
+    /// A client connecting to a dynamic (temporary) port on the other side.
+    ClientToDynamicPort,
+}
+
+impl Note {
+    /// Stable identifier (JSON `notes`).
+    pub fn code(self) -> &'static str {
+        match self {
+            Note::ListenerInEphemeralRange => "listener-in-ephemeral-range",
+            Note::ListenerOnDynamicPort => "listener-on-dynamic-port",
+            Note::ServerOnDynamicPort => "server-on-dynamic-port",
+            Note::ClientFromWellKnownPort => "client-from-well-known-port",
+            Note::ClientFromFixedPort => "client-from-fixed-port",
+            Note::ClientToDynamicPort => "client-to-dynamic-port",
+        }
+    }
+
+    /// Short human text (table DETAIL).
+    pub fn text(self) -> &'static str {
+        match self {
+            Note::ListenerInEphemeralRange => "listener in the ephemeral range",
+            Note::ListenerOnDynamicPort => "listener on a dynamic port",
+            Note::ServerOnDynamicPort => "server on a dynamic port",
+            Note::ClientFromWellKnownPort => "client from a well-known port",
+            Note::ClientFromFixedPort => "client from a non-ephemeral port",
+            Note::ClientToDynamicPort => "client to a dynamic port",
         }
     }
 }
@@ -126,7 +202,26 @@ pub struct ProcessDetails {
     pub container_id: Option<String>,
     /// Why exe/cmdline are missing: the process had exited, or its pid already
     /// belonged to another process, before userspace could look.
-    pub missing: Option<&'static str>,
+    pub missing: Option<ProcessMissing>,
+}
+
+/// Why a process's executable and command line could not be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessMissing {
+    /// It had exited before userspace looked.
+    Exited,
+    /// Its pid already belonged to another process.
+    PidReused,
+}
+
+impl ProcessMissing {
+    /// What users read (JSON `process_missing`).
+    pub fn text(self) -> &'static str {
+        match self {
+            ProcessMissing::Exited => "process exited",
+            ProcessMissing::PidReused => "pid reused by another process",
+        }
+    }
 }
 
 /// One end of a connection, classified.
@@ -170,5 +265,5 @@ pub struct ConnEvent {
     /// Shared by the events of one process.
     pub process: Option<std::sync::Arc<ProcessDetails>>,
     /// What is unusual about this event, per the seed's port semantics.
-    pub notes: Vec<crate::notes::Note>,
+    pub notes: Vec<Note>,
 }

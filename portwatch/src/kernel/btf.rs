@@ -9,8 +9,8 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
-    #[error("reading kernel BTF ({VMLINUX_BTF}): {0}")]
-    Read(String),
+    #[error("reading kernel BTF ({VMLINUX_BTF})")]
+    Read(#[source] btf_rs::Error),
     #[error("kernel BTF has no struct {0}")]
     NoStruct(String),
     #[error("kernel BTF: struct {0} has no member {1}")]
@@ -25,7 +25,7 @@ pub fn load_vmlinux() -> Result<Btf, BtfError> {
     // Elsewhere, read and parsed.
     Btf::from_file_with_backend(VMLINUX_BTF, btf_rs::Backend::Mmap)
         .or_else(|_| Btf::from_file_with_backend(VMLINUX_BTF, btf_rs::Backend::Cache))
-        .map_err(|e| BtfError::Read(e.to_string()))
+        .map_err(BtfError::Read)
 }
 
 fn strip(btf: &Btf, mut ty: Type) -> Type {

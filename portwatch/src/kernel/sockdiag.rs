@@ -1,30 +1,36 @@
-//! The TCP sockets that exist now, as `ss -tanp` would list them: read through
-//! sock_diag netlink (no other program run), owners found by their socket inodes in
-//! /proc/PID/fd, classified like live events and marked `snapshot`.
-use std::{
-    collections::{HashMap, HashSet},
-    fs, io,
-    net::IpAddr,
-};
+//! The TCP sockets that exist now, as `ss -tan` would list them: read through
+//! sock_diag netlink (no other program run), or from /proc/net/tcp{,6} where the
+//! kernel has no TCP sock_diag.
+use std::{fs, io, net::IpAddr};
 
-use chrono::Utc;
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
 };
+pub use netlink_packet_sock_diag::constants::{TCP_ESTABLISHED, TCP_LISTEN};
 use netlink_packet_sock_diag::{
-    constants::{AF_INET, AF_INET6, IPPROTO_TCP, TCP_ESTABLISHED, TCP_LISTEN},
+    constants::{AF_INET, AF_INET6, IPPROTO_TCP},
     inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
     SockDiagMessage,
 };
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
 
-use crate::{
-    cgroups,
-    classify::EphemeralRange,
-    decode::{endpoint, plain},
-    model::{ConnEvent, EventKind, Family, Owner, Role, TcpState},
-    notes, procinfo,
-};
+/// Why the existing sockets could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SockDiagError {
+    #[error("sock_diag netlink socket")]
+    Socket(#[source] io::Error),
+    #[error("sock_diag: malformed reply")]
+    Malformed(#[source] netlink_packet_core::DecodeError),
+    #[error("sock_diag: the kernel answered {0:?}")]
+    Kernel(netlink_packet_core::ErrorMessage),
+    #[error("{diag}, and {path} cannot be read either")]
+    Fallback {
+        diag: Box<SockDiagError>,
+        path: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
 
 /// One socket as sock_diag reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,10 +43,12 @@ pub struct DiagSocket {
     pub cookie: u64,
 }
 
-fn dump(family: u8) -> io::Result<Vec<DiagSocket>> {
-    let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
+fn dump(family: u8) -> Result<Vec<DiagSocket>, SockDiagError> {
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(SockDiagError::Socket)?;
+    socket.bind_auto().map_err(SockDiagError::Socket)?;
+    socket
+        .connect(&SocketAddr::new(0, 0))
+        .map_err(SockDiagError::Socket)?;
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     let mut packet = NetlinkMessage::new(
@@ -61,18 +69,18 @@ fn dump(family: u8) -> io::Result<Vec<DiagSocket>> {
     packet.finalize();
     let mut buf = vec![0; packet.header.length as usize];
     packet.serialize(&mut buf[..]);
-    socket.send(&buf[..], 0)?;
+    socket.send(&buf[..], 0).map_err(SockDiagError::Socket)?;
 
     let mut sockets = Vec::new();
     let mut rx = vec![0u8; 64 * 1024];
     loop {
-        let size = socket.recv(&mut &mut rx[..], 0)?;
+        let size = socket
+            .recv(&mut &mut rx[..], 0)
+            .map_err(SockDiagError::Socket)?;
         let mut offset = 0;
         while offset < size {
             let message = <NetlinkMessage<SockDiagMessage>>::deserialize(&rx[offset..size])
-                .map_err(|e| {
-                    io::Error::new(io::ErrorKind::InvalidData, format!("sock_diag: {e}"))
-                })?;
+                .map_err(SockDiagError::Malformed)?;
             match message.payload {
                 NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
                     let h = &r.header;
@@ -89,9 +97,7 @@ fn dump(family: u8) -> io::Result<Vec<DiagSocket>> {
                     });
                 }
                 NetlinkPayload::Done(_) => return Ok(sockets),
-                NetlinkPayload::Error(e) => {
-                    return Err(io::Error::other(format!("sock_diag error: {e:?}")));
-                }
+                NetlinkPayload::Error(e) => return Err(SockDiagError::Kernel(e)),
                 _ => {}
             }
             if message.header.length == 0 {
@@ -106,7 +112,7 @@ fn dump(family: u8) -> io::Result<Vec<DiagSocket>> {
 /// or, where the kernel has no TCP sock_diag (the `tcp_diag` module not loaded:
 /// the dump fails with ENOENT), from /proc/net/tcp and /proc/net/tcp6 as netstat
 /// reads them.
-pub fn tcp_sockets() -> io::Result<Vec<DiagSocket>> {
+pub fn tcp_sockets() -> Result<Vec<DiagSocket>, SockDiagError> {
     let diag = dump(AF_INET).and_then(|mut v4| {
         v4.extend(dump(AF_INET6)?);
         Ok(v4)
@@ -120,10 +126,12 @@ pub fn tcp_sockets() -> io::Result<Vec<DiagSocket>> {
                     Ok(text) => all.extend(parse_proc_net_tcp(&text, v6)),
                     // No IPv6 in this kernel: nothing to list there.
                     Err(_) if v6 => {}
-                    Err(e) => {
-                        return Err(io::Error::other(format!(
-                            "sock_diag failed ({diag_error}) and {path} cannot be read ({e})"
-                        )))
+                    Err(source) => {
+                        return Err(SockDiagError::Fallback {
+                            diag: Box::new(diag_error),
+                            path,
+                            source,
+                        })
                     }
                 }
             }
@@ -175,136 +183,10 @@ pub fn parse_proc_net_tcp(text: &str, v6: bool) -> Vec<DiagSocket> {
         .collect()
 }
 
-/// The processes holding each socket inode, from /proc/PID/fd (lowest pid first).
-fn socket_owners() -> HashMap<u32, Vec<u32>> {
-    let mut owners: HashMap<u32, Vec<u32>> = HashMap::new();
-    let Ok(procs) = fs::read_dir("/proc") else {
-        return owners;
-    };
-    let mut pids: Vec<u32> = procs
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    pids.sort_unstable();
-    for pid in pids {
-        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        for fd in fds.filter_map(Result::ok) {
-            let Ok(target) = fs::read_link(fd.path()) else {
-                continue;
-            };
-            let target = target.to_string_lossy();
-            if let Some(inode) = target
-                .strip_prefix("socket:[")
-                .and_then(|t| t.strip_suffix(']'))
-                .and_then(|t| t.parse().ok())
-            {
-                let list = owners.entry(inode).or_default();
-                if !list.contains(&pid) {
-                    list.push(pid);
-                }
-            }
-        }
-    }
-    owners
-}
-
-/// The owner of a process as live events describe it, read from /proc.
-fn owner_of(
-    pid: u32,
-    uid: u32,
-    ns_per_tick: u64,
-    cgroup_root: Option<&std::path::Path>,
-) -> Option<Owner> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (ticks, comm) = procinfo::parse_stat(&stat)?;
-    let ppid = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().nth(1)?.parse().ok());
-    let cgroup_id = cgroup_root
-        .and_then(|root| cgroups::of_process(root, pid))
-        .map(|(_, id)| id);
-    Some(Owner {
-        pid,
-        tid: pid,
-        uid,
-        comm: comm.to_string(),
-        ppid,
-        cgroup_id,
-        start_ns: Some(ticks * ns_per_tick),
-    })
-}
-
-/// Snapshot events for `sockets`: listeners first, then established connections,
-/// each with the role the seed would give it (an established socket on a port this
-/// host listens on is the server side).
-pub fn events(sockets: &[DiagSocket], range: EphemeralRange) -> Vec<ConnEvent> {
-    let owners = socket_owners();
-    let ns_per_tick = procinfo::ns_per_tick();
-    let cgroup_root = cgroups::cgroup2_root();
-    let listening: HashSet<u16> = sockets
-        .iter()
-        .filter(|s| s.state == TCP_LISTEN)
-        .map(|s| s.local.1)
-        .collect();
-    let mut ordered: Vec<&DiagSocket> = sockets.iter().collect();
-    ordered.sort_by_key(|s| (s.state != TCP_LISTEN, s.local.1, s.remote.1));
-    let now = Utc::now();
-    ordered
-        .into_iter()
-        .filter(|s| s.state == TCP_LISTEN || s.state == TCP_ESTABLISHED)
-        .map(|s| {
-            let holders = owners.get(&s.inode);
-            let owner = holders
-                .and_then(|p| p.first())
-                .and_then(|pid| owner_of(*pid, s.uid, ns_per_tick, cgroup_root.as_deref()));
-            let local = endpoint(plain(s.local.0), s.local.1, range);
-            let remote = endpoint(plain(s.remote.0), s.remote.1, range);
-            let role = if s.state == TCP_LISTEN {
-                Role::Listener
-            } else if listening.contains(&s.local.1) {
-                Role::Server
-            } else {
-                Role::Client
-            };
-            let mut event = ConnEvent {
-                time: now,
-                kind: EventKind::Snapshot,
-                role,
-                family: if local.addr.is_ipv4() {
-                    Family::Ipv4
-                } else {
-                    Family::Ipv6
-                },
-                // Exact when one process holds the socket; when several do (a
-                // forked server), the lowest pid is named and marked inexact.
-                pid_exact: owner.is_some() && holders.is_some_and(|h| h.len() == 1),
-                owner,
-                local,
-                remote,
-                state: TcpState(s.state),
-                old_state: TcpState(s.state),
-                // sock_diag's cookie identifies the socket; /proc/net/tcp has only
-                // the inode.
-                sock_id: if s.cookie != 0 {
-                    s.cookie
-                } else {
-                    s.inode as u64
-                },
-                duration: None,
-                error: None,
-                process: None,
-                notes: Vec::new(),
-            };
-            event.notes = notes::notes(&event, range);
-            event
-        })
-        .collect()
-}
-
 #[cfg(all(test, target_endian = "little"))]
 mod tests {
     use super::*;
+    use crate::event::address::plain;
 
     #[test]
     fn proc_net_tcp_lines() {

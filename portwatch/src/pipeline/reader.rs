@@ -1,23 +1,17 @@
-//! The live event loop: ring buffer -> decode -> classify -> print, until a signal
-//! or a closed stdout, with loss reported as it happens and at the end.
-use std::{
-    hash::{BuildHasher, RandomState},
-    io::{self, Write},
-    time::Duration,
-};
+//! The live event loop: drains the ring buffer into the pipeline until a signal or
+//! a closed stdout, with loss reported as it happens and at the end.
+use std::{io, time::Duration};
 
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
 };
 
+use super::{Pipeline, Stats};
 use crate::{
-    classify::EphemeralRange,
-    decode::{decode, parse_record, Clock},
-    filter::Filter,
-    loader::Tracer,
-    output::{LossReport, Printer, StatsReport},
-    procinfo::Enricher,
+    enrich::procfs,
+    kernel::load::Tracer,
+    output::{LossReport, StatsReport},
 };
 
 /// How often the ring buffer is drained without a wakeup.
@@ -30,52 +24,6 @@ pub enum Ended {
     Signal,
     /// Whoever read stdout went away (`portwatch | head`): not an error.
     StdoutClosed,
-}
-
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Records read from the ring buffer.
-    pub received: u64,
-    /// Events printed (received and passing the userspace filters).
-    pub events: u64,
-    pub lost: u64,
-    /// Program runs the kernel skipped (recursion guard), each possibly an event.
-    pub skipped: u64,
-    pub undecodable: u64,
-}
-
-struct Pipeline<'p> {
-    printer: &'p mut dyn Printer,
-    filter: &'p Filter,
-    enricher: Enricher,
-    clock: Clock,
-    range: EphemeralRange,
-    /// Kernel addresses are not printed: socket ids are keyed hashes of them.
-    ids: RandomState,
-    stats: Stats,
-}
-
-impl Pipeline<'_> {
-    fn record(&mut self, bytes: &[u8], err: &mut impl Write) -> io::Result<()> {
-        self.stats.received += 1;
-        let decoded = parse_record(bytes).and_then(|raw| decode(&raw, self.clock, self.range));
-        match decoded {
-            Ok(mut event) => {
-                event.sock_id = self.ids.hash_one(event.sock_id);
-                self.enricher.enrich(&mut event);
-                if !self.filter.matches(&event) {
-                    return Ok(());
-                }
-                self.stats.events += 1;
-                self.printer.event(&event)
-            }
-            Err(e) => {
-                self.stats.undecodable += 1;
-                let _ = writeln!(err, "portwatch: skipping a kernel record: {e}");
-                Ok(())
-            }
-        }
-    }
 }
 
 fn drain(
@@ -136,23 +84,11 @@ fn report_stats(tracer: &Tracer, pipeline: &mut Pipeline<'_>) -> io::Result<()> 
         lost_total: pipeline.stats.lost,
         socket_map_entries: tracer.socket_map_entries(),
         listener_map_entries: tracer.listener_map_entries(),
-        process_cache_entries: pipeline.enricher.cached_processes(),
-        rss_kb: own_rss_kb(),
+        process_cache_entries: pipeline.cached_processes(),
+        rss_kb: procfs::own_rss_kb(),
     };
     pipeline.printer.stats(&report)?;
     pipeline.printer.flush()
-}
-
-/// This process's resident set size, from /proc/self/status.
-pub fn own_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Register a map-backed fd with tokio for read readiness.
@@ -193,9 +129,7 @@ impl Signals {
 /// counts; the caller drops the tracer, which detaches every program.
 pub async fn run(
     tracer: &mut Tracer,
-    printer: &mut dyn Printer,
-    filter: &Filter,
-    enricher: Enricher,
+    mut pipeline: Pipeline<'_>,
     stats_every: Option<Duration>,
     signals: Signals,
 ) -> io::Result<(Ended, Stats)> {
@@ -203,15 +137,6 @@ pub async fn run(
         int: mut sigint,
         term: mut sigterm,
     } = signals;
-    let mut pipeline = Pipeline {
-        printer,
-        filter,
-        enricher,
-        clock: Clock::now(),
-        range: EphemeralRange::of_host(),
-        ids: RandomState::new(),
-        stats: Stats::default(),
-    };
     let events = tracer
         .events
         .take()

@@ -5,9 +5,14 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use crate::{
-    classify::EphemeralRange,
-    kernel_btf,
-    loader::{self, AttachMode},
+    event::classify::EphemeralRange,
+    kernel::{
+        btf,
+        error::one_line,
+        inspect::{has_privileges, inspect_kernel},
+        load::{self, load_mode},
+        plan::AttachMode,
+    },
     output::Format,
 };
 
@@ -21,6 +26,9 @@ pub struct Check {
 pub struct ModeCheck {
     pub mode: &'static str,
     pub available: bool,
+    /// Why not, as a stable code (`no-kprobes`, `fentry-refused`, ...); null when
+    /// available.
+    pub refusal: Option<&'static str>,
     /// The hooks it attached, or why it cannot work here.
     pub detail: String,
 }
@@ -75,17 +83,17 @@ pub fn inspect() -> Report {
             )
         })
         .unwrap_or_else(|e| format!("unknown ({e})"));
-    let btf_rs = kernel_btf::load_vmlinux();
+    let btf_rs = btf::load_vmlinux();
     let btf = match &btf_rs {
-        Ok(_) => check(true, kernel_btf::VMLINUX_BTF),
+        Ok(_) => check(true, btf::VMLINUX_BTF),
         Err(e) => check(false, e.to_string()),
     };
     let inet_csk_accept_args = btf_rs
         .as_ref()
         .ok()
-        .and_then(|b| kernel_btf::function_arg_count(b, "inet_csk_accept"));
+        .and_then(|b| btf::function_arg_count(b, "inet_csk_accept"));
     let range = EphemeralRange::of_host();
-    let privileged = loader::has_privileges();
+    let privileged = has_privileges();
     let mut report = Report {
         kernel: uname,
         btf,
@@ -97,8 +105,20 @@ pub fn inspect() -> Report {
         modes: Vec::new(),
         auto: None,
     };
-    if !privileged {
-        let why = "not checked: needs root, or CAP_BPF and CAP_PERFMON";
+    let unchecked = if !load::has_programs() {
+        Some((
+            "not checked: this build has no eBPF programs (build with `cargo xtask build`)",
+            "no-programs",
+        ))
+    } else if !privileged {
+        Some((
+            "not checked: needs root, or CAP_BPF and CAP_PERFMON",
+            "no-privileges",
+        ))
+    } else {
+        None
+    };
+    if let Some((why, refusal)) = unchecked {
         report.tracefs = check(false, why);
         report.ring_buffer = check(false, why);
         report.modes = AttachMode::ALL
@@ -106,21 +126,22 @@ pub fn inspect() -> Report {
             .map(|m| ModeCheck {
                 mode: m.name(),
                 available: false,
+                refusal: Some(refusal),
                 detail: why.into(),
             })
             .collect();
         return report;
     }
-    let kernel = match loader::inspect_kernel() {
+    let kernel = match inspect_kernel() {
         Ok(k) => k,
         Err(e) => {
-            report.tracefs = check(false, loader::error_chain(&e));
+            report.tracefs = check(false, one_line(&e));
             return report;
         }
     };
     report.tracefs = check(true, kernel.tracefs.display().to_string());
     for mode in AttachMode::ALL {
-        let result = loader::load_mode(&kernel, mode, portwatch_common::RINGBUF_DEFAULT_BYTES);
+        let result = load_mode(&kernel, mode, portwatch_common::RINGBUF_DEFAULT_BYTES);
         let check = match result {
             Ok(tracer) => {
                 // The object, with its ring buffer, loaded.
@@ -129,13 +150,15 @@ pub fn inspect() -> Report {
                 ModeCheck {
                     mode: mode.name(),
                     available: true,
+                    refusal: None,
                     detail: tracer.attached.join(", "),
                 }
             }
             Err(reason) => ModeCheck {
                 mode: mode.name(),
                 available: false,
-                detail: reason,
+                refusal: Some(reason.code()),
+                detail: one_line(&reason),
             },
         };
         report.modes.push(check);
@@ -200,6 +223,7 @@ pub fn run(format: Format, out: &mut impl Write) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::error::ModeError;
 
     fn sample() -> Report {
         Report {
@@ -214,11 +238,13 @@ mod tests {
                 ModeCheck {
                     mode: "fentry",
                     available: false,
+                    refusal: Some(ModeError::FentryRefused(std::io::Error::other("")).code()),
                     detail: "EPERM".into(),
                 },
                 ModeCheck {
                     mode: "tracepoint",
                     available: true,
+                    refusal: None,
                     detail: "sock:inet_sock_set_state".into(),
                 },
             ],
@@ -246,6 +272,8 @@ mod tests {
         assert_eq!(v["inet_csk_accept_args"], 4);
         assert_eq!(v["modes"][0]["mode"], "fentry");
         assert_eq!(v["modes"][0]["available"], false);
+        assert_eq!(v["modes"][0]["refusal"], "fentry-refused");
+        assert_eq!(v["modes"][1]["refusal"], serde_json::Value::Null);
         assert_eq!(v["auto"], "tracepoint");
     }
 }

@@ -1,17 +1,15 @@
 //! Turning the kernel's raw records into [`ConnEvent`]s. Pure: the clock offset and
 //! the ephemeral range are passed in.
-use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    time::Duration,
-};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use portwatch_common::{event_kind, flags, origin, Event, AF_INET, AF_INET6};
 
-use crate::{
-    classify::{self, EphemeralRange, PortClass},
-    model::{ConnEvent, ConnectError, Endpoint, EventKind, Family, Owner, Role, TcpState},
-    notes, services,
+use super::{
+    address,
+    classify::{self, endpoint, EphemeralRange},
+    model::{ConnEvent, ConnectError, EventKind, Owner, Role, TcpState},
+    notes,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -63,34 +61,6 @@ pub fn parse_record(bytes: &[u8]) -> Result<Event, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
 }
 
-/// An address as users expect to read it: IPv4-mapped IPv6 (`::ffff:a.b.c.d`) is
-/// shown as the IPv4 address it is.
-pub fn plain(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
-        v4 => v4,
-    }
-}
-
-fn address(family: u16, bytes: &[u8; 16]) -> IpAddr {
-    if family == AF_INET {
-        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
-    } else {
-        plain(IpAddr::V6(Ipv6Addr::from(*bytes)))
-    }
-}
-
-/// A classified endpoint.
-pub fn endpoint(addr: IpAddr, port: u16, range: EphemeralRange) -> Endpoint {
-    Endpoint {
-        addr,
-        port,
-        class: PortClass::of(port),
-        ephemeral: range.contains(port),
-        service: services::service_name(port),
-    }
-}
-
 /// A task name as text: up to the first NUL.
 pub fn comm_text(comm: &[u8]) -> String {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
@@ -109,13 +79,10 @@ pub fn decode(raw: &Event, clock: Clock, range: EphemeralRange) -> Result<ConnEv
     if raw.family != AF_INET && raw.family != AF_INET6 {
         return Err(DecodeError::Family(raw.family));
     }
-    let local_addr = address(raw.family, &raw.saddr);
-    let remote_addr = address(raw.family, &raw.daddr);
+    let local_addr = address::from_kernel(raw.family, &raw.saddr);
+    let remote_addr = address::from_kernel(raw.family, &raw.daddr);
     // The family of what crosses the wire: a v4-mapped socket speaks IPv4.
-    let family = match local_addr {
-        IpAddr::V4(_) => Family::Ipv4,
-        IpAddr::V6(_) => Family::Ipv6,
-    };
+    let family = address::family(local_addr);
     let origin = match raw.origin {
         origin::LISTENER => Some(Role::Listener),
         origin::SERVER => Some(Role::Server),
@@ -164,9 +131,12 @@ pub fn decode(raw: &Event, clock: Clock, range: EphemeralRange) -> Result<ConnEv
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::net::{IpAddr, Ipv6Addr};
+
     use portwatch_common::tcp_state;
 
     use super::*;
+    use crate::event::model::{Family, PortClass};
 
     pub fn raw_event() -> Event {
         let mut comm = [0u8; 16];
@@ -199,6 +169,20 @@ pub(crate) mod tests {
             cgroup_id: 1234,
             task_start_ns: 5_000_000_000,
         }
+    }
+
+    /// The seed's case 2: 127.0.0.1:51031 -> 222.222.222.222:80, by pid 4242 `curl`.
+    pub fn sample_event() -> ConnEvent {
+        let e = decode(
+            &raw_event(),
+            Clock {
+                realtime_minus_monotonic_ns: 0,
+            },
+            EphemeralRange::LINUX_DEFAULT,
+        )
+        .unwrap();
+        assert_eq!(e.duration, Some(Duration::from_micros(1500)));
+        e
     }
 
     const CLOCK: Clock = Clock {

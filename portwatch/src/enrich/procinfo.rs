@@ -3,38 +3,18 @@
 //! start time the kernel recorded (so a reused pid never lends another process's
 //! details), and cached per (pid, start time) in a bounded LRU, so a process that
 //! has exited by its connection's close is still described.
-use std::{fs, num::NonZeroUsize, sync::Arc};
+use std::{num::NonZeroUsize, sync::Arc};
 
 use lru::LruCache;
 
-use crate::{
+use super::{
     cgroups::{self, CgroupIndex},
-    model::{ConnEvent, Owner, ProcessDetails},
+    procfs::{self, Stat},
 };
+use crate::event::model::{ConnEvent, Owner, ProcessDetails, ProcessMissing};
 
 /// Processes remembered at once.
 pub const CACHE_PROCESSES: usize = 4096;
-
-/// `/proc/PID/stat`'s start time (field 22, in clock ticks since boot) and comm.
-pub fn parse_stat(stat: &str) -> Option<(u64, &str)> {
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = &stat[open + 1..close];
-    // Fields after the comm start at field 3 (state); start time is field 22.
-    let start = stat[close + 1..].split_whitespace().nth(19)?.parse().ok()?;
-    Some((start, comm))
-}
-
-/// The arguments of a `/proc/PID/cmdline` (NUL-separated).
-pub fn parse_cmdline(raw: &[u8]) -> Vec<String> {
-    let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
-    if raw.is_empty() {
-        return Vec::new();
-    }
-    raw.split(|b| *b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
-}
 
 /// What is known of one process (one pid and start time).
 struct KnownProcess {
@@ -54,23 +34,13 @@ pub struct Enricher {
     ns_per_tick: u64,
 }
 
-/// Nanoseconds per clock tick (USER_HZ), the unit of /proc/PID/stat's start time.
-pub fn ns_per_tick() -> u64 {
-    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .filter(|t| *t > 0)
-        .unwrap_or(100) as u64;
-    1_000_000_000 / ticks
-}
-
 impl Enricher {
     pub fn new() -> Enricher {
         Enricher {
             processes: LruCache::new(NonZeroUsize::new(CACHE_PROCESSES).unwrap()),
             users: LruCache::new(NonZeroUsize::new(1024).unwrap()),
             cgroups: CgroupIndex::new(),
-            ns_per_tick: ns_per_tick(),
+            ns_per_tick: procfs::ns_per_tick(),
         }
     }
 
@@ -93,17 +63,17 @@ impl Enricher {
         pid: u32,
         start_ns: Option<u64>,
         comm: &str,
-    ) -> Result<(), &'static str> {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|_| "process exited")?;
-        let (ticks, proc_comm) = parse_stat(&stat).ok_or("process exited")?;
+    ) -> Result<(), ProcessMissing> {
+        let text = procfs::read_stat(pid).ok_or(ProcessMissing::Exited)?;
+        let stat = Stat::parse(&text).ok_or(ProcessMissing::Exited)?;
         let same = match start_ns {
-            Some(ns) => ns / self.ns_per_tick == ticks,
-            None => proc_comm == comm,
+            Some(ns) => ns / self.ns_per_tick == stat.start_ticks,
+            None => stat.comm == comm,
         };
         if same {
             Ok(())
         } else {
-            Err("pid reused by another process")
+            Err(ProcessMissing::PidReused)
         }
     }
 
@@ -112,14 +82,10 @@ impl Enricher {
         pid: u32,
         start_ns: Option<u64>,
         comm: &str,
-    ) -> Result<ProcessDetails, &'static str> {
+    ) -> Result<ProcessDetails, ProcessMissing> {
         self.same_process(pid, start_ns, comm)?;
-        let exe = fs::read_link(format!("/proc/{pid}/exe"))
-            .ok()
-            .map(|p| p.to_string_lossy().into());
-        let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
-            .ok()
-            .map(|raw| parse_cmdline(&raw).into());
+        let exe = procfs::read_exe(pid).map(Into::into);
+        let cmdline = procfs::read_cmdline(pid).map(Into::into);
         // Checked again: what was read in between belongs to the same process.
         self.same_process(pid, start_ns, comm)?;
         Ok(ProcessDetails {
@@ -199,31 +165,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stat_with_a_hostile_comm() {
-        // A comm may contain spaces and parentheses; the last ')' ends it.
-        let stat =
-            "4242 (a) b (c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000 10";
-        assert_eq!(parse_stat(stat), Some((123456, "a) b (c")));
-        assert_eq!(parse_stat("garbage"), None);
-    }
-
-    #[test]
-    fn cmdline_arguments() {
-        assert_eq!(
-            parse_cmdline(b"nc\0-l\0-p\08080\0"),
-            vec!["nc", "-l", "-p", "8080"]
-        );
-        assert_eq!(parse_cmdline(b""), Vec::<String>::new());
-        assert_eq!(parse_cmdline(b"a b\0"), vec!["a b"]);
-    }
-
-    #[test]
     fn this_process_is_described_and_a_wrong_start_time_is_refused() {
         let mut enricher = Enricher::new();
         let pid = std::process::id();
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let (ticks, comm) = parse_stat(&stat).unwrap();
-        let start_ns = ticks * enricher.ns_per_tick;
+        let text = procfs::read_stat(pid).unwrap();
+        let stat = Stat::parse(&text).unwrap();
+        let (start_ns, comm) = (stat.start_ticks * enricher.ns_per_tick, stat.comm);
         let details = enricher.read_process(pid, Some(start_ns), comm).unwrap();
         assert_eq!(
             details.exe.as_deref(),
@@ -236,7 +183,7 @@ mod tests {
         let later = start_ns + 10 * enricher.ns_per_tick;
         assert_eq!(
             enricher.read_process(pid, Some(later), comm),
-            Err("pid reused by another process")
+            Err(ProcessMissing::PidReused)
         );
         assert!(enricher.user(0).is_some());
     }

@@ -1,11 +1,6 @@
 //! Event filters (`--pid`, `--uid`, `--port`, `-4`/`-6` in the kernel; `--comm`,
 //! `--role`, `--class`, `--container`, `--cgroup` here).
-use portwatch_common::{Config, AF_INET, AF_INET6, FILTER_MAX};
-
-use crate::{
-    classify::PortClass,
-    model::{ConnEvent, Family, Role},
-};
+use super::model::{ConnEvent, Family, PortClass, Role};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
@@ -22,26 +17,7 @@ pub struct Filter {
     pub cgroups: Vec<String>,
 }
 
-fn fill<T: Copy + Into<u32>>(values: &[T], slots: &mut [u32; FILTER_MAX], count: &mut u32) {
-    for (slot, v) in slots.iter_mut().zip(values) {
-        *slot = (*v).into();
-    }
-    *count = values.len().min(FILTER_MAX) as u32;
-}
-
 impl Filter {
-    /// Write the kernel-side part into the load-time configuration.
-    pub fn apply_to_kernel(&self, c: &mut Config) {
-        fill(&self.pids, &mut c.filter_pids, &mut c.filter_pid_count);
-        fill(&self.uids, &mut c.filter_uids, &mut c.filter_uid_count);
-        fill(&self.ports, &mut c.filter_ports, &mut c.filter_port_count);
-        c.filter_family = match self.family {
-            None => 0,
-            Some(Family::Ipv4) => AF_INET as u32,
-            Some(Family::Ipv6) => AF_INET6 as u32,
-        };
-    }
-
     /// The whole filter, in userspace: the kernel part again (harmless, and it
     /// keeps `snapshot`, which does not go through the kernel, filtered too) and
     /// the parts only userspace can judge.
@@ -87,7 +63,7 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{model::ProcessDetails, output::tests::sample_event};
+    use crate::event::{decode::tests::sample_event, model::ProcessDetails};
 
     #[test]
     fn empty_filter_passes_everything() {
@@ -188,26 +164,5 @@ mod tests {
             ..Default::default()
         }
         .matches(&c));
-    }
-
-    #[test]
-    fn kernel_part_is_written_to_the_config() {
-        let f = Filter {
-            pids: vec![7, 8],
-            uids: vec![1000],
-            ports: vec![80, 443, 8080],
-            family: Some(Family::Ipv6),
-            ..Default::default()
-        };
-        let mut c = Config::default();
-        f.apply_to_kernel(&mut c);
-        assert_eq!(
-            (c.filter_pid_count, c.filter_pids[0], c.filter_pids[1]),
-            (2, 7, 8)
-        );
-        assert_eq!((c.filter_uid_count, c.filter_uids[0]), (1, 1000));
-        assert_eq!(c.filter_port_count, 3);
-        assert_eq!(&c.filter_ports[..3], &[80, 443, 8080]);
-        assert_eq!(c.filter_family, AF_INET6 as u32);
     }
 }

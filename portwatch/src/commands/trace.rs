@@ -1,0 +1,140 @@
+//! Live tracing (portwatch without a command): attach, list the sockets that
+//! already exist, then print events until SIGINT/SIGTERM or a closed stdout.
+use std::{io, time::Duration};
+
+use super::snapshot::print_existing;
+use crate::{
+    cli::Cli,
+    error::Error,
+    event::{filter::Filter, model::Family},
+    kernel::{
+        filter::{KernelFamily, KernelFilter},
+        load::{self, LoadOptions, Tracer},
+    },
+    output::{self, RunInfo},
+    pipeline::{
+        reader::{self, Ended, Signals},
+        Pipeline, Stats,
+    },
+};
+
+pub fn run(cli: &Cli, filter: &Filter, mut info: RunInfo) -> Result<(), Error> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        // Signals are caught from the start: one that comes while loading still
+        // ends the run cleanly (exit 0, everything detached).
+        let signals = Signals::new()?;
+        let mut tracer = attach(cli, filter)?;
+        info.attach_mode = tracer.mode.name().to_string();
+        let mut printer = output::printer(cli.format, io::stdout().lock(), info)?;
+        let mut pipeline = Pipeline::new(printer.as_mut(), filter);
+        // Attached first, then the sockets that already exist: nothing falls between.
+        // Tracing goes on without them if they cannot be read.
+        if !cli.no_snapshot {
+            match print_existing(&mut pipeline) {
+                Err(Error::Snapshot(e)) => eprintln!(
+                    "portwatch: warning: existing sockets not listed: {}",
+                    crate::kernel::error::one_line(&e)
+                ),
+                other => other?,
+            }
+        }
+        let stats_every = cli.stats.map(Duration::from_secs);
+        let (ended, stats) = reader::run(&mut tracer, pipeline, stats_every, signals).await?;
+        drop(printer);
+        // Dropping the tracer detaches every program.
+        drop(tracer);
+        report_end(ended, &stats);
+        Ok(())
+    })
+}
+
+/// Load and attach as the command line asks; say how on stderr.
+fn attach(cli: &Cli, filter: &Filter) -> Result<Tracer, Error> {
+    let tracer = load::load(&LoadOptions {
+        ringbuf_bytes: cli.ringbuf_size,
+        wakeup_events: cli.wakeup_events,
+        attach: cli.attach,
+        accept_syscalls: !cli.inexact_accept,
+        filter: kernel_filter(filter),
+    })?;
+    for w in &tracer.warnings {
+        eprintln!("portwatch: warning: {w}");
+    }
+    // Loading parsed kernel BTF and ELF: hand that memory back before tracing.
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe { libc::malloc_trim(0) };
+    eprintln!(
+        "portwatch: attached (mode {}): {}",
+        tracer.mode.name(),
+        tracer.attached.join(", ")
+    );
+    Ok(tracer)
+}
+
+/// The part of the filters the kernel side applies.
+fn kernel_filter(filter: &Filter) -> KernelFilter {
+    KernelFilter {
+        pids: filter.pids.clone(),
+        uids: filter.uids.clone(),
+        ports: filter.ports.clone(),
+        family: filter.family.map(|f| match f {
+            Family::Ipv4 => KernelFamily::Ipv4,
+            Family::Ipv6 => KernelFamily::Ipv6,
+        }),
+    }
+}
+
+/// The closing stderr line: the counts a user (and the tests) check.
+fn report_end(ended: Ended, stats: &Stats) {
+    match ended {
+        Ended::StdoutClosed if stats.lost + stats.skipped > 0 => eprintln!(
+            "portwatch: {} events lost and {} program runs skipped in total",
+            stats.lost, stats.skipped
+        ),
+        Ended::StdoutClosed => {}
+        Ended::Signal => eprintln!(
+            "portwatch: detached; {} events, {} lost, {} skipped, {} received from the kernel{}",
+            stats.events,
+            stats.lost,
+            stats.skipped,
+            stats.received,
+            if stats.undecodable > 0 {
+                format!(", {} undecodable", stats.undecodable)
+            } else {
+                String::new()
+            }
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_part_of_the_filters() {
+        let f = Filter {
+            pids: vec![7, 8],
+            uids: vec![1000],
+            ports: vec![80],
+            family: Some(Family::Ipv6),
+            comms: vec!["curl".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            kernel_filter(&f),
+            KernelFilter {
+                pids: vec![7, 8],
+                uids: vec![1000],
+                ports: vec![80],
+                family: Some(KernelFamily::Ipv6),
+            }
+        );
+    }
+}

@@ -1,0 +1,54 @@
+//! Addresses as users read them. The one place that knows IPv4-mapped IPv6
+//! (`::ffff:a.b.c.d`, on dual-stack sockets) is IPv4 on the wire, and how the
+//! kernel side lays out an address of either family in 16 bytes.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use portwatch_common::AF_INET;
+
+use super::model::Family;
+
+/// IPv4-mapped IPv6 shown as the IPv4 address it is; anything else unchanged.
+pub fn plain(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
+        v4 => v4,
+    }
+}
+
+/// An address as the kernel side writes it: IPv4 in the first 4 bytes, or IPv6.
+pub fn from_kernel(family: u16, bytes: &[u8; 16]) -> IpAddr {
+    if family == AF_INET {
+        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+    } else {
+        plain(IpAddr::V6(Ipv6Addr::from(*bytes)))
+    }
+}
+
+/// The family of what crosses the wire for a [`plain`] address.
+pub fn family(addr: IpAddr) -> Family {
+    match addr {
+        IpAddr::V4(_) => Family::Ipv4,
+        IpAddr::V6(_) => Family::Ipv6,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_addresses_are_ipv4() {
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(plain(mapped), "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(family(plain(mapped)), Family::Ipv4);
+        let v6: IpAddr = "::1".parse().unwrap();
+        assert_eq!(plain(v6), v6);
+        assert_eq!(family(v6), Family::Ipv6);
+        let mut raw = [0u8; 16];
+        raw[..4].copy_from_slice(&[10, 1, 2, 3]);
+        assert_eq!(
+            from_kernel(AF_INET, &raw),
+            "10.1.2.3".parse::<IpAddr>().unwrap()
+        );
+    }
+}

@@ -1,0 +1,247 @@
+//! Attach modes, and for each the hooks it attaches on a given kernel: decided
+//! from what was learnt about the kernel, before anything is loaded.
+use std::path::Path;
+
+use portwatch_common::{config_flags, Config};
+
+use super::{bpf_sys, error::ModeError, inspect::KernelInfo};
+
+/// How the programs are attached (`--attach`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// fentry tcp_connect, fexit inet_csk_accept, and the tracepoint.
+    Fentry,
+    /// kprobe tcp_connect, kretprobe inet_csk_accept, and the tracepoint.
+    Kprobe,
+    /// sock:inet_sock_set_state and syscalls:sys_exit_accept{,4} only.
+    Tracepoint,
+}
+
+impl AttachMode {
+    /// The order `--attach auto` tries them in: cheapest and most exact first.
+    pub const ALL: [AttachMode; 3] = [
+        AttachMode::Fentry,
+        AttachMode::Kprobe,
+        AttachMode::Tracepoint,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachMode::Fentry => "fentry",
+            AttachMode::Kprobe => "kprobe",
+            AttachMode::Tracepoint => "tracepoint",
+        }
+    }
+}
+
+/// `--attach`: a mode, or the first that works.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachChoice {
+    Auto,
+    Fentry,
+    Kprobe,
+    Tracepoint,
+}
+
+impl AttachChoice {
+    pub fn modes(self) -> &'static [AttachMode] {
+        match self {
+            AttachChoice::Auto => &AttachMode::ALL,
+            AttachChoice::Fentry => &[AttachMode::Fentry],
+            AttachChoice::Kprobe => &[AttachMode::Kprobe],
+            AttachChoice::Tracepoint => &[AttachMode::Tracepoint],
+        }
+    }
+}
+
+/// One program attached to one kernel hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Tracepoint {
+        program: &'static str,
+        category: &'static str,
+        name: &'static str,
+    },
+    Fentry {
+        program: &'static str,
+        function: &'static str,
+    },
+    Fexit {
+        program: &'static str,
+        function: &'static str,
+    },
+    Kprobe {
+        program: &'static str,
+        function: &'static str,
+    },
+    Kretprobe {
+        program: &'static str,
+        function: &'static str,
+    },
+}
+
+impl Hook {
+    /// The program's name in the eBPF object.
+    pub fn program(&self) -> &'static str {
+        match self {
+            Hook::Tracepoint { program, .. }
+            | Hook::Fentry { program, .. }
+            | Hook::Fexit { program, .. }
+            | Hook::Kprobe { program, .. }
+            | Hook::Kretprobe { program, .. } => program,
+        }
+    }
+
+    /// What users read, e.g. `fentry:tcp_connect`, `sock:inet_sock_set_state`.
+    pub fn label(&self) -> String {
+        match self {
+            Hook::Tracepoint { category, name, .. } => format!("{category}:{name}"),
+            Hook::Fentry { function, .. } => format!("fentry:{function}"),
+            Hook::Fexit { function, .. } => format!("fexit:{function}"),
+            Hook::Kprobe { function, .. } => format!("kprobe:{function}"),
+            Hook::Kretprobe { function, .. } => format!("kretprobe:{function}"),
+        }
+    }
+}
+
+/// What kprobes are attached through (aya 0.14 has no tracefs fallback).
+pub const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe/type";
+
+/// The fexit program for the running kernel's prototype of `inet_csk_accept`: it
+/// went from four arguments to two in Linux 6.10, and fexit finds the return value
+/// after the arguments.
+fn accept_fexit_program(nargs: Option<u32>) -> Result<&'static str, ModeError> {
+    match nargs {
+        Some(2) => Ok("fexit_inet_csk_accept_2args"),
+        Some(4) => Ok("fexit_inet_csk_accept_4args"),
+        None | Some(0) => Err(ModeError::AcceptPrototypeUnknown),
+        Some(n) => Err(ModeError::AcceptPrototype(n)),
+    }
+}
+
+/// The hooks of `mode`, and the config flags that tell the kernel side which of
+/// its paths they replace. Err: why this kernel cannot do the mode at all.
+pub fn plan(
+    mode: AttachMode,
+    kernel: &KernelInfo,
+    config: &mut Config,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Hook>, ModeError> {
+    let sock_fields = config.flags & config_flags::SOCK_FIELDS != 0;
+    let mut hooks = Vec::new();
+    match mode {
+        AttachMode::Fentry => {
+            if !kernel.has_btf {
+                return Err(ModeError::NoBtf);
+            }
+            if !sock_fields {
+                return Err(ModeError::NoSockFields);
+            }
+            let accept_program = accept_fexit_program(kernel.accept_nargs)?;
+            hooks.push(Hook::Fentry {
+                program: "fentry_tcp_connect",
+                function: "tcp_connect",
+            });
+            hooks.push(Hook::Fexit {
+                program: accept_program,
+                function: "inet_csk_accept",
+            });
+            config.flags |= config_flags::CONNECT_HOOKED | config_flags::ACCEPT_HOOKED;
+        }
+        AttachMode::Kprobe => {
+            hooks.push(Hook::Kprobe {
+                program: "kprobe_tcp_connect",
+                function: "tcp_connect",
+            });
+            config.flags |= config_flags::CONNECT_HOOKED;
+            if sock_fields {
+                hooks.push(Hook::Kretprobe {
+                    program: "kretprobe_inet_csk_accept",
+                    function: "inet_csk_accept",
+                });
+                config.flags |= config_flags::ACCEPT_HOOKED;
+            }
+        }
+        AttachMode::Tracepoint => plan_accept_syscalls(kernel, config, warnings, &mut hooks),
+    }
+    hooks.push(Hook::Tracepoint {
+        program: "inet_sock_set_state",
+        category: "sock",
+        name: "inet_sock_set_state",
+    });
+    Ok(hooks)
+}
+
+/// Tracepoint mode names the accepting process from the accept syscalls, where the
+/// user allows it and the kernel gives what the fd-to-sock walk needs.
+fn plan_accept_syscalls(
+    kernel: &KernelInfo,
+    config: &mut Config,
+    warnings: &mut Vec<String>,
+    hooks: &mut Vec<Hook>,
+) {
+    let walk = config_flags::FD_WALK | config_flags::SOCK_FIELDS;
+    match &kernel.accept_ret {
+        // Declined by the user: attributed to the listener, no warning.
+        _ if !kernel.accept_syscalls => {}
+        Ok(offset) if config.flags & walk == walk => {
+            config.tp_accept_ret = *offset;
+            for name in ["sys_exit_accept", "sys_exit_accept4"] {
+                hooks.push(Hook::Tracepoint {
+                    program: "sys_exit_accept",
+                    category: "syscalls",
+                    name,
+                });
+            }
+            config.flags |= config_flags::ACCEPT_HOOKED;
+        }
+        Ok(_) => {}
+        Err(e) => warnings.push(format!(
+            "{e}: accepted connections are attributed to the listener's owner (pid_exact: false)"
+        )),
+    }
+}
+
+/// Refusals found without loading the object: a kernel without kprobe support, or
+/// one that refuses every fentry program. Either costs little to find out, while
+/// trying the mode for real costs a load of the object (and for fentry, parsing
+/// all of the kernel's BTF) before the kernel says no.
+pub fn refused_early(mode: AttachMode, kernel: &KernelInfo) -> Result<(), ModeError> {
+    match mode {
+        AttachMode::Kprobe if !Path::new(KPROBE_PMU).exists() => Err(ModeError::NoKprobes),
+        AttachMode::Fentry => match kernel.tcp_connect_btf_id.map(bpf_sys::fentry_allowed) {
+            // Only a refusal on principle is final; anything else is left to the
+            // real load to explain.
+            Some(Err(e)) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {
+                Err(ModeError::FentryRefused(e))
+            }
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_accept_prototype_picks_the_fexit_program() {
+        assert_eq!(
+            accept_fexit_program(Some(2)).unwrap(),
+            "fexit_inet_csk_accept_2args"
+        );
+        assert_eq!(
+            accept_fexit_program(Some(4)).unwrap(),
+            "fexit_inet_csk_accept_4args"
+        );
+        assert!(matches!(
+            accept_fexit_program(None),
+            Err(ModeError::AcceptPrototypeUnknown)
+        ));
+        assert!(matches!(
+            accept_fexit_program(Some(3)),
+            Err(ModeError::AcceptPrototype(3))
+        ));
+    }
+}

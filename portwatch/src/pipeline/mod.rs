@@ -1,0 +1,104 @@
+//! The event stream, from the kernel's records (or the sockets that already exist)
+//! to the printer: decode -> classify -> enrich -> filter -> output. Every output
+//! is fed from here.
+pub mod reader;
+pub mod snapshot;
+
+use std::{
+    hash::{BuildHasher, RandomState},
+    io::{self, Write},
+};
+
+use crate::{
+    enrich::procinfo::Enricher,
+    event::{
+        classify::EphemeralRange,
+        decode::{decode, parse_record, Clock},
+        filter::Filter,
+        model::ConnEvent,
+    },
+    output::Printer,
+};
+
+/// What went through the pipeline.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Records read from the ring buffer.
+    pub received: u64,
+    /// Events printed (received and passing the userspace filters).
+    pub events: u64,
+    pub lost: u64,
+    /// Program runs the kernel skipped (recursion guard), each possibly an event.
+    pub skipped: u64,
+    pub undecodable: u64,
+}
+
+pub struct Pipeline<'p> {
+    printer: &'p mut dyn Printer,
+    filter: &'p Filter,
+    enricher: Enricher,
+    clock: Clock,
+    range: EphemeralRange,
+    /// Kernel addresses are not printed: socket ids are keyed hashes of them.
+    ids: RandomState,
+    stats: Stats,
+}
+
+impl<'p> Pipeline<'p> {
+    pub fn new(printer: &'p mut dyn Printer, filter: &'p Filter) -> Pipeline<'p> {
+        Pipeline {
+            printer,
+            filter,
+            enricher: Enricher::new(),
+            clock: Clock::now(),
+            range: EphemeralRange::of_host(),
+            ids: RandomState::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// One ring-buffer record; one that cannot be decoded is counted and said on
+    /// `err`, never fatal.
+    pub fn record(&mut self, bytes: &[u8], err: &mut impl Write) -> io::Result<()> {
+        self.stats.received += 1;
+        let decoded = parse_record(bytes).and_then(|raw| decode(&raw, self.clock, self.range));
+        match decoded {
+            Ok(mut event) => {
+                event.sock_id = self.ids.hash_one(event.sock_id);
+                if self.deliver(event)? {
+                    self.stats.events += 1;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.undecodable += 1;
+                let _ = writeln!(err, "portwatch: skipping a kernel record: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    /// A decoded event: enriched, filtered and printed. Whether it was printed.
+    fn deliver(&mut self, mut event: ConnEvent) -> io::Result<bool> {
+        self.enricher.enrich(&mut event);
+        if !self.filter.matches(&event) {
+            return Ok(false);
+        }
+        self.printer.event(&event)?;
+        Ok(true)
+    }
+
+    /// The sockets that existed before tracing (not counted as kernel events),
+    /// then a flush.
+    pub fn existing(&mut self, events: Vec<ConnEvent>) -> io::Result<()> {
+        for event in events {
+            self.deliver(event)?;
+        }
+        self.printer.flush()
+    }
+
+    /// Processes described in the enrichment cache now.
+    pub fn cached_processes(&self) -> u64 {
+        self.enricher.cached_processes()
+    }
+}

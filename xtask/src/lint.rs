@@ -2,10 +2,11 @@
 //! on the host target, as aya-template does) the eBPF crate.
 use anyhow::Result;
 
-use crate::{build, toolchain, util};
+use crate::{build, imports, toolchain, util};
 
 pub fn lint() -> Result<()> {
     let root = util::workspace_root();
+    imports::check(false)?;
     util::run(
         util::cargo()
             .current_dir(&root)

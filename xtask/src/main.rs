@@ -2,6 +2,7 @@
 //! missing (see `toolchain`) and says plainly what it cannot install.
 mod bench;
 mod build;
+mod imports;
 mod lint;
 mod run;
 mod services;
@@ -33,8 +34,14 @@ enum Command {
     Test(test::Options),
     /// The kernel integration suite on other kernels, booted under QEMU.
     VmTest(vm::VmOptions),
-    /// cargo fmt --check and clippy -D warnings, userspace and eBPF crate.
+    /// cargo fmt --check and clippy -D warnings, userspace and eBPF crate; no import cycle.
     Lint,
+    /// The module graph of each crate, and any import cycle in it.
+    Imports {
+        /// Print every module's imports.
+        #[arg(long)]
+        verbose: bool,
+    },
     /// Regenerate the built-in IANA service table (needs npm).
     GenServices,
     /// Benchmark against no tracer, an empty program and bpftrace (root).
@@ -65,6 +72,7 @@ fn main() -> std::process::ExitCode {
         Command::Test(o) => test::test(o),
         Command::VmTest(o) => vm_test(&o),
         Command::Lint => lint::lint(),
+        Command::Imports { verbose } => imports::check(verbose),
         Command::GenServices => services::generate(),
         Command::Bench(o) => bench::bench(&o),
     };

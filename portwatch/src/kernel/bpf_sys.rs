@@ -8,6 +8,10 @@ use std::{
 
 use aya_obj::generated::{bpf_attach_type, bpf_attr, bpf_cmd, bpf_insn, bpf_prog_type};
 
+/// What kprobes are attached through (aya 0.14 has no tracefs fallback): where it
+/// is missing, the kernel has no kprobe support.
+pub const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe/type";
+
 /// `bpf(cmd, attr)`; the attribute's size is passed with it.
 ///
 /// # Safety

@@ -5,7 +5,7 @@ use std::io;
 
 use aya::{maps::MapError, programs::ProgramError, EbpfError};
 
-use super::{btf::VMLINUX_BTF, plan::KPROBE_PMU, tracefs::TracefsError};
+use super::{bpf_sys::KPROBE_PMU, btf::VMLINUX_BTF, tracefs::TracefsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {

@@ -4,7 +4,11 @@ use std::path::Path;
 
 use portwatch_common::{config_flags, Config};
 
-use super::{bpf_sys, error::ModeError, inspect::KernelInfo};
+use super::{
+    bpf_sys::{self, KPROBE_PMU},
+    error::ModeError,
+    inspect::KernelInfo,
+};
 
 /// How the programs are attached (`--attach`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -103,9 +107,6 @@ impl Hook {
         }
     }
 }
-
-/// What kprobes are attached through (aya 0.14 has no tracefs fallback).
-pub const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe/type";
 
 /// The fexit program for the running kernel's prototype of `inet_csk_accept`: it
 /// went from four arguments to two in Linux 6.10, and fexit finds the return value

@@ -8,7 +8,12 @@ use std::{
 use lru::LruCache;
 use serde::Serialize;
 
-use super::{append, time_text::Rfc3339Utc, LossReport, Printer, RunInfo, StatsReport};
+use super::{
+    append,
+    json_object::Object,
+    printer::{LossReport, Printer, RunInfo, StatsReport},
+    time_text::Rfc3339Utc,
+};
 use crate::event::model::{ConnEvent, Endpoint, ProcessDetails, ProcessMissing};
 
 pub struct JsonPrinter<W: Write> {
@@ -125,77 +130,6 @@ impl<W: Write> JsonPrinter<W> {
 /// `exe` and the process fields when the owner is unknown.
 const NO_PROCESS: &str =
     r#"null,"cmdline":null,"user":null,"cgroup":null,"container_id":null,"process_missing":null"#;
-
-/// Fields of a JSON object written into a line; keys are this program's own ASCII
-/// names, values go through serde_json. The first error is kept for `close`.
-struct Object<'l> {
-    out: &'l mut Vec<u8>,
-    empty: bool,
-    error: Option<serde_json::Error>,
-}
-
-impl<'l> Object<'l> {
-    fn open(out: &'l mut Vec<u8>) -> Self {
-        out.push(b'{');
-        Object {
-            out,
-            empty: true,
-            error: None,
-        }
-    }
-
-    /// Fields after one the caller has begun: the next thing written is a value.
-    fn continued(out: &'l mut Vec<u8>) -> Self {
-        Object {
-            out,
-            empty: false,
-            error: None,
-        }
-    }
-
-    fn key(&mut self, key: &str) {
-        if !self.empty {
-            self.out.push(b',');
-        }
-        self.empty = false;
-        self.out.push(b'"');
-        self.out.extend_from_slice(key.as_bytes());
-        self.out.extend_from_slice(b"\":");
-    }
-
-    fn value<T: Serialize + ?Sized>(&mut self, value: &T) {
-        if let Err(e) = serde_json::to_writer(&mut *self.out, value) {
-            self.error.get_or_insert(e);
-        }
-    }
-
-    fn field<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) {
-        self.key(key);
-        self.value(value);
-    }
-
-    /// A string of this program's own (a state or role name): nothing to escape.
-    fn name(&mut self, key: &str, name: &'static str) {
-        debug_assert!(!name.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20));
-        self.key(key);
-        self.out.push(b'"');
-        self.out.extend_from_slice(name.as_bytes());
-        self.out.push(b'"');
-    }
-
-    /// The fields are written; the object is left open.
-    fn done(self) -> io::Result<()> {
-        match self.error {
-            Some(e) => Err(e.into()),
-            None => Ok(()),
-        }
-    }
-
-    fn close(self) -> io::Result<()> {
-        self.out.push(b'}');
-        self.done()
-    }
-}
 
 fn endpoint(out: &mut Vec<u8>, e: &Endpoint) -> io::Result<()> {
     let mut o = Object::open(out);

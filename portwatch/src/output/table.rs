@@ -5,7 +5,13 @@ use std::{
     net::IpAddr,
 };
 
-use super::{append, escape::escape_control, time_text::LocalClock, Printer, RunInfo};
+use super::{
+    append,
+    escape::escape_control,
+    printer::{Printer, RunInfo},
+    table_row::{Row, BLUE, BOLD, CYAN, GREEN, HEADER, RED, YELLOW},
+    time_text::LocalClock,
+};
 use crate::event::model::{ConnEvent, Endpoint, EventKind, Role};
 
 pub struct TablePrinter<W: Write> {
@@ -16,30 +22,6 @@ pub struct TablePrinter<W: Write> {
     line: Vec<u8>,
     clock: LocalClock,
 }
-
-const RESET: &str = "\x1b[0m";
-const BOLD: &str = "\x1b[1m";
-const RED: &str = "\x1b[31m";
-const GREEN: &str = "\x1b[32m";
-const YELLOW: &str = "\x1b[33m";
-const BLUE: &str = "\x1b[34m";
-const CYAN: &str = "\x1b[36m";
-
-const HEADER: [&str; 11] = [
-    "TIME",
-    "EVENT",
-    "PROTO",
-    "LOCAL ADDRESS",
-    "FOREIGN ADDRESS",
-    "STATE",
-    "PID/PROGRAM",
-    "ROLE",
-    "LOCAL PORT",
-    "FOREIGN PORT",
-    "DETAIL",
-];
-/// Column widths; a longer value (an IPv6 address, say) widens its own row only.
-const WIDTHS: [usize; 10] = [12, 14, 5, 23, 23, 11, 22, 8, 22, 22];
 
 impl<W: Write> TablePrinter<W> {
     pub fn new(mut out: W, info: RunInfo) -> io::Result<Self> {
@@ -60,74 +42,6 @@ impl<W: Write> TablePrinter<W> {
             line,
             clock: LocalClock::new(),
         })
-    }
-}
-
-/// One aligned line, built cell by cell into a buffer. A cell's color (when colors
-/// are on) does not count toward its width.
-struct Row<'l> {
-    line: &'l mut Vec<u8>,
-    color: bool,
-    column: usize,
-    /// Where the current cell begins (its color code, if any), and its text.
-    cell_start: usize,
-    text_start: usize,
-    colored: bool,
-}
-
-impl<'l> Row<'l> {
-    fn new(line: &'l mut Vec<u8>, color: bool) -> Self {
-        line.clear();
-        Row {
-            line,
-            color,
-            column: 0,
-            cell_start: 0,
-            text_start: 0,
-            colored: false,
-        }
-    }
-
-    fn start(&mut self, color: Option<&str>) {
-        self.colored = false;
-        self.cell_start = self.line.len();
-        if let Some(c) = color.filter(|_| self.color) {
-            self.line.extend_from_slice(c.as_bytes());
-            self.colored = true;
-        }
-        self.text_start = self.line.len();
-    }
-
-    fn end(&mut self) {
-        let text = &self.line[self.text_start..];
-        // Characters, not bytes: a name may hold any UTF-8.
-        let width = text.iter().filter(|b| (**b & 0xc0) != 0x80).count();
-        if self.colored {
-            if width == 0 {
-                self.line.truncate(self.cell_start);
-            } else {
-                self.line.extend_from_slice(RESET.as_bytes());
-            }
-        }
-        if let Some(w) = WIDTHS.get(self.column) {
-            let pad = w.saturating_sub(width) + 1;
-            self.line.resize(self.line.len() + pad, b' ');
-        }
-        self.column += 1;
-    }
-
-    /// A whole cell of text.
-    fn cell(&mut self, text: &str, color: Option<&str>) {
-        self.start(color);
-        self.line.extend_from_slice(text.as_bytes());
-        self.end();
-    }
-
-    fn finish(self) {
-        while self.line.last() == Some(&b' ') {
-            self.line.pop();
-        }
-        self.line.push(b'\n');
     }
 }
 
@@ -294,6 +208,7 @@ impl<W: Write> Printer for TablePrinter<W> {
 mod tests {
     use super::*;
     use crate::event::decode::tests::sample_event;
+    use crate::output::table_row::{RESET, WIDTHS};
 
     #[test]
     fn header_then_one_aligned_row_per_event() {

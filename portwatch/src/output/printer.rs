@@ -1,0 +1,75 @@
+//! What every printer is: the trait, and the run facts and reports it is given.
+use std::io;
+
+use crate::event::model::ConnEvent;
+
+/// Facts about the run, and how to print it.
+#[derive(Clone, Debug, Default)]
+pub struct RunInfo {
+    /// How the programs are attached (for example `tracepoint`); empty for a
+    /// snapshot, which attaches nothing.
+    pub attach_mode: String,
+    /// Table: add the seed document's sentence under each row.
+    pub explain: bool,
+    /// Table: ANSI colors.
+    pub color: bool,
+}
+
+/// Events the kernel side could not deliver since the last report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LossReport {
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub lost: u64,
+    pub lost_total: u64,
+    /// Total lost per CPU.
+    pub per_cpu: Vec<u64>,
+    /// Program runs the kernel skipped so far (recursion guard); each may have
+    /// been an event.
+    pub skipped_total: u64,
+}
+
+/// Counters for `--stats`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StatsReport {
+    #[serde(serialize_with = "rfc3339")]
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub received: u64,
+    pub printed: u64,
+    pub lost_total: u64,
+    pub socket_map_entries: u64,
+    pub listener_map_entries: u64,
+    pub process_cache_entries: u64,
+    pub rss_kb: u64,
+}
+
+fn rfc3339<S: serde::Serializer>(
+    t: &chrono::DateTime<chrono::Utc>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+}
+
+pub trait Printer {
+    fn event(&mut self, event: &ConnEvent) -> io::Result<()>;
+    /// Push what was printed so far to the reader.
+    fn flush(&mut self) -> io::Result<()>;
+    /// Losses: JSON puts a record in the stream; a table leaves it to the stderr
+    /// warning.
+    fn lost(&mut self, _report: &LossReport) -> io::Result<()> {
+        Ok(())
+    }
+    /// `--stats`: JSON puts a record in the stream; a table writes it to stderr.
+    fn stats(&mut self, report: &StatsReport) -> io::Result<()> {
+        eprintln!(
+            "portwatch: stats: {} received, {} printed, {} lost, {} sockets and {} listeners tracked in the kernel, {} processes cached, RSS {} kB",
+            report.received,
+            report.printed,
+            report.lost_total,
+            report.socket_map_entries,
+            report.listener_map_entries,
+            report.process_cache_entries,
+            report.rss_kb
+        );
+        Ok(())
+    }
+}

@@ -185,6 +185,17 @@ pub(crate) mod tests {
         e
     }
 
+    /// [`sample_event`] as another kind and role, between other ports.
+    pub fn with_ports(kind: EventKind, role: Role, local: u16, remote: u16) -> ConnEvent {
+        let range = EphemeralRange::LINUX_DEFAULT;
+        let mut e = sample_event();
+        e.kind = kind;
+        e.role = role;
+        e.local = endpoint(e.local.addr, local, range);
+        e.remote = endpoint(e.remote.addr, remote, range);
+        e
+    }
+
     const CLOCK: Clock = Clock {
         realtime_minus_monotonic_ns: 1_700_000_000_000_000_000,
     };

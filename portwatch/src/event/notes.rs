@@ -40,18 +40,9 @@ pub fn notes(e: &ConnEvent, range: EphemeralRange) -> Vec<Note> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{classify::endpoint, decode::tests::sample_event, model::EventKind};
+    use crate::event::{decode::tests::with_ports, model::EventKind};
 
     const R: EphemeralRange = EphemeralRange::LINUX_DEFAULT;
-
-    fn with_ports(kind: EventKind, role: Role, local: u16, remote: u16) -> ConnEvent {
-        let mut e = sample_event();
-        e.kind = kind;
-        e.role = role;
-        e.local = endpoint(e.local.addr, local, R);
-        e.remote = endpoint(e.remote.addr, remote, R);
-        e
-    }
 
     #[test]
     fn the_seed_examples_are_not_unusual() {

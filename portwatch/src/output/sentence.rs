@@ -79,20 +79,7 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
-    use crate::event::{
-        classify::{endpoint, EphemeralRange},
-        decode::tests::sample_event,
-    };
-
-    fn with_ports(kind: EventKind, role: Role, local: u16, remote: u16) -> ConnEvent {
-        let r = EphemeralRange::LINUX_DEFAULT;
-        let mut e = sample_event();
-        e.kind = kind;
-        e.role = role;
-        e.local = endpoint(e.local.addr, local, r);
-        e.remote = endpoint(e.remote.addr, remote, r);
-        e
-    }
+    use crate::event::decode::tests::with_ports;
 
     #[test]
     fn sentences_read_like_the_seed() {

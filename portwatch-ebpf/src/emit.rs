@@ -1,83 +1,41 @@
-//! Building events and putting them in the ring buffer, counting what does not fit.
-use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_get_current_uid_gid, bpf_ktime_get_ns,
-};
-use portwatch_common::{flags, SockInfo};
-
+//! Putting events in the ring buffer: reserve, fill, submit with batched wakeups;
+//! counting what does not fit.
 use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+use portwatch_common::{Event, EventKind, SockInfo};
 
 use crate::{
     config::setting,
-    filter, kernel,
+    filter,
+    kernel::now_ns,
     maps::{EVENTS, LOST},
+    tuple::Tuple,
 };
 
-/// A connection's endpoints as the kernel side read them.
-#[derive(Clone, Copy)]
-pub struct Tuple {
-    pub family: u16,
-    pub sport: u16,
-    pub dport: u16,
-    pub saddr: [u8; 16],
-    pub daddr: [u8; 16],
-}
-
-/// What an event says beyond its endpoints.
+/// What an event says beyond its endpoints and owner.
 pub struct Detail {
-    pub kind: u8,
+    pub kind: EventKind,
+    /// The `struct sock` address.
     pub sock_id: u64,
+    /// Raw TCP states, as the kernel gave them.
     pub old_state: u8,
     pub new_state: u8,
     pub duration_ns: u64,
     pub error: i32,
 }
 
-/// The task running now, as the owner of a socket it is acting on.
-#[inline(always)]
-pub fn current_owner(origin: u8, start_ns: u64) -> SockInfo {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
-    let (ppid, task_start_ns) = kernel::current_parent_and_start();
-    SockInfo {
-        start_ns,
-        pid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        uid: uid_gid as u32,
-        origin,
-        flags: flags::OWNER_KNOWN | flags::PID_EXACT,
-        _pad0: 0,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        ppid,
-        _pad1: 0,
-        // SAFETY: no preconditions; tracing programs may call it.
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        task_start_ns,
+impl Detail {
+    /// An event of `kind` on `sk`, no duration, no error.
+    #[inline(always)]
+    pub fn new(kind: EventKind, sk: u64, old_state: u8, new_state: u8) -> Detail {
+        Detail {
+            kind,
+            sock_id: sk,
+            old_state,
+            new_state,
+            duration_ns: 0,
+            error: 0,
+        }
     }
-}
-
-/// An owner for a socket nobody is known to own.
-#[inline(always)]
-pub fn unknown_owner(origin: u8, start_ns: u64) -> SockInfo {
-    SockInfo {
-        start_ns,
-        pid: 0,
-        tid: 0,
-        uid: 0,
-        origin,
-        flags: 0,
-        _pad0: 0,
-        comm: [0; 16],
-        ppid: 0,
-        _pad1: 0,
-        cgroup_id: 0,
-        task_start_ns: 0,
-    }
-}
-
-#[inline(always)]
-pub fn now_ns() -> u64 {
-    unsafe { bpf_ktime_get_ns() }
 }
 
 /// `*counter += n` as one BPF atomic instruction (`lock xadd`).
@@ -105,7 +63,7 @@ fn wakeup_flags() -> u64 {
     if batch == 0 {
         return 0;
     }
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) + portwatch_common::Event::SIZE as u64 >= batch {
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) + Event::SIZE as u64 >= batch {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
@@ -119,16 +77,17 @@ pub fn emit(tuple: &Tuple, owner: &SockInfo, detail: &Detail) {
     if !filter::passes(owner, tuple) {
         return;
     }
-    match EVENTS.reserve::<portwatch_common::Event>(0) {
+    match EVENTS.reserve::<Event>(0) {
         Some(mut entry) => {
             // Filled in place: building the event on the stack first would cost
-            // another 104 of the 512 bytes BPF programs have.
+            // another 128 of the 512 bytes BPF programs have.
             let e = entry.as_mut_ptr();
             // SAFETY: `e` points to a reserved, writable Event-sized record; every
             // field is written before it is submitted.
             unsafe {
                 (*e).ts_ns = now_ns();
                 (*e).sock_id = detail.sock_id;
+                (*e).sock_born_ns = owner.born_ns;
                 (*e).duration_ns = detail.duration_ns;
                 (*e).pid = owner.pid;
                 (*e).tid = owner.tid;
@@ -137,7 +96,7 @@ pub fn emit(tuple: &Tuple, owner: &SockInfo, detail: &Detail) {
                 (*e).sport = tuple.sport;
                 (*e).dport = tuple.dport;
                 (*e).family = tuple.family;
-                (*e).kind = detail.kind;
+                (*e).kind = detail.kind as u8;
                 (*e).origin = owner.origin;
                 (*e).old_state = detail.old_state;
                 (*e).new_state = detail.new_state;

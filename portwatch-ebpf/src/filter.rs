@@ -1,11 +1,11 @@
 //! Filters set by userspace before load (`--pid`, `--uid`, `--port`, `-4`/`-6`):
 //! applied before an event is reserved, so filtered-out traffic never crosses the
 //! ring buffer.
-use portwatch_common::{SockInfo, AF_INET, AF_INET6, FILTER_MAX};
+use portwatch_common::{SockInfo, FILTER_MAX};
 
 use crate::{
     config::{read, setting, PORTWATCH_CONFIG},
-    emit::Tuple,
+    tuple::Tuple,
 };
 
 /// Whether `value` is among the first `count` entries of `list`.
@@ -21,18 +21,7 @@ fn listed(list: &[u32; FILTER_MAX], count: u32, value: u32) -> bool {
     false
 }
 
-/// The family on the wire: an IPv6 socket with IPv4-mapped addresses speaks IPv4.
-#[inline(always)]
-fn wire_family(tuple: &Tuple) -> u16 {
-    let a = &tuple.saddr;
-    let mapped = a[..10].iter().all(|b| *b == 0) && a[10] == 0xff && a[11] == 0xff;
-    if tuple.family == AF_INET6 && mapped {
-        AF_INET
-    } else {
-        tuple.family
-    }
-}
-
+/// Whether an event of `owner` on `tuple` gets through every filter.
 #[inline(always)]
 pub fn passes(owner: &SockInfo, tuple: &Tuple) -> bool {
     let c = &PORTWATCH_CONFIG;
@@ -52,5 +41,5 @@ pub fn passes(owner: &SockInfo, tuple: &Tuple) -> bool {
         return false;
     }
     let family = setting!(filter_family);
-    family == 0 || family == wire_family(tuple) as u32
+    family == 0 || family == tuple.wire_family() as u32
 }

@@ -1,0 +1,77 @@
+//! Accept: the moment the process that receives a server-side connection is the
+//! current task. Three hooks reach it, one per attach mode: the return of
+//! `inet_csk_accept` (fexit or kretprobe), which hands over the new `struct sock`
+//! directly, or `syscalls:sys_exit_accept{,4}`, whose returned fd is walked to its
+//! sock. Either way the endpoints are read from the sock itself, so the event is
+//! exact even when a forked worker, not the listener's owner, accepts.
+use aya_ebpf::{
+    programs::{FExitContext, RetProbeContext, TracePointContext},
+    EbpfContext,
+};
+use portwatch_common::{ConfigFlag, EventKind, Origin, AF_INET, AF_INET6};
+
+use crate::{
+    config::{has, setting},
+    emit::{emit, Detail},
+    kernel::{self, now_ns},
+    kernel_versions,
+    owner::{current_owner, recorded, remember},
+    tuple::Tuple,
+};
+
+/// Report that the current task accepted `sk`.
+fn accepted<C: EbpfContext>(ctx: &C, sk: u64) -> Result<(), i64> {
+    if sk == 0 || !has(ConfigFlag::SockFields) {
+        return Ok(());
+    }
+    let family = kernel::sock_family(sk)?;
+    if family != AF_INET && family != AF_INET6 {
+        return Ok(());
+    }
+    if !kernel_versions::sock_is_tcp(sk)? {
+        return Ok(());
+    }
+    let tuple = Tuple::from_sock(sk, family)?;
+    let state = kernel::sock_state(sk)?;
+    let mut owner = current_owner(Origin::Server, now_ns());
+    if let Some(child) = recorded(sk) {
+        // Recorded when the connection was created on its listener: its age and
+        // its identity (born_ns) carry over; only the owner becomes exact.
+        owner.start_ns = child.start_ns;
+        owner.born_ns = child.born_ns;
+    }
+    remember(ctx, sk, &owner);
+    emit(
+        &tuple,
+        &owner,
+        &Detail::new(EventKind::Accept, sk, state, state),
+    );
+    Ok(())
+}
+
+/// `syscalls:sys_exit_accept{,4}`: the returned fd, walked to its sock.
+pub fn try_sys_exit_accept(ctx: &TracePointContext) -> Result<(), i64> {
+    if !has(ConfigFlag::FdWalk) {
+        return Ok(());
+    }
+    let ret: i64 = kernel::tp_field(ctx, setting!(tp_accept_ret))?;
+    if ret < 0 {
+        return Ok(());
+    }
+    let sk = kernel::sock_of_fd(ret as u32)?;
+    accepted(ctx, sk)
+}
+
+/// fexit `inet_csk_accept`: the returned sock is argument `RET_ARG` (one of
+/// `kernel_versions::ACCEPT_RET_ARG_*`), a constant so the verifier accepts the
+/// context read.
+pub fn try_fexit_inet_csk_accept<const RET_ARG: usize>(ctx: &FExitContext) -> Result<(), i64> {
+    let sk: *const u8 = ctx.arg(RET_ARG);
+    accepted(ctx, sk as u64)
+}
+
+/// kretprobe `inet_csk_accept`: the returned sock.
+pub fn try_kretprobe_inet_csk_accept(ctx: &RetProbeContext) -> Result<(), i64> {
+    let sk: *const u8 = ctx.ret();
+    accepted(ctx, sk as u64)
+}

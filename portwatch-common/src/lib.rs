@@ -43,11 +43,8 @@ pub mod values;
 
 pub use config::{Config, FILTER_MAX};
 pub use offsets::{KernelOffsets, Offset, OffsetSource};
-pub use records::{Event, ListenKey, SockInfo};
+pub use records::{Event, ListenKey, SockInfo, COMM_LEN};
 pub use values::{ConfigFlag, EventKind, Origin, OwnerFlag, TcpState, UnknownValue};
-
-/// Length of a task's `comm` in the kernel, including the trailing NUL.
-pub const COMM_LEN: usize = 16;
 
 /// `AF_INET` / `AF_INET6` as the kernel spells them.
 pub const AF_INET: u16 = 2;

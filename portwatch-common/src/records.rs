@@ -3,10 +3,10 @@
 //! Fields that hold enum values stay raw integers (the kernel writes bytes; an
 //! enum field holding an invalid value would be undefined behaviour); the accessors
 //! give them typed, rejecting unknown values.
-use crate::{
-    values::{EventKind, Origin, OwnerFlag, TcpState, UnknownValue},
-    COMM_LEN,
-};
+use crate::values::{EventKind, Origin, OwnerFlag, TcpState, UnknownValue};
+
+/// Length of a task's `comm` in the kernel, including the trailing NUL.
+pub const COMM_LEN: usize = 16;
 
 /// One record in the ring buffer.
 #[repr(C)]

@@ -122,6 +122,26 @@ raw_enum! {
     }
 }
 
+impl TcpState {
+    /// The kernel's name for the state, as `ss` and netstat print it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            TcpState::Established => "ESTABLISHED",
+            TcpState::SynSent => "SYN_SENT",
+            TcpState::SynRecv => "SYN_RECV",
+            TcpState::FinWait1 => "FIN_WAIT1",
+            TcpState::FinWait2 => "FIN_WAIT2",
+            TcpState::TimeWait => "TIME_WAIT",
+            TcpState::Close => "CLOSE",
+            TcpState::CloseWait => "CLOSE_WAIT",
+            TcpState::LastAck => "LAST_ACK",
+            TcpState::Listen => "LISTEN",
+            TcpState::Closing => "CLOSING",
+            TcpState::NewSynRecv => "NEW_SYN_RECV",
+        }
+    }
+}
+
 raw_enum! {
     /// Bits of [`crate::Event::flags`] and [`crate::SockInfo::flags`].
     pub enum OwnerFlag: u8, "owner flag" {

@@ -1,14 +1,17 @@
 //! Turning the kernel's raw records into [`ConnEvent`]s. Pure: the clock offset and
 //! the ephemeral range are passed in.
-use std::time::Duration;
+use std::{
+    hash::{BuildHasher, RandomState},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
-use portwatch_common::{event_kind, flags, origin, Event, AF_INET, AF_INET6};
+use portwatch_common::{self as common, Event, Origin, OwnerFlag, UnknownValue, AF_INET, AF_INET6};
 
 use super::{
     address,
     classify::{self, endpoint, EphemeralRange},
-    model::{ConnEvent, ConnectError, EventKind, Owner, Role, TcpState},
+    model::{ConnEvent, ConnectError, EventKind, Owner, Role},
     notes,
 };
 
@@ -16,8 +19,8 @@ use super::{
 pub enum DecodeError {
     #[error("ring buffer record of {0} bytes, expected {expected}", expected = Event::SIZE)]
     Size(usize),
-    #[error("unknown event kind {0}")]
-    Kind(u8),
+    #[error(transparent)]
+    Value(#[from] UnknownValue),
     #[error("unknown address family {0}")]
     Family(u16),
 }
@@ -67,14 +70,43 @@ pub fn comm_text(comm: &[u8]) -> String {
     String::from_utf8_lossy(&comm[..end]).into_owned()
 }
 
-pub fn decode(raw: &Event, clock: Clock, range: EphemeralRange) -> Result<ConnEvent, DecodeError> {
-    let kind = match raw.kind {
-        event_kind::LISTEN => EventKind::Listen,
-        event_kind::ACCEPT => EventKind::Accept,
-        event_kind::CONNECT => EventKind::Connect,
-        event_kind::CONNECT_FAILED => EventKind::ConnectFailed,
-        event_kind::CLOSE => EventKind::Close,
-        other => return Err(DecodeError::Kind(other)),
+/// Decodes the kernel's records for one run.
+pub struct Decoder {
+    clock: Clock,
+    range: EphemeralRange,
+    /// The key of the socket ids: kernel addresses are never printed.
+    ids: RandomState,
+}
+
+impl Decoder {
+    pub fn new(clock: Clock, range: EphemeralRange) -> Decoder {
+        Decoder {
+            clock,
+            range,
+            ids: RandomState::new(),
+        }
+    }
+
+    /// The id printed for a socket: a keyed hash of its kernel address and the time
+    /// the kernel side first recorded it. The address alone is not enough: the
+    /// kernel reuses a freed socket's memory for later sockets.
+    pub fn sock_id(&self, addr: u64, born_ns: u64) -> u64 {
+        self.ids.hash_one((addr, born_ns))
+    }
+
+    pub fn decode(&self, raw: &Event) -> Result<ConnEvent, DecodeError> {
+        decode(raw, self)
+    }
+}
+
+fn decode(raw: &Event, decoder: &Decoder) -> Result<ConnEvent, DecodeError> {
+    let Decoder { clock, range, .. } = *decoder;
+    let kind = match raw.kind()? {
+        common::EventKind::Listen => EventKind::Listen,
+        common::EventKind::Accept => EventKind::Accept,
+        common::EventKind::Connect => EventKind::Connect,
+        common::EventKind::ConnectFailed => EventKind::ConnectFailed,
+        common::EventKind::Close => EventKind::Close,
     };
     if raw.family != AF_INET && raw.family != AF_INET6 {
         return Err(DecodeError::Family(raw.family));
@@ -83,13 +115,14 @@ pub fn decode(raw: &Event, clock: Clock, range: EphemeralRange) -> Result<ConnEv
     let remote_addr = address::from_kernel(raw.family, &raw.daddr);
     // The family of what crosses the wire: a v4-mapped socket speaks IPv4.
     let family = address::family(local_addr);
-    let origin = match raw.origin {
-        origin::LISTENER => Some(Role::Listener),
-        origin::SERVER => Some(Role::Server),
-        origin::CLIENT => Some(Role::Client),
-        _ => None,
+    let origin = match raw.origin()? {
+        Origin::Listener => Some(Role::Listener),
+        Origin::Server => Some(Role::Server),
+        Origin::Client => Some(Role::Client),
+        Origin::Unknown => None,
     };
-    let owner = (raw.flags & flags::OWNER_KNOWN != 0).then(|| Owner {
+    let (state, old_state) = (raw.new_state()?, raw.old_state()?);
+    let owner = raw.has(OwnerFlag::Known).then(|| Owner {
         pid: raw.pid,
         tid: raw.tid,
         uid: raw.uid,
@@ -113,13 +146,13 @@ pub fn decode(raw: &Event, clock: Clock, range: EphemeralRange) -> Result<ConnEv
         kind,
         role: classify::role(kind, origin, raw.sport, raw.dport, range),
         family,
-        pid_exact: owner.is_some() && raw.flags & flags::PID_EXACT != 0,
+        pid_exact: owner.is_some() && raw.has(OwnerFlag::PidExact),
         owner,
         local: endpoint(local_addr, raw.sport, range),
         remote: endpoint(remote_addr, raw.dport, range),
-        state: TcpState(raw.new_state),
-        old_state: TcpState(raw.old_state),
-        sock_id: raw.sock_id,
+        state,
+        old_state,
+        sock_id: decoder.sock_id(raw.sock_id, raw.sock_born_ns),
         duration,
         error,
         process: None,
@@ -133,7 +166,7 @@ pub fn decode(raw: &Event, clock: Clock, range: EphemeralRange) -> Result<ConnEv
 pub(crate) mod tests {
     use std::net::{IpAddr, Ipv6Addr};
 
-    use portwatch_common::tcp_state;
+    use portwatch_common::TcpState;
 
     use super::*;
     use crate::event::model::{Family, PortClass};
@@ -148,6 +181,7 @@ pub(crate) mod tests {
         Event {
             ts_ns: 1_000_000_000,
             sock_id: 0xffff_8880_0000_1000,
+            sock_born_ns: 900_000_000,
             duration_ns: 1_500_000,
             pid: 4242,
             tid: 4243,
@@ -156,11 +190,11 @@ pub(crate) mod tests {
             sport: 51031,
             dport: 80,
             family: AF_INET,
-            kind: event_kind::CONNECT,
-            origin: origin::CLIENT,
-            old_state: tcp_state::SYN_SENT,
-            new_state: tcp_state::ESTABLISHED,
-            flags: flags::OWNER_KNOWN | flags::PID_EXACT,
+            kind: common::EventKind::Connect.into(),
+            origin: Origin::Client.into(),
+            old_state: TcpState::SynSent.into(),
+            new_state: TcpState::Established.into(),
+            flags: OwnerFlag::Known.bit() | OwnerFlag::PidExact.bit(),
             _pad0: 0,
             saddr,
             daddr,
@@ -173,14 +207,12 @@ pub(crate) mod tests {
 
     /// The seed's case 2: 127.0.0.1:51031 -> 222.222.222.222:80, by pid 4242 `curl`.
     pub fn sample_event() -> ConnEvent {
-        let e = decode(
-            &raw_event(),
-            Clock {
-                realtime_minus_monotonic_ns: 0,
-            },
-            EphemeralRange::LINUX_DEFAULT,
-        )
-        .unwrap();
+        let clock = Clock {
+            realtime_minus_monotonic_ns: 0,
+        };
+        let e = Decoder::new(clock, EphemeralRange::LINUX_DEFAULT)
+            .decode(&raw_event())
+            .unwrap();
         assert_eq!(e.duration, Some(Duration::from_micros(1500)));
         e
     }
@@ -200,6 +232,23 @@ pub(crate) mod tests {
         realtime_minus_monotonic_ns: 1_700_000_000_000_000_000,
     };
 
+    fn decoder() -> Decoder {
+        Decoder::new(CLOCK, EphemeralRange::LINUX_DEFAULT)
+    }
+
+    #[test]
+    fn a_reused_socket_address_gets_a_new_id() {
+        let d = decoder();
+        let raw = raw_event();
+        let first = d.decode(&raw).unwrap().sock_id;
+        assert_eq!(d.decode(&raw).unwrap().sock_id, first);
+        let mut reused = raw;
+        reused.sock_born_ns += 1;
+        assert_ne!(d.decode(&reused).unwrap().sock_id, first);
+        // Never the kernel address itself.
+        assert_ne!(first, raw.sock_id);
+    }
+
     fn as_bytes(e: &Event) -> Vec<u8> {
         let p = (e as *const Event).cast::<u8>();
         unsafe { std::slice::from_raw_parts(p, Event::SIZE) }.to_vec()
@@ -208,7 +257,7 @@ pub(crate) mod tests {
     #[test]
     fn connect_record_decodes_field_by_field() {
         let raw = parse_record(&as_bytes(&raw_event())).unwrap();
-        let e = decode(&raw, CLOCK, EphemeralRange::LINUX_DEFAULT).unwrap();
+        let e = decoder().decode(&raw).unwrap();
         assert_eq!(e.kind, EventKind::Connect);
         assert_eq!(e.role, Role::Client);
         assert_eq!(e.family, Family::Ipv4);
@@ -251,15 +300,21 @@ pub(crate) mod tests {
         let mut raw = raw_event();
         raw.kind = 99;
         assert_eq!(
-            decode(&raw, CLOCK, EphemeralRange::LINUX_DEFAULT),
-            Err(DecodeError::Kind(99))
+            decoder().decode(&raw),
+            Err(DecodeError::Value(UnknownValue {
+                what: "event kind",
+                value: 99
+            }))
         );
         let mut raw = raw_event();
+        raw.new_state = 0;
+        assert!(matches!(
+            decoder().decode(&raw),
+            Err(DecodeError::Value(UnknownValue { value: 0, .. }))
+        ));
+        let mut raw = raw_event();
         raw.family = 1;
-        assert_eq!(
-            decode(&raw, CLOCK, EphemeralRange::LINUX_DEFAULT),
-            Err(DecodeError::Family(1))
-        );
+        assert_eq!(decoder().decode(&raw), Err(DecodeError::Family(1)));
     }
 
     #[test]
@@ -268,11 +323,11 @@ pub(crate) mod tests {
         raw.family = AF_INET6;
         raw.saddr = "::1".parse::<Ipv6Addr>().unwrap().octets();
         raw.daddr = "::ffff:10.1.2.3".parse::<Ipv6Addr>().unwrap().octets();
-        let e = decode(&raw, CLOCK, EphemeralRange::LINUX_DEFAULT).unwrap();
+        let e = decoder().decode(&raw).unwrap();
         assert_eq!(e.family, Family::Ipv6);
         assert_eq!(e.local.addr, "::1".parse::<IpAddr>().unwrap());
         raw.saddr = "::ffff:127.0.0.1".parse::<Ipv6Addr>().unwrap().octets();
-        let e = decode(&raw, CLOCK, EphemeralRange::LINUX_DEFAULT).unwrap();
+        let e = decoder().decode(&raw).unwrap();
         assert_eq!(e.family, Family::Ipv4);
         assert_eq!(e.local.addr, "127.0.0.1".parse::<IpAddr>().unwrap());
         assert_eq!(e.remote.addr, "10.1.2.3".parse::<IpAddr>().unwrap());
@@ -281,17 +336,17 @@ pub(crate) mod tests {
     #[test]
     fn unknown_owner_and_inexact_pid() {
         let mut raw = raw_event();
-        raw.kind = event_kind::CLOSE;
-        raw.origin = origin::UNKNOWN;
+        raw.kind = common::EventKind::Close.into();
+        raw.origin = Origin::Unknown.into();
         raw.flags = 0;
-        let e = decode(&raw, CLOCK, EphemeralRange::LINUX_DEFAULT).unwrap();
+        let e = decoder().decode(&raw).unwrap();
         assert_eq!(e.owner, None);
         assert!(!e.pid_exact);
         // Inferred from the ports: temporary 51031 facing 80.
         assert_eq!(e.role, Role::Client);
-        raw.flags = flags::OWNER_KNOWN;
-        raw.origin = origin::SERVER;
-        let e = decode(&raw, CLOCK, EphemeralRange::LINUX_DEFAULT).unwrap();
+        raw.flags = OwnerFlag::Known.bit();
+        raw.origin = Origin::Server.into();
+        let e = decoder().decode(&raw).unwrap();
         assert!(e.owner.is_some());
         assert!(!e.pid_exact);
         assert_eq!(e.role, Role::Server);
@@ -300,10 +355,10 @@ pub(crate) mod tests {
     #[test]
     fn connect_failure_carries_reason() {
         let mut raw = raw_event();
-        raw.kind = event_kind::CONNECT_FAILED;
+        raw.kind = common::EventKind::ConnectFailed.into();
         raw.error = libc::ECONNREFUSED;
-        raw.new_state = tcp_state::CLOSE;
-        let e = decode(&raw, CLOCK, EphemeralRange::LINUX_DEFAULT).unwrap();
+        raw.new_state = TcpState::Close.into();
+        let e = decoder().decode(&raw).unwrap();
         assert_eq!(
             e.error,
             Some(ConnectError {

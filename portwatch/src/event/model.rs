@@ -142,35 +142,8 @@ impl Family {
     }
 }
 
-/// A TCP state, as the kernel numbers them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TcpState(pub u8);
-
-impl TcpState {
-    pub fn name(self) -> &'static str {
-        match self.0 {
-            1 => "ESTABLISHED",
-            2 => "SYN_SENT",
-            3 => "SYN_RECV",
-            4 => "FIN_WAIT1",
-            5 => "FIN_WAIT2",
-            6 => "TIME_WAIT",
-            7 => "CLOSE",
-            8 => "CLOSE_WAIT",
-            9 => "LAST_ACK",
-            10 => "LISTEN",
-            11 => "CLOSING",
-            12 => "NEW_SYN_RECV",
-            _ => "UNKNOWN",
-        }
-    }
-}
-
-impl fmt::Display for TcpState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// A TCP state, as the kernel numbers and names them.
+pub use portwatch_common::TcpState;
 
 /// The process a socket belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]

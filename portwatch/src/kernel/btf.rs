@@ -3,7 +3,7 @@ use std::collections::HashMap;
 
 use btf_rs::{Btf, Type};
 
-use portwatch_common::{config_flags, Config};
+use portwatch_common::{Config, ConfigFlag, Offset, OffsetSource};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -159,8 +159,29 @@ pub struct BtfOffsets {
     pub warnings: Vec<String>,
 }
 
-/// Fill in the struct offsets of `config` and its feature flags. Each feature is
-/// switched on only when every offset it needs was found.
+/// What users lose when a feature's offsets are not in the kernel's BTF; None
+/// where nothing visible is lost.
+fn without(feature: ConfigFlag) -> Option<&'static str> {
+    match feature {
+        ConfigFlag::SockFields => {
+            Some("accepted connections are attributed to the listener's owner (pid_exact: false)")
+        }
+        ConfigFlag::FdWalk => Some(
+            "in tracepoint mode, accepted connections are attributed to the listener's owner (pid_exact: false)",
+        ),
+        ConfigFlag::TaskFields => Some(
+            "events carry no parent pid, and process details cannot be checked against pid reuse",
+        ),
+        ConfigFlag::SkErr => Some("connect failures carry no reason"),
+        // A bitfield before Linux 5.6; then accept() relies on the family check alone.
+        ConfigFlag::SkProtocol => None,
+        ConfigFlag::AcceptHooked | ConfigFlag::ConnectHooked => None,
+    }
+}
+
+/// Fill in every BTF offset of `config` (the one list in `portwatch_common::Offset`)
+/// and the feature flags: a feature is switched on only when every offset it
+/// needs was found.
 pub fn fill_config(btf: Option<&Btf>, config: &mut Config) -> BtfOffsets {
     let mut warnings = Vec::new();
     let Some(btf) = btf else {
@@ -170,63 +191,87 @@ pub fn fill_config(btf: Option<&Btf>, config: &mut Config) -> BtfOffsets {
         return BtfOffsets { warnings };
     };
     let mut structs = Structs::new(btf);
-    let s = &mut structs;
-    let fields = (|| -> Result<(), BtfError> {
-        let mut sock_common = |m: &str| s.offset_of("sock", &format!("__sk_common.{m}"));
-        config.skc_daddr = sock_common("skc_daddr")?;
-        config.skc_rcv_saddr = sock_common("skc_rcv_saddr")?;
-        config.skc_dport = sock_common("skc_dport")?;
-        config.skc_num = sock_common("skc_num")?;
-        config.skc_family = sock_common("skc_family")?;
-        config.skc_state = sock_common("skc_state")?;
-        config.skc_v6_daddr = sock_common("skc_v6_daddr")?;
-        config.skc_v6_rcv_saddr = sock_common("skc_v6_rcv_saddr")?;
-        Ok(())
-    })();
-    match fields {
-        Ok(()) => config.flags |= config_flags::SOCK_FIELDS,
-        Err(e) => warnings.push(format!(
-            "{e}: accepted connections are attributed to the listener's owner (pid_exact: false)"
-        )),
-    }
-    let walk = (|| -> Result<(), BtfError> {
-        config.task_files = s.offset_of("task_struct", "files")?;
-        config.files_fdt = s.offset_of("files_struct", "fdt")?;
-        config.fdt_max_fds = s.offset_of("fdtable", "max_fds")?;
-        config.fdt_fd = s.offset_of("fdtable", "fd")?;
-        config.file_private_data = s.offset_of("file", "private_data")?;
-        config.socket_sk = s.offset_of("socket", "sk")?;
-        Ok(())
-    })();
-    match walk {
-        Ok(()) => config.flags |= config_flags::FD_WALK,
-        Err(e) => warnings.push(format!(
-            "{e}: in tracepoint mode, accepted connections are attributed to the listener's owner (pid_exact: false)"
-        )),
-    }
-    let task = (|| -> Result<(), BtfError> {
-        config.task_real_parent = s.offset_of("task_struct", "real_parent")?;
-        config.task_tgid = s.offset_of("task_struct", "tgid")?;
-        config.task_start_boottime = s.offset_of("task_struct", "start_boottime")?;
-        Ok(())
-    })();
-    match task {
-        Ok(()) => config.flags |= config_flags::TASK_FIELDS,
-        Err(e) => warnings.push(format!(
-            "{e}: events carry no parent pid, and process details cannot be checked against pid reuse"
-        )),
-    }
-    match s.offset_of("sock", "sk_err") {
-        Ok(off) => {
-            config.sk_err = off;
-            config.flags |= config_flags::SK_ERR;
+    for feature in ConfigFlag::ALL {
+        let mut found = Vec::new();
+        let mut failure = None;
+        for offset in Offset::ALL {
+            let OffsetSource::Btf {
+                ty,
+                path,
+                feature: f,
+            } = offset.source()
+            else {
+                continue;
+            };
+            if f != feature {
+                continue;
+            }
+            match structs.offset_of(ty, path) {
+                Ok(value) => found.push((offset, value)),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
         }
-        Err(e) => warnings.push(format!("{e}: connect failures carry no reason")),
-    }
-    // A bitfield before Linux 5.6; then accept() relies on the family check alone.
-    if let Ok(off) = s.offset_of("sock", "sk_protocol") {
-        config.sk_protocol = off;
-        config.flags |= config_flags::SK_PROTOCOL;
+        match failure {
+            None if !found.is_empty() => {
+                for (offset, value) in found {
+                    config.offsets.set(offset, value);
+                }
+                config.flags |= feature.bit();
+            }
+            None => {}
+            Some(e) => warnings.extend(without(feature).map(|cost| format!("{e}: {cost}"))),
+        }
     }
     BtfOffsets { warnings }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every BTF offset of the one list, from this machine's kernel: each feature
+    /// on, and members where `struct sock` and `task_struct` really have them.
+    #[test]
+    fn this_kernel_gives_every_offset() {
+        let btf = load_vmlinux().expect("this machine's kernel has BTF");
+        let mut config = Config::default();
+        let filled = fill_config(Some(&btf), &mut config);
+        assert_eq!(filled.warnings, Vec::<String>::new());
+        for feature in [
+            ConfigFlag::SockFields,
+            ConfigFlag::FdWalk,
+            ConfigFlag::TaskFields,
+            ConfigFlag::SkErr,
+            ConfigFlag::SkProtocol,
+        ] {
+            assert!(feature.is_set(config.flags), "{feature:?} is off");
+        }
+        assert!(!ConfigFlag::AcceptHooked.is_set(config.flags));
+        let o = config.offsets;
+        // sock_common sits at the start of struct sock: daddr first.
+        assert_eq!(o.skc_daddr, 0);
+        assert_eq!(o.skc_rcv_saddr, 4);
+        assert!(o.sk_err > o.skc_v6_rcv_saddr);
+        assert!(o.task_tgid > 0 && o.task_real_parent > 0 && o.task_start_boottime > 0);
+        let mut structs = Structs::new(&btf);
+        assert!(matches!(
+            structs.offset_of("sock", "no_such_member"),
+            Err(BtfError::NoMember(..))
+        ));
+        assert!(matches!(
+            structs.offset_of("no_such_struct_here", "x"),
+            Err(BtfError::NoStruct(_))
+        ));
+    }
+
+    #[test]
+    fn without_btf_every_feature_is_off_and_said() {
+        let mut config = Config::default();
+        let filled = fill_config(None, &mut config);
+        assert_eq!(config.flags, 0);
+        assert_eq!(filled.warnings.len(), 1);
+    }
 }

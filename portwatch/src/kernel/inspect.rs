@@ -3,7 +3,13 @@
 //! for every attach mode, so `--attach auto` does it once.
 use std::path::{Path, PathBuf};
 
-use portwatch_common::Config;
+use portwatch_common::{
+    names::{
+        KFUNC_INET_CSK_ACCEPT, KFUNC_TCP_CONNECT, TP_CATEGORY_SYSCALLS, TP_SYS_EXIT_ACCEPT,
+        TP_SYS_EXIT_ACCEPT4,
+    },
+    Config, Offset, OffsetSource,
+};
 
 use super::{
     btf,
@@ -37,28 +43,37 @@ pub fn has_privileges() -> bool {
     has(Capability::CAP_SYS_ADMIN) || (has(Capability::CAP_BPF) && has(Capability::CAP_PERFMON))
 }
 
-/// Offsets of `sock:inet_sock_set_state`, from tracefs.
+/// Every tracefs offset of the one list in `portwatch_common::Offset`: all are
+/// required. Each format file is read once.
 fn tracepoint_offsets(root: &Path, config: &mut Config) -> Result<(), TracefsError> {
-    let f = Format::read(root, "sock", "inet_sock_set_state")?;
-    config.tp_skaddr = f.offset("skaddr")?;
-    config.tp_oldstate = f.offset("oldstate")?;
-    config.tp_newstate = f.offset("newstate")?;
-    config.tp_sport = f.offset("sport")?;
-    config.tp_dport = f.offset("dport")?;
-    config.tp_family = f.offset("family")?;
-    config.tp_protocol = f.offset("protocol")?;
-    config.tp_saddr = f.offset("saddr")?;
-    config.tp_daddr = f.offset("daddr")?;
-    config.tp_saddr_v6 = f.offset("saddr_v6")?;
-    config.tp_daddr_v6 = f.offset("daddr_v6")?;
+    let mut formats: Vec<Format> = Vec::new();
+    for offset in Offset::ALL {
+        let OffsetSource::Tracefs {
+            category,
+            tracepoint,
+            field,
+        } = offset.source()
+        else {
+            continue;
+        };
+        let name = format!("{category}:{tracepoint}");
+        let format = match formats.iter().position(|f| f.tracepoint == name) {
+            Some(i) => &formats[i],
+            None => {
+                formats.push(Format::read(root, category, tracepoint)?);
+                &formats[formats.len() - 1]
+            }
+        };
+        config.offsets.set(offset, format.offset(field)?);
+    }
     Ok(())
 }
 
 /// `ret` of the accept syscall tracepoints: one program serves both, so their
 /// offsets must agree.
 fn accept_ret_offset(root: &Path) -> Result<u32, TracefsError> {
-    let read = |name| Format::read(root, "syscalls", name).and_then(|f| f.offset("ret"));
-    let (accept, accept4) = (read("sys_exit_accept")?, read("sys_exit_accept4")?);
+    let read = |name| Format::read(root, TP_CATEGORY_SYSCALLS, name).and_then(|f| f.offset("ret"));
+    let (accept, accept4) = (read(TP_SYS_EXIT_ACCEPT)?, read(TP_SYS_EXIT_ACCEPT4)?);
     if accept != accept4 {
         return Err(TracefsError::AcceptRetDisagrees { accept, accept4 });
     }
@@ -87,10 +102,10 @@ pub fn inspect_kernel() -> Result<KernelInfo, LoadError> {
     );
     let accept_nargs = btf_rs
         .as_ref()
-        .and_then(|b| btf::function_arg_count(b, "inet_csk_accept"));
+        .and_then(|b| btf::function_arg_count(b, KFUNC_INET_CSK_ACCEPT));
     let tcp_connect_btf_id = btf_rs
         .as_ref()
-        .and_then(|b| btf::function_id(b, "tcp_connect"));
+        .and_then(|b| btf::function_id(b, KFUNC_TCP_CONNECT));
     Ok(KernelInfo {
         accept_nargs,
         tcp_connect_btf_id,

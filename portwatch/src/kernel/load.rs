@@ -6,6 +6,8 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 
+use portwatch_common::names::{GLOBAL_CONFIG, MAP_EVENTS, MAP_LISTENERS, MAP_LOST, MAP_SOCKS};
+
 use super::{
     bpf_sys,
     error::{one_line, LoadError, ModeError},
@@ -156,8 +158,8 @@ pub fn load_mode(
     };
     let mut ebpf = loader_without_kernel_btf()
         .btf(btf.as_ref())
-        .override_global("PORTWATCH_CONFIG", &config, true)
-        .map_max_entries("EVENTS", ringbuf_bytes)
+        .override_global(GLOBAL_CONFIG, &config, true)
+        .map_max_entries(MAP_EVENTS, ringbuf_bytes)
         .load(EBPF_OBJECT)
         .map_err(ModeError::LoadObject)?;
     let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -172,13 +174,13 @@ pub fn load_mode(
         attach(hook, &mut ebpf, btf.as_ref())?;
         attached.push(hook.label());
     }
-    let events = take_map(&mut ebpf, "EVENTS")?;
-    let lost = take_map(&mut ebpf, "LOST")?;
+    let events = take_map(&mut ebpf, MAP_EVENTS)?;
+    let lost = take_map(&mut ebpf, MAP_LOST)?;
     let socks = ebpf
-        .take_map("SOCKS")
+        .take_map(MAP_SOCKS)
         .and_then(|m| aya::maps::HashMap::try_from(m).ok());
     let listeners = ebpf
-        .take_map("LISTENERS")
+        .take_map(MAP_LISTENERS)
         .and_then(|m| aya::maps::HashMap::try_from(m).ok());
     Ok(Tracer {
         ebpf,

@@ -2,7 +2,15 @@
 //! from what was learnt about the kernel, before anything is loaded.
 use std::path::Path;
 
-use portwatch_common::{config_flags, Config};
+use portwatch_common::{
+    names::{
+        fexit_accept_program, KFUNC_INET_CSK_ACCEPT, KFUNC_TCP_CONNECT, PROG_FENTRY_TCP_CONNECT,
+        PROG_INET_SOCK_SET_STATE, PROG_KPROBE_TCP_CONNECT, PROG_KRETPROBE_INET_CSK_ACCEPT,
+        PROG_SYS_EXIT_ACCEPT, TP_CATEGORY_SOCK, TP_CATEGORY_SYSCALLS, TP_INET_SOCK_SET_STATE,
+        TP_SYS_EXIT_ACCEPT, TP_SYS_EXIT_ACCEPT4,
+    },
+    Config, ConfigFlag,
+};
 
 use super::{
     bpf_sys::{self, KPROBE_PMU},
@@ -108,15 +116,12 @@ impl Hook {
     }
 }
 
-/// The fexit program for the running kernel's prototype of `inet_csk_accept`: it
-/// went from four arguments to two in Linux 6.10, and fexit finds the return value
-/// after the arguments.
+/// The fexit program for the running kernel's prototype of `inet_csk_accept`
+/// (see `portwatch_common::names::fexit_accept_program`).
 fn accept_fexit_program(nargs: Option<u32>) -> Result<&'static str, ModeError> {
     match nargs {
-        Some(2) => Ok("fexit_inet_csk_accept_2args"),
-        Some(4) => Ok("fexit_inet_csk_accept_4args"),
         None | Some(0) => Err(ModeError::AcceptPrototypeUnknown),
-        Some(n) => Err(ModeError::AcceptPrototype(n)),
+        Some(n) => fexit_accept_program(n).ok_or(ModeError::AcceptPrototype(n)),
     }
 }
 
@@ -128,7 +133,7 @@ pub fn plan(
     config: &mut Config,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<Hook>, ModeError> {
-    let sock_fields = config.flags & config_flags::SOCK_FIELDS != 0;
+    let sock_fields = ConfigFlag::SockFields.is_set(config.flags);
     let mut hooks = Vec::new();
     match mode {
         AttachMode::Fentry => {
@@ -140,35 +145,35 @@ pub fn plan(
             }
             let accept_program = accept_fexit_program(kernel.accept_nargs)?;
             hooks.push(Hook::Fentry {
-                program: "fentry_tcp_connect",
-                function: "tcp_connect",
+                program: PROG_FENTRY_TCP_CONNECT,
+                function: KFUNC_TCP_CONNECT,
             });
             hooks.push(Hook::Fexit {
                 program: accept_program,
-                function: "inet_csk_accept",
+                function: KFUNC_INET_CSK_ACCEPT,
             });
-            config.flags |= config_flags::CONNECT_HOOKED | config_flags::ACCEPT_HOOKED;
+            config.flags |= ConfigFlag::ConnectHooked.bit() | ConfigFlag::AcceptHooked.bit();
         }
         AttachMode::Kprobe => {
             hooks.push(Hook::Kprobe {
-                program: "kprobe_tcp_connect",
-                function: "tcp_connect",
+                program: PROG_KPROBE_TCP_CONNECT,
+                function: KFUNC_TCP_CONNECT,
             });
-            config.flags |= config_flags::CONNECT_HOOKED;
+            config.flags |= ConfigFlag::ConnectHooked.bit();
             if sock_fields {
                 hooks.push(Hook::Kretprobe {
-                    program: "kretprobe_inet_csk_accept",
-                    function: "inet_csk_accept",
+                    program: PROG_KRETPROBE_INET_CSK_ACCEPT,
+                    function: KFUNC_INET_CSK_ACCEPT,
                 });
-                config.flags |= config_flags::ACCEPT_HOOKED;
+                config.flags |= ConfigFlag::AcceptHooked.bit();
             }
         }
         AttachMode::Tracepoint => plan_accept_syscalls(kernel, config, warnings, &mut hooks),
     }
     hooks.push(Hook::Tracepoint {
-        program: "inet_sock_set_state",
-        category: "sock",
-        name: "inet_sock_set_state",
+        program: PROG_INET_SOCK_SET_STATE,
+        category: TP_CATEGORY_SOCK,
+        name: TP_INET_SOCK_SET_STATE,
     });
     Ok(hooks)
 }
@@ -181,20 +186,20 @@ fn plan_accept_syscalls(
     warnings: &mut Vec<String>,
     hooks: &mut Vec<Hook>,
 ) {
-    let walk = config_flags::FD_WALK | config_flags::SOCK_FIELDS;
+    let walk = ConfigFlag::FdWalk.bit() | ConfigFlag::SockFields.bit();
     match &kernel.accept_ret {
         // Declined by the user: attributed to the listener, no warning.
         _ if !kernel.accept_syscalls => {}
         Ok(offset) if config.flags & walk == walk => {
             config.tp_accept_ret = *offset;
-            for name in ["sys_exit_accept", "sys_exit_accept4"] {
+            for name in [TP_SYS_EXIT_ACCEPT, TP_SYS_EXIT_ACCEPT4] {
                 hooks.push(Hook::Tracepoint {
-                    program: "sys_exit_accept",
-                    category: "syscalls",
+                    program: PROG_SYS_EXIT_ACCEPT,
+                    category: TP_CATEGORY_SYSCALLS,
                     name,
                 });
             }
-            config.flags |= config_flags::ACCEPT_HOOKED;
+            config.flags |= ConfigFlag::AcceptHooked.bit();
         }
         Ok(_) => {}
         Err(e) => warnings.push(format!(
@@ -230,11 +235,11 @@ mod tests {
     fn the_accept_prototype_picks_the_fexit_program() {
         assert_eq!(
             accept_fexit_program(Some(2)).unwrap(),
-            "fexit_inet_csk_accept_2args"
+            portwatch_common::names::PROG_FEXIT_ACCEPT_2ARGS
         );
         assert_eq!(
             accept_fexit_program(Some(4)).unwrap(),
-            "fexit_inet_csk_accept_4args"
+            portwatch_common::names::PROG_FEXIT_ACCEPT_4ARGS
         );
         assert!(matches!(
             accept_fexit_program(None),

@@ -4,16 +4,13 @@
 pub mod reader;
 pub mod snapshot;
 
-use std::{
-    hash::{BuildHasher, RandomState},
-    io::{self, Write},
-};
+use std::io::{self, Write};
 
 use crate::{
     enrich::procinfo::Enricher,
     event::{
         classify::EphemeralRange,
-        decode::{decode, parse_record, Clock},
+        decode::{parse_record, Clock, Decoder},
         filter::Filter,
         model::ConnEvent,
     },
@@ -37,10 +34,7 @@ pub struct Pipeline<'p> {
     printer: &'p mut dyn Printer,
     filter: &'p Filter,
     enricher: Enricher,
-    clock: Clock,
-    range: EphemeralRange,
-    /// Kernel addresses are not printed: socket ids are keyed hashes of them.
-    ids: RandomState,
+    decoder: Decoder,
     stats: Stats,
 }
 
@@ -50,9 +44,7 @@ impl<'p> Pipeline<'p> {
             printer,
             filter,
             enricher: Enricher::new(),
-            clock: Clock::now(),
-            range: EphemeralRange::of_host(),
-            ids: RandomState::new(),
+            decoder: Decoder::new(Clock::now(), EphemeralRange::of_host()),
             stats: Stats::default(),
         }
     }
@@ -61,10 +53,9 @@ impl<'p> Pipeline<'p> {
     /// `err`, never fatal.
     pub fn record(&mut self, bytes: &[u8], err: &mut impl Write) -> io::Result<()> {
         self.stats.received += 1;
-        let decoded = parse_record(bytes).and_then(|raw| decode(&raw, self.clock, self.range));
+        let decoded = parse_record(bytes).and_then(|raw| self.decoder.decode(&raw));
         match decoded {
-            Ok(mut event) => {
-                event.sock_id = self.ids.hash_one(event.sock_id);
+            Ok(event) => {
                 if self.deliver(event)? {
                     self.stats.events += 1;
                 }

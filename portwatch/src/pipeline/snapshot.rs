@@ -60,7 +60,8 @@ pub fn events(sockets: &[DiagSocket], range: EphemeralRange) -> Vec<ConnEvent> {
     ordered
         .into_iter()
         .filter(|s| s.state == TCP_LISTEN || s.state == TCP_ESTABLISHED)
-        .map(|s| {
+        .filter_map(|s| Some((s, TcpState::from_raw(s.state)?)))
+        .map(|(s, state)| {
             let holders = owners.get(&s.inode);
             let owner = holders
                 .and_then(|p| p.first())
@@ -85,8 +86,8 @@ pub fn events(sockets: &[DiagSocket], range: EphemeralRange) -> Vec<ConnEvent> {
                 owner,
                 local,
                 remote,
-                state: TcpState(s.state),
-                old_state: TcpState(s.state),
+                state,
+                old_state: state,
                 // sock_diag's cookie identifies the socket; /proc/net/tcp has only
                 // the inode.
                 sock_id: if s.cookie != 0 {

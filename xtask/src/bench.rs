@@ -345,7 +345,7 @@ pub fn bench(o: &BenchOptions) -> Result<()> {
     }
     let first_event = first_event_ms(&portwatch, &loadgen)?;
     let report = render(&results, o, first_event);
-    println!("{report}");
+    eprintln!("{report}");
     let dir = util::workspace_root().join("target/bench");
     fs::create_dir_all(&dir)?;
     let path: PathBuf = dir.join("results.md");

@@ -4,6 +4,10 @@ mod bench;
 mod build;
 mod imports;
 mod lint;
+/// The suite's result records, shared with the integration test that writes them.
+#[path = "../../test/integration-test/src/report.rs"]
+mod report;
+mod results;
 mod run;
 mod services;
 mod test;
@@ -50,12 +54,13 @@ enum Command {
 
 fn vm_test(options: &vm::VmOptions) -> anyhow::Result<()> {
     let object = build::build_ebpf(&toolchain::ensure()?, &build::Options::default())?;
-    let runs = vm::vm_test(options, &object)?;
-    let failed: Vec<&str> = runs
+    let suites = vm::vm_test(options, &object)?;
+    let failed: Vec<&str> = suites
         .iter()
-        .filter(|r| !r.passed)
-        .map(|r| r.kernel.as_str())
+        .filter(|s| s.failed_checks() > 0)
+        .map(|s| s.kernel.as_str())
         .collect();
+    results::print_table(&suites);
     if !failed.is_empty() {
         anyhow::bail!("the suite failed on {}", failed.join(", "));
     }

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{bail, Result};
 
-use crate::{build, toolchain, util, vm};
+use crate::{build, report, results::Suite, toolchain, util, vm};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -19,89 +19,46 @@ pub struct Options {
     pub vm: vm::VmOptions,
 }
 
-/// One suite run on one kernel: its per-mode RESULT lines and its closing counts.
-struct Suite {
-    kernel: String,
-    results: Vec<(String, String)>,
-    passed: u32,
-    failed: u32,
+/// The integration test binary, through sudo when not root.
+fn integration_test(binary: &std::path::Path) -> Result<Command> {
+    if util::is_root() {
+        return Ok(Command::new(binary));
+    }
+    if util::which("sudo").is_none() {
+        bail!("the kernel integration tests need root, and sudo is not installed: run `cargo xtask test` as root");
+    }
+    eprintln!("xtask: the kernel integration tests need root: running them through sudo");
+    let mut c = Command::new("sudo");
+    c.arg("-E").arg(binary);
+    Ok(c)
 }
 
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-}
-
-fn summarize(kernel: String, lines: &[String], ran: bool) -> Suite {
-    let mut suite = Suite {
-        kernel,
-        results: Vec::new(),
-        passed: 0,
-        failed: 0,
-    };
-    for line in lines {
-        let line = line.trim();
-        if line.starts_with("RESULT ") {
-            let mode = field(line, "mode").unwrap_or("?").to_string();
-            let outcome = match field(line, "outcome") {
-                Some("pass") => format!("pass {}/{}", field(line, "passed").unwrap_or("?"), {
-                    let p: u32 = field(line, "passed")
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
-                    let f: u32 = field(line, "failed")
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
-                    p + f
-                }),
-                Some("refused") => "refused (ok)".into(),
-                _ => format!("FAIL ({} failed)", field(line, "failed").unwrap_or("?")),
-            };
-            suite.results.push((mode, outcome));
-        }
-        if let Some((p, f)) = line
-            .strip_suffix(" failed")
-            .and_then(|l| l.split_once(" passed, "))
-        {
-            if let (Ok(p), Ok(f)) = (p.parse(), f.parse()) {
-                suite.passed = p;
-                suite.failed = f;
-            }
-        }
-    }
-    if !ran || (suite.passed == 0 && suite.failed == 0) {
-        suite.failed = suite.failed.max(1);
-    }
-    suite
-}
-
-fn print_table(suites: &[Suite]) {
-    let width = suites
-        .iter()
-        .map(|s| s.kernel.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
-    println!();
-    println!(
-        "{:<width$} {:<16} {:<16} TRACEPOINT",
-        "KERNEL", "FENTRY", "KPROBE"
-    );
-    for s in suites {
-        let cell = |mode: &str| {
-            s.results
-                .iter()
-                .find(|(m, _)| m == mode)
-                .map(|(_, o)| o.clone())
-                .unwrap_or_else(|| "not run".into())
-        };
-        println!(
-            "{:<width$} {:<16} {:<16} {}",
-            s.kernel,
-            cell("fentry"),
-            cell("kprobe"),
-            cell("tracepoint")
-        );
-    }
+/// The suite on this machine's kernel.
+fn on_this_machine(object: &std::path::Path) -> Result<Suite> {
+    util::run(build::userspace_cargo(object).args([
+        "build",
+        "--package",
+        "portwatch",
+        "--package",
+        "integration-test",
+    ]))?;
+    let target = util::workspace_root().join("target/debug");
+    let results = target.join("integration-results.jsonl");
+    let _ = std::fs::remove_file(&results);
+    let exited_ok = util::run(
+        integration_test(&target.join("integration-test"))?
+            .arg("--portwatch")
+            .arg(target.join("portwatch"))
+            .arg(report::RESULTS_ARG)
+            .arg(&results),
+    )
+    .is_ok();
+    let host_kernel = util::output(Command::new("uname").arg("-r")).unwrap_or_default();
+    Ok(Suite::read(
+        format!("{host_kernel} (this machine)"),
+        &results,
+        exited_ok,
+    ))
 }
 
 pub fn test(options: Options) -> Result<()> {
@@ -111,54 +68,17 @@ pub fn test(options: Options) -> Result<()> {
     if options.unit_only {
         return Ok(());
     }
-    util::run(build::userspace_cargo(&object).args([
-        "build",
-        "--package",
-        "portwatch",
-        "--package",
-        "integration-test",
-    ]))?;
-    let target = util::workspace_root().join("target/debug");
-    let mut cmd = if util::is_root() {
-        Command::new(target.join("integration-test"))
-    } else if util::which("sudo").is_some() {
-        eprintln!("xtask: the kernel integration tests need root: running them through sudo");
-        let mut c = Command::new("sudo");
-        c.arg("-E").arg(target.join("integration-test"));
-        c
-    } else {
-        bail!("the kernel integration tests need root, and sudo is not installed: run `cargo xtask test` as root");
-    };
-    let host_kernel = util::output(Command::new("uname").arg("-r")).unwrap_or_default();
-    let (status, lines) =
-        util::run_streaming(cmd.arg("--portwatch").arg(target.join("portwatch")))?;
-    let mut suites = vec![summarize(
-        format!("{host_kernel} (this machine)"),
-        &lines,
-        status.success(),
-    )];
+    let mut suites = vec![on_this_machine(&object)?];
     if !options.no_vm {
         match vm::vm_test(&options.vm, &object) {
-            Ok(runs) => {
-                for run in runs {
-                    suites.push(summarize(run.kernel, &run.lines, run.passed));
-                }
-            }
+            Ok(runs) => suites.extend(runs),
             Err(e) => {
                 eprintln!("xtask: error: the QEMU kernels could not be run: {e:#}");
-                suites.push(Suite {
-                    kernel: "QEMU kernels".into(),
-                    results: vec![],
-                    passed: 0,
-                    failed: 1,
-                });
+                suites.push(Suite::failed("QEMU kernels".into()));
             }
         }
     }
-    print_table(&suites);
-    let passed: u32 = suites.iter().map(|s| s.passed).sum();
-    let failed: u32 = suites.iter().map(|s| s.failed).sum();
-    println!("kernels: {passed} passed, {failed} failed");
+    let failed = crate::results::print_table(&suites);
     if failed > 0 {
         bail!("{failed} kernel integration checks failed");
     }

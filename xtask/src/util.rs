@@ -1,6 +1,13 @@
+//! Running commands, finding things on the host, installing with apt.
+//!
+//! xtask's stdout belongs to portwatch alone (`cargo xtask run -- --format json |
+//! jq` must see nothing else): xtask writes its own messages to stderr, and every
+//! command it runs for setup, build or test has its stdout sent to stderr too
+//! ([`run`], [`run_streaming`]).
 use std::{
+    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, ExitStatus, Stdio},
 };
 
 use anyhow::{bail, Context, Result};
@@ -13,9 +20,13 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Run a command, inheriting stdio; fail with the command line if it fails.
+/// Run a command with its stdout on xtask's stderr (stdin and stderr inherited);
+/// fail with the command line if it fails.
 pub fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    let status = cmd
+        .stdout(Stdio::from(std::io::stderr()))
+        .status()
+        .with_context(|| format!("starting {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed ({status})");
     }
@@ -49,18 +60,18 @@ pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-/// Run a command with its stdout echoed line by line as it comes, and returned.
-pub fn run_streaming(cmd: &mut Command) -> Result<(std::process::ExitStatus, Vec<String>)> {
-    use std::io::{BufRead, BufReader};
+/// Run a command with its stdout echoed on xtask's stderr line by line as it
+/// comes, and returned.
+pub fn run_streaming(cmd: &mut Command) -> Result<(ExitStatus, Vec<String>)> {
     let mut child = cmd
-        .stdout(std::process::Stdio::piped())
+        .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {cmd:?}"))?;
     let mut lines = Vec::new();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+    for line in BufReader::new(child.stdout.take().context("no stdout pipe")?).lines() {
         // A guest's serial console may emit bytes that are not UTF-8.
         let line = line.unwrap_or_default();
-        println!("{line}");
+        eprintln!("{line}");
         lines.push(line);
     }
     Ok((child.wait()?, lines))

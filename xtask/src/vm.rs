@@ -11,7 +11,8 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use crate::{
-    build,
+    build, report,
+    results::Suite,
     util::{self, which, workspace_root},
 };
 
@@ -122,8 +123,13 @@ mkdir -p /etc
 echo 'root:x:0:0:root:/:/bin/sh' > /etc/passwd
 echo 'root:x:0:' > /etc/group
 echo "PORTWATCH-VM-START $(uname -r)"
-PW_ONLY="$(cat /pw_only 2>/dev/null)" /integration-test --portwatch /portwatch
-echo "PORTWATCH-VM-EXIT $?"
+PW_ONLY="$(cat /pw_only 2>/dev/null)" /integration-test --portwatch /portwatch RESULTS_ARG /results.jsonl
+code=$?
+# The results go back on the second serial port, which QEMU writes to a file on
+# the host; closing the port waits until every byte is out.
+stty -F /dev/ttyS1 raw -echo
+cat /results.jsonl > /dev/ttyS1
+echo "PORTWATCH-VM-EXIT $code"
 poweroff -f
 "#;
 
@@ -155,35 +161,35 @@ fn initramfs(portwatch: &Path, integration: &Path) -> Result<PathBuf> {
     fs::copy("/bin/busybox", staging.join("bin/busybox"))?;
     fs::copy(portwatch, staging.join("portwatch"))?;
     fs::copy(integration, staging.join("integration-test"))?;
-    fs::write(staging.join("init"), INIT)?;
+    fs::write(
+        staging.join("init"),
+        INIT.replace("RESULTS_ARG", report::RESULTS_ARG),
+    )?;
     if let Some(only) = std::env::var_os("PW_ONLY") {
         fs::write(staging.join("pw_only"), only.as_encoded_bytes())?;
     }
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(staging.join("init"), fs::Permissions::from_mode(0o755))?;
     let image = root.join("initramfs.cpio");
-    let status = Command::new("sh")
-        .current_dir(&staging)
-        .arg("-c")
-        .arg(format!(
-            "find . | cpio --quiet -o -H newc > '{}'",
-            image.display()
-        ))
-        .status()?;
-    if !status.success() {
-        bail!("building the initramfs with cpio failed");
-    }
+    util::run(
+        Command::new("sh")
+            .current_dir(&staging)
+            .arg("-c")
+            .arg(format!(
+                "find . | cpio --quiet -o -H newc > '{}'",
+                image.display()
+            )),
+    )
+    .context("building the initramfs with cpio")?;
     Ok(image)
 }
 
-/// One guest run: its RESULT lines and whether the suite passed.
-pub struct VmRun {
-    pub kernel: String,
-    pub lines: Vec<String>,
-    pub passed: bool,
-}
-
-fn boot(kernel_image: &Path, initrd: &Path) -> Result<(Vec<String>, bool)> {
+/// Boot `kernel_image` with the suite in `initrd`, its console echoed on stderr;
+/// the guest's results arrive in `results` (its second serial port). Whether the
+/// suite exited with success.
+fn boot(kernel_image: &Path, initrd: &Path, results: &Path) -> Result<bool> {
+    let mut serial_file = std::ffi::OsString::from("file:");
+    serial_file.push(results);
     let (status, lines) = util::run_streaming(
         Command::new("timeout")
             .arg("1200")
@@ -201,7 +207,9 @@ fn boot(kernel_image: &Path, initrd: &Path) -> Result<(Vec<String>, bool)> {
                 "none",
                 "-serial",
                 "stdio",
+                "-serial",
             ])
+            .arg(serial_file)
             .stdin(std::process::Stdio::null()),
     )?;
     let exit = lines.iter().find_map(|l| {
@@ -210,12 +218,14 @@ fn boot(kernel_image: &Path, initrd: &Path) -> Result<(Vec<String>, bool)> {
             .map(|c| c.trim().to_string())
     });
     match exit {
-        Some(code) => Ok((lines, code == "0")),
+        Some(code) => Ok(code == "0"),
         None => bail!("the guest did not finish the suite (qemu: {status})"),
     }
 }
 
-pub fn vm_test(options: &VmOptions, object: &Path) -> Result<Vec<VmRun>> {
+/// The suite on each kernel; a kernel that does not boot or finish is a failed
+/// suite.
+pub fn vm_test(options: &VmOptions, object: &Path) -> Result<Vec<Suite>> {
     ensure_host_tools()?;
     let kernels = if options.kernels.is_empty() {
         default_kernels()?
@@ -224,19 +234,19 @@ pub fn vm_test(options: &VmOptions, object: &Path) -> Result<Vec<VmRun>> {
     };
     let (portwatch, integration) = static_binaries(object)?;
     let initrd = initramfs(&portwatch, &integration)?;
-    let mut runs = Vec::new();
+    let mut suites = Vec::new();
     for package in kernels {
         let image = kernel_image(&package)?;
+        let results = initrd.with_file_name(format!("results-{package}.jsonl"));
+        let _ = fs::remove_file(&results);
         eprintln!("xtask: booting {package} under QEMU (TCG)");
-        let (lines, passed) = match boot(&image, &initrd) {
-            Ok(r) => r,
-            Err(e) => (vec![format!("boot failed: {e:#}")], false),
-        };
-        runs.push(VmRun {
-            kernel: package,
-            lines,
-            passed,
+        suites.push(match boot(&image, &initrd, &results) {
+            Ok(exited_ok) => Suite::read(package, &results, exited_ok),
+            Err(e) => {
+                eprintln!("xtask: error: {package}: {e:#}");
+                Suite::failed(package)
+            }
         });
     }
-    Ok(runs)
+    Ok(suites)
 }

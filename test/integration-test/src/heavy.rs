@@ -2,88 +2,103 @@
 //! for them): tens of thousands of loopback connections from the load generator,
 //! every connect and accept accounted for, none lost silently, memory flat.
 use std::{
+    collections::BTreeMap,
     io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::{mpsc, Arc, Mutex},
+    process::{ChildStdout, Command},
+    sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde_json::Value;
 
-use crate::scenarios::unused_port;
+use crate::{
+    checks::Checks,
+    harness::{
+        helpers::LOOPBACK,
+        launch::{Launch, Running},
+        stderr::Closing,
+    },
+    sock,
+};
 
-/// What a counting reader keeps of portwatch's JSON stream: (event, pid, tid,
-/// pid_exact) per event, and the `stats` records.
+pub fn record_all(checks: &mut Checks, portwatch: &str, loadgen: &str, mode: &str) {
+    checks.record(
+        &format!("[{mode}] storm: 20,000 connections, every event printed or counted lost"),
+        storm(portwatch, loadgen, mode),
+    );
+    checks.record(
+        &format!("[{mode}] soak: 100,000 connections, kernel map emptied, RSS flat"),
+        soak(portwatch, loadgen, mode),
+    );
+}
+
+/// One event as the counting reader keeps it.
+struct Seen {
+    event: String,
+    pid: u64,
+    tid: u64,
+    pid_exact: bool,
+}
+
+/// What a counting reader keeps of portwatch's JSON stream (hundreds of thousands
+/// of lines: not the whole events).
 #[derive(Default)]
 struct Stream {
-    events: Vec<(String, u64, u64, bool)>,
+    events: Vec<Seen>,
     stats: Vec<Value>,
+    /// The sum of the `lost` records.
     lost_records: u64,
+    not_json: u64,
 }
 
-struct Run {
-    child: Child,
-    stream: Arc<Mutex<Stream>>,
-    stderr: Arc<Mutex<Vec<String>>>,
-    reader: thread::JoinHandle<()>,
-}
-
-fn start(portwatch: &str, args: &[String]) -> Result<Run> {
-    let mut child = Command::new(portwatch)
-        .args(["--format", "json", "--no-snapshot"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let stream = Arc::new(Mutex::new(Stream::default()));
-    let out = BufReader::new(child.stdout.take().unwrap());
-    let s = stream.clone();
-    let reader = thread::spawn(move || {
-        for line in out.lines().map_while(Result::ok) {
-            let v: Value = serde_json::from_str(&line).expect("portwatch printed invalid JSON");
-            let mut s = s.lock().unwrap();
-            match v["event"].as_str() {
-                Some("stats") => s.stats.push(v),
-                Some("lost") => s.lost_records += v["lost"].as_u64().unwrap_or(0),
-                Some(kind) => s.events.push((
-                    kind.to_string(),
-                    v["pid"].as_u64().unwrap_or(0),
-                    v["tid"].as_u64().unwrap_or(0),
-                    v["pid_exact"] == true,
-                )),
-                None => {}
-            }
+fn count(stdout: ChildStdout, stream: &Mutex<Stream>) {
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            stream.lock().unwrap().not_json += 1;
+            continue;
+        };
+        let mut s = stream.lock().unwrap();
+        match v["event"].as_str() {
+            Some("stats") => s.stats.push(v),
+            Some("lost") => s.lost_records += v["lost"].as_u64().unwrap_or(0),
+            Some(kind) => s.events.push(Seen {
+                event: kind.to_string(),
+                pid: v["pid"].as_u64().unwrap_or(0),
+                tid: v["tid"].as_u64().unwrap_or(0),
+                pid_exact: v["pid_exact"] == true,
+            }),
+            None => {}
         }
-    });
-    let stderr = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = mpsc::channel();
-    let err = BufReader::new(child.stderr.take().unwrap());
-    let se = stderr.clone();
-    thread::spawn(move || {
-        for line in err.lines().map_while(Result::ok) {
-            if line.contains("attached") {
-                let _ = tx.send(());
-            }
-            se.lock().unwrap().push(line);
-        }
-    });
-    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
-        let _ = child.kill();
-        bail!("portwatch did not attach: {:?}", stderr.lock().unwrap());
     }
-    Ok(Run {
-        child,
-        stream,
-        stderr,
-        reader,
-    })
 }
 
-/// Wait until the stream has been quiet for a second, then SIGINT; the counts
-/// from portwatch's closing line (printed, lost, received).
-fn finish(run: Run) -> Result<(Stream, (u64, u64, u64, u64))> {
+/// portwatch on `port` only, counting what it prints.
+struct Run {
+    running: Running<()>,
+    stream: Arc<Mutex<Stream>>,
+}
+
+fn start(portwatch: &str, mode: &str, port: u16, extra: &[&str]) -> Result<Run> {
+    let stream = Arc::new(Mutex::new(Stream::default()));
+    let counted = stream.clone();
+    let running = Launch::trace(portwatch, mode)
+        .args([
+            "--format",
+            "json",
+            "--no-snapshot",
+            "--port",
+            &port.to_string(),
+        ])
+        .args(extra)
+        .start(move |stdout| count(stdout, &counted))?;
+    Ok(Run { running, stream })
+}
+
+/// Wait until the stream has been quiet for a second, then SIGINT; the stream and
+/// portwatch's closing counts.
+fn finish(run: Run) -> Result<(Stream, Closing)> {
     let mut last = usize::MAX;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -94,57 +109,24 @@ fn finish(run: Run) -> Result<(Stream, (u64, u64, u64, u64))> {
         }
         last = n;
     }
-    let mut child = run.child;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )?;
-    let status = child.wait()?;
-    run.reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("the reader panicked"))?;
-    thread::sleep(Duration::from_millis(100));
-    let stderr = run.stderr.lock().unwrap().clone();
-    if !status.success() {
-        bail!("portwatch exited with {status}: {stderr:?}");
+    let stopped = run.running.stop()?;
+    if !stopped.status.success() {
+        bail!(
+            "portwatch exited with {}: {}",
+            stopped.status,
+            stopped.stderr
+        );
     }
-    let line = stderr
-        .iter()
-        .find(|l| l.contains("detached;"))
-        .context("no closing line")?;
-    let words: Vec<&str> = line
-        .split([' ', ',', ';'])
-        .filter(|w| !w.is_empty())
-        .collect();
-    let before = |w: &str| -> Result<u64> {
-        let i = words
-            .iter()
-            .position(|x| *x == w)
-            .with_context(|| format!("no `{w}` in {line}"))?;
-        Ok(words[i - 1].parse()?)
-    };
-    let counts = (
-        before("events")?,
-        before("lost")?,
-        before("received")?,
-        before("skipped")?,
-    );
-    let stream = Arc::try_unwrap(run.stream)
-        .map_err(|_| anyhow::anyhow!("stream still shared"))?
-        .into_inner()
-        .unwrap();
-    Ok((stream, counts))
+    let closing = stopped.stderr.closing()?;
+    let stream = std::mem::take(&mut *run.stream.lock().unwrap());
+    Ok((stream, closing))
 }
 
 /// The load generator's own account.
 fn load(loadgen: &str, connections: u64, port: u16) -> Result<Value> {
     let out = Command::new(loadgen)
-        .args([
-            "--connections",
-            &connections.to_string(),
-            "--port",
-            &port.to_string(),
-        ])
+        .args(["--connections", &connections.to_string()])
+        .args(["--port", &port.to_string()])
         .output()?;
     if !out.status.success() {
         bail!("loadgen failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -153,17 +135,18 @@ fn load(loadgen: &str, connections: u64, port: u16) -> Result<Value> {
 }
 
 /// Every event of a storm of `connections`: per connection a connect, an accept and
-/// two closes, plus the listener's listen and close. The accounting: what was
-/// printed plus what was reported lost (ring buffer full) never exceeds that, and
-/// falls short of it by no more than the program runs the kernel reported skipping
-/// (its recursion guard); every connect and accept printed names the right thread.
-fn account(
-    stream: &Stream,
-    counts: (u64, u64, u64, u64),
-    lg: &Value,
-    connections: u64,
-) -> Vec<String> {
-    let (printed, lost, received, skipped) = counts;
+/// two closes, plus the listener's listen and close. What was printed plus what
+/// was reported lost (ring buffer full) never exceeds that, and falls short of it
+/// by no more than the program runs the kernel reported skipping (its recursion
+/// guard).
+fn totals(stream: &Stream, closing: &Closing, connections: u64) -> Vec<String> {
+    let Closing {
+        events: printed,
+        lost,
+        skipped,
+        received,
+        ..
+    } = *closing;
     let expected = 4 * connections + 2;
     let mut failures = Vec::new();
     if printed != stream.events.len() as u64 {
@@ -188,34 +171,54 @@ fn account(
             stream.lost_records
         ));
     }
+    if stream.not_json > 0 {
+        failures.push(format!("{} lines printed are not JSON", stream.not_json));
+    }
+    failures
+}
+
+/// Every connect and accept printed names the load generator and the thread that
+/// made it.
+fn threads(stream: &Stream, lg: &Value) -> Vec<String> {
     let (pid, server_tid, client_tid) = (
         lg["pid"].as_u64(),
         lg["server_tid"].as_u64(),
         lg["client_tid"].as_u64(),
     );
-    let mut wrong = 0;
-    for (kind, p, t, exact) in &stream.events {
-        let ok = match kind.as_str() {
-            "connect" => Some(*p) == pid && Some(*t) == client_tid && *exact,
-            "accept" => Some(*p) == pid && Some(*t) == server_tid && *exact,
-            _ => true,
-        };
-        if !ok {
-            wrong += 1;
-        }
-    }
+    let wrong = stream
+        .events
+        .iter()
+        .filter(|e| {
+            let thread = match e.event.as_str() {
+                "connect" => client_tid,
+                "accept" => server_tid,
+                _ => return false,
+            };
+            !(Some(e.pid) == pid && Some(e.tid) == thread && e.pid_exact)
+        })
+        .count();
     if wrong > 0 {
-        failures.push(format!(
+        return vec![format!(
             "{wrong} connect/accept events named the wrong process or thread"
-        ));
+        )];
     }
-    let mut kinds: std::collections::BTreeMap<&str, u64> = Default::default();
-    for (kind, ..) in &stream.events {
-        *kinds.entry(kind.as_str()).or_default() += 1;
+    vec![]
+}
+
+/// The accounting of a run, and a line saying what happened.
+fn account(stream: &Stream, closing: &Closing, lg: &Value, connections: u64) -> Vec<String> {
+    let mut failures = totals(stream, closing, connections);
+    failures.extend(threads(stream, lg));
+    let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
+    for e in &stream.events {
+        *kinds.entry(e.event.as_str()).or_default() += 1;
     }
     println!(
-        "# {connections} connections at {:.0}/s: {printed} events printed ({kinds:?}), {lost} lost and {skipped} skipped runs, all reported",
-        lg["rate"].as_f64().unwrap_or(0.0)
+        "# {connections} connections at {:.0}/s: {} events printed ({kinds:?}), {} lost and {} skipped runs, all reported",
+        lg["rate"].as_f64().unwrap_or(0.0),
+        closing.events,
+        closing.lost,
+        closing.skipped
     );
     failures
 }
@@ -223,28 +226,19 @@ fn account(
 /// 20,000 connections as fast as the machine makes them, with the default
 /// settings and with a deliberately tiny ring buffer: either way every event is
 /// printed or counted as lost.
-pub fn storm(portwatch: &str, loadgen: &str, mode: &str) -> Result<Vec<String>> {
+fn storm(portwatch: &str, loadgen: &str, mode: &str) -> Result<Vec<String>> {
+    const N: u64 = 20_000;
     let mut failures = Vec::new();
     for (label, extra) in [
-        ("default settings", vec![]),
-        (
-            "4 KiB ring buffer",
-            vec!["--ringbuf-size".to_string(), "4096".to_string()],
-        ),
+        ("default settings", &[][..]),
+        ("4 KiB ring buffer", &["--ringbuf-size", "4096"]),
     ] {
-        let port = unused_port("127.0.0.1".parse()?)?;
-        let mut args = vec![
-            "--attach".into(),
-            mode.into(),
-            "--port".into(),
-            port.to_string(),
-        ];
-        args.extend(extra);
-        let run = start(portwatch, &args)?;
-        let lg = load(loadgen, 20_000, port)?;
-        let (stream, counts) = finish(run)?;
-        let f = account(&stream, counts, &lg, 20_000);
-        if label.starts_with('4') && counts.1 == 0 {
+        let port = sock::unused_port(LOOPBACK)?;
+        let run = start(portwatch, mode, port, extra)?;
+        let lg = load(loadgen, N, port)?;
+        let (stream, closing) = finish(run)?;
+        let f = account(&stream, &closing, &lg, N);
+        if !extra.is_empty() && closing.lost == 0 {
             failures.push(format!(
                 "{label}: no loss at all, so the accounting was not exercised"
             ));
@@ -256,45 +250,37 @@ pub fn storm(portwatch: &str, loadgen: &str, mode: &str) -> Result<Vec<String>> 
 
 /// 100,000 connections with `--stats 1`: the kernel's per-socket map ends empty
 /// (entries are removed on close), and portwatch's RSS stays flat.
-pub fn soak(portwatch: &str, loadgen: &str, mode: &str) -> Result<Vec<String>> {
+fn soak(portwatch: &str, loadgen: &str, mode: &str) -> Result<Vec<String>> {
     const N: u64 = 100_000;
-    let port = unused_port("127.0.0.1".parse()?)?;
-    let run = start(
-        portwatch,
-        &[
-            "--attach".into(),
-            mode.into(),
-            "--port".into(),
-            port.to_string(),
-            "--stats".into(),
-            "1".into(),
-        ],
-    )?;
+    let port = sock::unused_port(LOOPBACK)?;
+    let run = start(portwatch, mode, port, &["--stats", "1"])?;
     let lg = load(loadgen, N, port)?;
     // Let two more stats records come after the load.
     thread::sleep(Duration::from_millis(2500));
-    let (stream, counts) = finish(run)?;
-    let mut failures = account(&stream, counts, &lg, N);
-    let rss: Vec<u64> = stream
-        .stats
-        .iter()
-        .filter_map(|s| s["rss_kb"].as_u64())
-        .collect();
-    let socks: Vec<u64> = stream
-        .stats
+    let (stream, closing) = finish(run)?;
+    let mut failures = account(&stream, &closing, &lg, N);
+    failures.extend(flat_and_empty(&stream.stats, N));
+    Ok(failures)
+}
+
+/// The `stats` records of a soak: RSS grew by at most 4 MiB, the kernel's socket
+/// map ended (nearly) empty, the process cache within its bound.
+fn flat_and_empty(stats: &[Value], connections: u64) -> Vec<String> {
+    let rss: Vec<u64> = stats.iter().filter_map(|s| s["rss_kb"].as_u64()).collect();
+    let socks: Vec<u64> = stats
         .iter()
         .filter_map(|s| s["socket_map_entries"].as_u64())
         .collect();
     println!("# soak: RSS samples (kB) {rss:?}; kernel socket map entries {socks:?}");
     if rss.len() < 3 {
-        failures.push(format!("only {} stats records", rss.len()));
-        return Ok(failures);
+        return vec![format!("only {} stats records", rss.len())];
     }
+    let mut failures = Vec::new();
     let first = rss[0];
     let peak = *rss.iter().max().unwrap();
     if peak > first + 4096 {
         failures.push(format!(
-            "RSS grew from {first} kB to {peak} kB over {N} connections"
+            "RSS grew from {first} kB to {peak} kB over {connections} connections"
         ));
     }
     match socks.last() {
@@ -303,14 +289,11 @@ pub fn soak(portwatch: &str, loadgen: &str, mode: &str) -> Result<Vec<String>> {
             "{other:?} sockets still tracked in the kernel after the load"
         )),
     }
-    if stream
-        .stats
+    let cached = stats
         .last()
-        .and_then(|s| s["process_cache_entries"].as_u64())
-        .unwrap_or(u64::MAX)
-        > 4096
-    {
+        .and_then(|s| s["process_cache_entries"].as_u64());
+    if cached.unwrap_or(u64::MAX) > 4096 {
         failures.push("process cache above its bound".into());
     }
-    Ok(failures)
+    failures
 }

@@ -3,57 +3,106 @@
 //! portwatch binary, every expected event compared field by field with what the
 //! processes themselves know (their pids, names, ports).
 //!
-//! `integration-test --portwatch PATH [--attach MODE]` runs the suite in MODE, or in
-//! every mode the kernel allows (and checks that the others are refused cleanly),
-//! and ends with the line `N passed, N failed`. `integration-test helper ...` is how
-//! it runs its own helper processes (re-executing itself).
+//! `integration-test --portwatch PATH [--attach MODE] [--loadgen PATH] [--results
+//! FILE]` runs the suite in MODE, or in every mode the kernel allows (and checks
+//! that the others are refused cleanly), prints each check as it goes and ends
+//! with the line `N passed, N failed`. With `--results`, the outcome is also
+//! written to FILE as data (see `report`). `integration-test helper ...` is how it
+//! runs its own helper processes (re-executing itself).
+mod checks;
 mod expect;
 mod failures;
+mod harness;
 mod heavy;
 mod helper;
 mod investigate;
 mod modes;
+mod report;
 mod scenarios;
 mod sock;
-mod tracer;
 
-use std::process::ExitCode;
+use std::{io::Write, process::ExitCode};
+
+use anyhow::{Context, Result};
+
+use report::Group;
+
+const USAGE: &str =
+    "usage: integration-test --portwatch PATH [--attach MODE] [--loadgen PATH] [--results FILE]";
+
+struct Options {
+    portwatch: String,
+    mode: Option<String>,
+    loadgen: Option<String>,
+    results: Option<String>,
+}
+
+fn options(args: Vec<String>) -> Result<Options, String> {
+    let (mut portwatch, mut mode, mut loadgen, mut results) = (None, None, None, None);
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        let slot = match a.as_str() {
+            "--portwatch" => &mut portwatch,
+            "--attach" => &mut mode,
+            "--loadgen" => &mut loadgen,
+            report::RESULTS_ARG => &mut results,
+            other => return Err(format!("unknown argument {other}")),
+        };
+        *slot = Some(it.next().ok_or_else(|| format!("{a} needs a value"))?);
+    }
+    Ok(Options {
+        portwatch: portwatch.ok_or_else(|| USAGE.to_string())?,
+        mode,
+        loadgen,
+        results,
+    })
+}
+
+/// One JSON object per line.
+fn write_results(path: &str, groups: &[Group]) -> Result<()> {
+    let mut file = std::fs::File::create(path).with_context(|| format!("creating {path}"))?;
+    for group in groups {
+        serde_json::to_writer(&mut file, group)?;
+        writeln!(file)?;
+    }
+    file.flush()?;
+    Ok(())
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("helper") {
         return helper::main(&args[1..]);
     }
-    let mut portwatch = None;
-    let mut mode = None;
-    let mut loadgen = None;
-    let mut it = args.into_iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--portwatch" => portwatch = it.next(),
-            "--attach" => mode = it.next(),
-            "--loadgen" => loadgen = it.next(),
-            other => {
-                eprintln!("integration-test: unknown argument {other}");
-                return ExitCode::from(2);
-            }
+    let options = match options(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("integration-test: {e}");
+            return ExitCode::from(2);
         }
-    }
-    let Some(portwatch) = portwatch else {
-        eprintln!("usage: integration-test --portwatch PATH [--attach MODE] [--loadgen PATH]");
-        return ExitCode::from(2);
     };
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         println!("SKIPPED: the kernel integration tests need root (loading eBPF programs)");
         return ExitCode::from(1);
     }
-    let tally = match mode {
-        Some(mode) => scenarios::run_mode(&portwatch, &mode),
-        None => modes::run_all_modes(&portwatch, loadgen.as_deref()),
+    let groups = match &options.mode {
+        Some(mode) => {
+            let checks = scenarios::run_mode(&options.portwatch, mode);
+            vec![checks.into_group(&modes::kernel_release(), Some(mode), false)]
+        }
+        None => modes::run_all_modes(&options.portwatch, options.loadgen.as_deref()),
     };
-    println!("{} passed, {} failed", tally.passed, tally.failed);
-    if tally.failed == 0 {
+    let passed: u32 = groups.iter().map(|g| g.passed).sum();
+    let failed: u32 = groups.iter().map(|g| g.failed).sum();
+    println!("{passed} passed, {failed} failed");
+    if let Some(path) = &options.results {
+        if let Err(e) = write_results(path, &groups) {
+            eprintln!("integration-test: writing the results: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

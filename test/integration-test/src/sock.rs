@@ -57,3 +57,9 @@ pub fn set_syn_count(fd: &OwnedFd, retries: i32) -> std::io::Result<()> {
         Err(std::io::Error::last_os_error())
     }
 }
+
+/// A port nothing listens on: bound (never listened on, so portwatch sees nothing),
+/// its number read, and released.
+pub fn unused_port(ip: IpAddr) -> anyhow::Result<u16> {
+    Ok(bound(ip)?.1)
+}

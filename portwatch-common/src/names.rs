@@ -20,6 +20,11 @@ pub const PROG_SYS_EXIT_ACCEPT: &str = "sys_exit_accept";
 /// the kernel has BTF and socket storage for tracing programs, Linux 5.12+):
 /// owners in socket storage.
 pub const PROG_BTF_INET_SOCK_SET_STATE: &str = "btf_inet_sock_set_state";
+/// Its twin on the same BTF tracepoint, attached after it (so it runs after it for
+/// every state change): it handles only the state changes the kernel's recursion
+/// guard made [`PROG_BTF_INET_SOCK_SET_STATE`] miss, and returns at once
+/// otherwise.
+pub const PROG_BTF_INET_SOCK_SET_STATE_NESTED: &str = "btf_inet_sock_set_state_nested";
 /// fexit program on [`KFUNC_INET_CSK_ACCEPT`] for its two-argument prototype
 /// (Linux 6.10+). See [`fexit_accept_program`].
 pub const PROG_FEXIT_ACCEPT_2ARGS: &str = "fexit_inet_csk_accept_2args";
@@ -47,6 +52,10 @@ pub const MAP_LISTENERS: &str = "LISTENERS";
 /// Per-CPU counters of what the kernel side could not do, indexed by
 /// [`crate::Counter`] (u64 each).
 pub const MAP_COUNTERS: &str = "COUNTERS";
+
+/// Per-CPU notes of the state changes [`PROG_BTF_INET_SOCK_SET_STATE`] handled,
+/// which its twin takes back.
+pub const MAP_HANDLED: &str = "HANDLED";
 
 /// The read-only global holding the [`crate::Config`].
 pub const GLOBAL_CONFIG: &str = "PORTWATCH_CONFIG";

@@ -181,6 +181,15 @@ raw_enum! {
         /// storage, or an LRU map entry): that socket's later events name no
         /// process.
         OwnerUnstored = 2,
+        /// State changes the BTF program missed because it was already running on
+        /// that CPU (the kernel's recursion guard: an interrupt's softirq, on the
+        /// same CPU, changed another socket's state), handled by its nested
+        /// twin instead. Each is one of the BTF program's recursion misses that
+        /// lost nothing.
+        NestedCaught = 3,
+        /// State changes and accepts dropped because reading the kernel's memory
+        /// failed (a helper refused a read): each may have been an event.
+        Unreadable = 4,
     }
 }
 

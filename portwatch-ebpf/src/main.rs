@@ -30,6 +30,7 @@ mod config;
 mod counters;
 mod emit;
 mod filter;
+mod handled;
 mod kernel;
 mod kernel_versions;
 mod maps;
@@ -55,16 +56,28 @@ use crate::{
 /// storage. Named `names::PROG_BTF_INET_SOCK_SET_STATE`.
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn btf_inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
-    let _ = state::try_btf_inet_sock_set_state(&ctx);
+    counted(state::try_btf_inet_sock_set_state(&ctx));
     0
 }
 named!(btf_inet_sock_set_state, PROG_BTF_INET_SOCK_SET_STATE);
+
+/// The same BTF tracepoint, for the state changes the program above misses while
+/// it runs on the same CPU. Named `names::PROG_BTF_INET_SOCK_SET_STATE_NESTED`.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn btf_inet_sock_set_state_nested(ctx: BtfTracePointContext) -> u32 {
+    counted(state::try_btf_inet_sock_set_state_nested(&ctx));
+    0
+}
+named!(
+    btf_inet_sock_set_state_nested,
+    PROG_BTF_INET_SOCK_SET_STATE_NESTED
+);
 
 /// Classic `sock:inet_sock_set_state` (the fallback): the same, owners in the LRU
 /// map. Named `names::PROG_INET_SOCK_SET_STATE`.
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    let _ = state::try_inet_sock_set_state(&ctx);
+    counted(state::try_inet_sock_set_state(&ctx));
     0
 }
 named!(inet_sock_set_state, PROG_INET_SOCK_SET_STATE);
@@ -73,7 +86,7 @@ named!(inet_sock_set_state, PROG_INET_SOCK_SET_STATE);
 /// who received the socket. Named `names::PROG_SYS_EXIT_ACCEPT`.
 #[tracepoint]
 pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
-    let _ = accept::try_sys_exit_accept(&ctx);
+    counted(accept::try_sys_exit_accept(&ctx));
     0
 }
 named!(sys_exit_accept, PROG_SYS_EXIT_ACCEPT);
@@ -83,7 +96,9 @@ named!(sys_exit_accept, PROG_SYS_EXIT_ACCEPT);
 /// function is `names::KFUNC_INET_CSK_ACCEPT`.
 #[fexit(function = "inet_csk_accept")]
 pub fn fexit_inet_csk_accept_2args(ctx: FExitContext) -> u32 {
-    let _ = accept::try_fexit_inet_csk_accept::<ACCEPT_RET_ARG_2ARGS>(&ctx);
+    counted(accept::try_fexit_inet_csk_accept::<ACCEPT_RET_ARG_2ARGS>(
+        &ctx,
+    ));
     0
 }
 named!(fexit_inet_csk_accept_2args, PROG_FEXIT_ACCEPT_2ARGS);
@@ -92,7 +107,9 @@ named!(fexit_inet_csk_accept_2args, PROG_FEXIT_ACCEPT_2ARGS);
 /// Named `names::PROG_FEXIT_ACCEPT_4ARGS`.
 #[fexit(function = "inet_csk_accept")]
 pub fn fexit_inet_csk_accept_4args(ctx: FExitContext) -> u32 {
-    let _ = accept::try_fexit_inet_csk_accept::<ACCEPT_RET_ARG_4ARGS>(&ctx);
+    counted(accept::try_fexit_inet_csk_accept::<ACCEPT_RET_ARG_4ARGS>(
+        &ctx,
+    ));
     0
 }
 named!(fexit_inet_csk_accept_4args, PROG_FEXIT_ACCEPT_4ARGS);
@@ -101,10 +118,18 @@ named!(fexit_inet_csk_accept_4args, PROG_FEXIT_ACCEPT_4ARGS);
 /// Named `names::PROG_KRETPROBE_INET_CSK_ACCEPT`.
 #[kretprobe]
 pub fn kretprobe_inet_csk_accept(ctx: RetProbeContext) -> u32 {
-    let _ = accept::try_kretprobe_inet_csk_accept(&ctx);
+    counted(accept::try_kretprobe_inet_csk_accept(&ctx));
     0
 }
 named!(kretprobe_inet_csk_accept, PROG_KRETPROBE_INET_CSK_ACCEPT);
+
+/// What a program's `try_*` could not do is counted, never dropped silently.
+#[inline(always)]
+fn counted(result: Result<(), i64>) {
+    if result.is_err() {
+        counters::count(portwatch_common::Counter::Unreadable);
+    }
+}
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

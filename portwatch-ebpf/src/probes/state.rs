@@ -14,12 +14,14 @@ use core::ffi::c_void;
 
 use aya_ebpf::programs::{BtfTracePointContext, TracePointContext};
 use portwatch_common::{
-    ConfigFlag, EventKind, ListenKey, Origin, OwnerFlag, TcpState, IPPROTO_TCP,
+    ConfigFlag, Counter, EventKind, ListenKey, Origin, OwnerFlag, TcpState, IPPROTO_TCP,
 };
 
 use crate::{
     config::{has, setting},
+    counters::count,
     emit::{emit, Detail},
+    handled,
     kernel::{self, now_ns, tp_field},
     kernel_versions,
     maps::LISTENERS,
@@ -87,11 +89,16 @@ pub fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     if protocol != IPPROTO_TCP {
         return Ok(());
     }
+    let old = tp_field::<i32>(ctx, setting!(offsets.tp_oldstate))? as u8;
+    let new = tp_field::<i32>(ctx, setting!(offsets.tp_newstate))? as u8;
+    if !acted_on(old, new) {
+        return Ok(());
+    }
     let sk: u64 = tp_field(ctx, setting!(offsets.tp_skaddr))?;
     let store = MapStore::new(sk);
     let change = Change {
-        old: tp_field::<i32>(ctx, setting!(offsets.tp_oldstate))? as u8,
-        new: tp_field::<i32>(ctx, setting!(offsets.tp_newstate))? as u8,
+        old,
+        new,
         ends: Record(ctx),
         store: &store,
     };
@@ -99,8 +106,35 @@ pub fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i64> {
 }
 
 /// BTF `sock:inet_sock_set_state(sk, oldstate, newstate)`: owners in socket
-/// storage.
+/// storage. Notes on this CPU which state change it handled (see
+/// [`try_btf_inet_sock_set_state_nested`]).
 pub fn try_btf_inet_sock_set_state(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    let result = btf_state_change(ctx);
+    handled::note(&handled::Change::of(ctx));
+    result
+}
+
+/// The twin, attached after the program above: for every state change it runs
+/// right after that program on the same CPU. If that program noted the change, this
+/// one takes the note and returns; if not (the kernel's recursion guard skipped that
+/// program, because it was already running on this CPU when this change came),
+/// this one handles the change.
+pub fn try_btf_inet_sock_set_state_nested(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    if handled::take(&handled::Change::of(ctx)) {
+        return Ok(());
+    }
+    count(Counter::NestedCaught);
+    btf_state_change(ctx)
+}
+
+/// One BPF function both programs call (not inlined: its stack is its own, and
+/// the programs around it stay within the 512-byte limit).
+#[inline(never)]
+fn btf_state_change(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    let (old, new) = (ctx.arg::<i32>(1) as u8, ctx.arg::<i32>(2) as u8);
+    if !acted_on(old, new) {
+        return Ok(());
+    }
     let sk: *mut c_void = ctx.arg(0);
     let family = kernel::sock_family(sk as u64)?;
     if !kernel_versions::sock_is_inet_tcp(sk as u64, family)? {
@@ -108,8 +142,8 @@ pub fn try_btf_inet_sock_set_state(ctx: &BtfTracePointContext) -> Result<(), i64
     }
     let store = SkStore::new(sk);
     let change = Change {
-        old: ctx.arg::<i32>(1) as u8,
-        new: ctx.arg::<i32>(2) as u8,
+        old,
+        new,
         ends: Sock {
             sk: sk as u64,
             family,
@@ -117,6 +151,19 @@ pub fn try_btf_inet_sock_set_state(ctx: &BtfTracePointContext) -> Result<(), i64
         store: &store,
     };
     on_change(&change)
+}
+
+/// Whether the lifecycle acts on this transition (the others, like ESTABLISHED ->
+/// FIN_WAIT1, cost only this test: the shorter a run, the less often another state
+/// change on the same CPU comes while it runs).
+#[inline(always)]
+fn acted_on(old: u8, new: u8) -> bool {
+    new == CLOSE
+        || matches!(
+            (old, new),
+            (CLOSE, LISTEN) | (CLOSE, SYN_SENT) | (SYN_SENT, ESTABLISHED) | (LISTEN, SYN_RECV)
+        )
+        || (old == SYN_RECV && new == ESTABLISHED && !has(ConfigFlag::AcceptHooked))
 }
 
 #[inline(always)]

@@ -126,6 +126,9 @@ fn unattributed(stats: &Stats) -> String {
             stats.accepts_unrecorded
         ));
     }
+    if stats.unreadable > 0 {
+        text.push_str(&format!(", {} unreadable in the kernel", stats.unreadable));
+    }
     if stats.owners_unstored > 0 {
         text.push_str(&format!(", {} owners not stored", stats.owners_unstored));
     }

@@ -5,9 +5,9 @@ use std::path::Path;
 use portwatch_common::{
     names::{
         fexit_accept_program, KFUNC_INET_CSK_ACCEPT, PROG_BTF_INET_SOCK_SET_STATE,
-        PROG_INET_SOCK_SET_STATE, PROG_KRETPROBE_INET_CSK_ACCEPT, PROG_SYS_EXIT_ACCEPT,
-        TP_CATEGORY_SOCK, TP_CATEGORY_SYSCALLS, TP_INET_SOCK_SET_STATE, TP_SYS_EXIT_ACCEPT,
-        TP_SYS_EXIT_ACCEPT4,
+        PROG_BTF_INET_SOCK_SET_STATE_NESTED, PROG_INET_SOCK_SET_STATE,
+        PROG_KRETPROBE_INET_CSK_ACCEPT, PROG_SYS_EXIT_ACCEPT, TP_CATEGORY_SOCK,
+        TP_CATEGORY_SYSCALLS, TP_INET_SOCK_SET_STATE, TP_SYS_EXIT_ACCEPT, TP_SYS_EXIT_ACCEPT4,
     },
     Config, ConfigFlag,
 };
@@ -111,6 +111,11 @@ impl Hook {
     pub fn label(&self) -> String {
         match self {
             Hook::Tracepoint { category, name, .. } => format!("{category}:{name}"),
+            Hook::BtfTracepoint { name, program }
+                if *program == PROG_BTF_INET_SOCK_SET_STATE_NESTED =>
+            {
+                format!("tp_btf:{name} (nested)")
+            }
             Hook::BtfTracepoint { name, .. } => format!("tp_btf:{name}"),
             Hook::Fexit { function, .. } => format!("fexit:{function}"),
             Hook::Kprobe { function, .. } => format!("kprobe:{function}"),
@@ -173,10 +178,16 @@ pub fn plan(
         if mode != AttachMode::Fentry && ConfigFlag::AcceptHooked.is_set(config.flags) {
             config.flags |= ConfigFlag::AcceptsPending.bit();
         }
-        hooks.push(Hook::BtfTracepoint {
-            program: PROG_BTF_INET_SOCK_SET_STATE,
-            name: TP_INET_SOCK_SET_STATE,
-        });
+        // The twin catches what the first misses while it runs on a CPU.
+        for program in [
+            PROG_BTF_INET_SOCK_SET_STATE,
+            PROG_BTF_INET_SOCK_SET_STATE_NESTED,
+        ] {
+            hooks.push(Hook::BtfTracepoint {
+                program,
+                name: TP_INET_SOCK_SET_STATE,
+            });
+        }
     } else {
         hooks.push(Hook::Tracepoint {
             program: PROG_INET_SOCK_SET_STATE,

@@ -4,7 +4,10 @@ use aya::{
     Ebpf,
 };
 use portwatch_common::{
-    names::{MAP_ACCEPTED, MAP_COUNTERS, MAP_EVENTS, MAP_LISTENERS, MAP_SOCKS},
+    names::{
+        MAP_ACCEPTED, MAP_COUNTERS, MAP_EVENTS, MAP_LISTENERS, MAP_SOCKS,
+        PROG_BTF_INET_SOCK_SET_STATE_NESTED,
+    },
     Counter, ListenKey, SockInfo,
 };
 
@@ -84,12 +87,20 @@ impl Tracer {
     /// Program runs the kernel skipped because another BPF program was already
     /// running on that CPU (its recursion guard): each may have carried an event.
     /// Read from every program's `recursion_misses`.
+    ///
+    /// The BTF state program's misses that its nested twin handled are not
+    /// skipped; the twin's own misses come only while the first program runs on
+    /// that CPU (then both miss the same change, counted once) or while it returns
+    /// at once (then the first program handles it).
     pub fn skipped_runs(&self) -> u64 {
-        self.ebpf
+        let misses: u64 = self
+            .ebpf
             .programs()
+            .filter(|(name, _)| *name != PROG_BTF_INET_SOCK_SET_STATE_NESTED)
             .filter_map(|(_, p)| p.fd().ok())
             .map(|fd| bpf_sys::recursion_misses(std::os::fd::AsFd::as_fd(fd)))
-            .sum()
+            .sum();
+        misses.saturating_sub(self.counter(Counter::NestedCaught))
     }
 
     /// Entries of the owner map in use now (none with socket storage alone).

@@ -32,6 +32,8 @@ pub struct Stats {
     pub accepts_unrecorded: u64,
     /// Socket owners the kernel side could not store.
     pub owners_unstored: u64,
+    /// Kernel-side runs dropped because a kernel read failed.
+    pub unreadable: u64,
     /// Events printed that name no process: their sockets were opened before
     /// tracing began, or their owner was not kept (evicted from the LRU map, or
     /// not stored).

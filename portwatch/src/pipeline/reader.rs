@@ -56,6 +56,14 @@ fn report_unattributed(tracer: &Tracer, pipeline: &mut Pipeline<'_>) {
         );
         pipeline.stats.accepts_unrecorded = accepts;
     }
+    let unreadable = tracer.counter(Counter::Unreadable);
+    if unreadable > pipeline.stats.unreadable {
+        eprintln!(
+            "portwatch: warning: {} state changes or accepts were dropped because a kernel read failed, {unreadable} in total; each may have been an event",
+            unreadable - pipeline.stats.unreadable
+        );
+        pipeline.stats.unreadable = unreadable;
+    }
     let unstored = tracer.counter(Counter::OwnerUnstored);
     if unstored > pipeline.stats.owners_unstored {
         eprintln!(

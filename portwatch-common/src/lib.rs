@@ -44,7 +44,7 @@ pub mod values;
 pub use config::{Config, FILTER_MAX};
 pub use offsets::{KernelOffsets, Offset, OffsetSource};
 pub use records::{Event, ListenKey, SockInfo, COMM_LEN};
-pub use values::{ConfigFlag, EventKind, Origin, OwnerFlag, TcpState, UnknownValue};
+pub use values::{ConfigFlag, Counter, EventKind, Origin, OwnerFlag, TcpState, UnknownValue};
 
 /// `AF_INET` / `AF_INET6` as the kernel spells them.
 pub const AF_INET: u16 = 2;
@@ -52,8 +52,12 @@ pub const AF_INET6: u16 = 10;
 /// `IPPROTO_TCP`.
 pub const IPPROTO_TCP: u16 = 6;
 
-/// Capacity of the per-socket map (LRU: the least recently used entry is evicted).
+/// Default capacity of the per-socket LRU map, where socket storage is not used
+/// (`--max-sockets`; preallocated: about 9 MB of kernel memory).
 pub const SOCKS_MAX_ENTRIES: u32 = 65_536;
+/// Default capacity of the map of accepted sockets waiting to move into socket
+/// storage (`--max-sockets` with socket storage; allocated as used).
+pub const ACCEPTED_MAX_ENTRIES: u32 = 262_144;
 /// Capacity of the listener map (LRU).
 pub const LISTENERS_MAX_ENTRIES: u32 = 4_096;
 /// Default ring buffer size in bytes (a power of two, a multiple of the page size).

@@ -16,34 +16,50 @@ pub const PROG_INET_SOCK_SET_STATE: &str = "inet_sock_set_state";
 /// Tracepoint program attached to both `syscalls:sys_exit_accept` and
 /// `syscalls:sys_exit_accept4` (mode `tracepoint`).
 pub const PROG_SYS_EXIT_ACCEPT: &str = "sys_exit_accept";
-/// fentry program on [`KFUNC_TCP_CONNECT`] (mode `fentry`).
-pub const PROG_FENTRY_TCP_CONNECT: &str = "fentry_tcp_connect";
+/// BTF tracepoint program on `sock:inet_sock_set_state` (every attach mode where
+/// the kernel has BTF and socket storage for tracing programs, Linux 5.12+):
+/// owners in socket storage.
+pub const PROG_BTF_INET_SOCK_SET_STATE: &str = "btf_inet_sock_set_state";
+/// Its twin on the same BTF tracepoint, attached after it (so it runs after it for
+/// every state change): it handles only the state changes the kernel's recursion
+/// guard made [`PROG_BTF_INET_SOCK_SET_STATE`] miss, and returns at once
+/// otherwise.
+pub const PROG_BTF_INET_SOCK_SET_STATE_NESTED: &str = "btf_inet_sock_set_state_nested";
 /// fexit program on [`KFUNC_INET_CSK_ACCEPT`] for its two-argument prototype
 /// (Linux 6.10+). See [`fexit_accept_program`].
 pub const PROG_FEXIT_ACCEPT_2ARGS: &str = "fexit_inet_csk_accept_2args";
 /// fexit program on [`KFUNC_INET_CSK_ACCEPT`] for its four-argument prototype
 /// (before Linux 6.10). See [`fexit_accept_program`].
 pub const PROG_FEXIT_ACCEPT_4ARGS: &str = "fexit_inet_csk_accept_4args";
-/// kprobe program on [`KFUNC_TCP_CONNECT`] (mode `kprobe`).
-pub const PROG_KPROBE_TCP_CONNECT: &str = "kprobe_tcp_connect";
 /// kretprobe program on [`KFUNC_INET_CSK_ACCEPT`] (mode `kprobe`; the return value
 /// does not depend on the prototype).
 pub const PROG_KRETPROBE_INET_CSK_ACCEPT: &str = "kretprobe_inet_csk_accept";
 
 /// The ring buffer of [`crate::Event`]s (its size can be set at load time).
 pub const MAP_EVENTS: &str = "EVENTS";
-/// Per-socket [`crate::SockInfo`], keyed by the `struct sock` address (LRU).
+/// Per-socket [`crate::SockInfo`], keyed by the `struct sock` address (LRU): the
+/// owner store where socket storage is not used.
 pub const MAP_SOCKS: &str = "SOCKS";
+/// Per-socket [`crate::SockInfo`] in socket storage (`BPF_MAP_TYPE_SK_STORAGE`):
+/// the owner store of the BTF tracepoint program.
+pub const MAP_SK_OWNERS: &str = "SK_OWNERS";
+/// Exact owners of accepted sockets, keyed by the `struct sock` address, left by an
+/// accept program that cannot write socket storage until the socket's next state
+/// change moves them there (hash, allocated as used, no eviction).
+pub const MAP_ACCEPTED: &str = "ACCEPTED";
 /// Listener owners, [`crate::ListenKey`] to [`crate::SockInfo`] (LRU).
 pub const MAP_LISTENERS: &str = "LISTENERS";
-/// Per-CPU count of events the ring buffer had no room for (index 0, u64).
-pub const MAP_LOST: &str = "LOST";
+/// Per-CPU counters of what the kernel side could not do, indexed by
+/// [`crate::Counter`] (u64 each).
+pub const MAP_COUNTERS: &str = "COUNTERS";
+
+/// Per-CPU notes of the state changes [`PROG_BTF_INET_SOCK_SET_STATE`] handled,
+/// which its twin takes back.
+pub const MAP_HANDLED: &str = "HANDLED";
 
 /// The read-only global holding the [`crate::Config`].
 pub const GLOBAL_CONFIG: &str = "PORTWATCH_CONFIG";
 
-/// Kernel function hooked to record connecting processes.
-pub const KFUNC_TCP_CONNECT: &str = "tcp_connect";
 /// Kernel function whose return hands an accepted sock to the acceptor.
 pub const KFUNC_INET_CSK_ACCEPT: &str = "inet_csk_accept";
 /// Tracepoint category and name of the TCP lifecycle tracepoint.

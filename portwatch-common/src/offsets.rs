@@ -159,9 +159,14 @@ kernel_offsets! {
     sk_protocol:         btf("sock", "sk_protocol")                      => SkProtocol,
     /// `sock_common` members, as offsets from the start of `struct sock`.
     skc_daddr:           btf("sock", "__sk_common.skc_daddr")            => SockFields,
-    skc_rcv_saddr:       btf("sock", "__sk_common.skc_rcv_saddr")        => SockFields,
     skc_dport:           btf("sock", "__sk_common.skc_dport")            => SockFields,
-    skc_num:             btf("sock", "__sk_common.skc_num")              => SockFields,
+    skc_cookie:          btf("sock", "__sk_common.skc_cookie")           => SockFields,
+    /// `inet_sock` members (a `struct sock` begins every `inet_sock`, so these are
+    /// offsets from the sock too): the local port and IPv4 address as the
+    /// tracepoint's record takes them. `skc_num` is already 0 when a failed
+    /// connect's socket reaches CLOSE; `inet_sport` still holds the port.
+    inet_sport:          btf("inet_sock", "inet_sport")                  => SockFields,
+    inet_saddr:          btf("inet_sock", "inet_saddr")                  => SockFields,
     skc_family:          btf("sock", "__sk_common.skc_family")           => SockFields,
     skc_state:           btf("sock", "__sk_common.skc_state")            => SockFields,
     skc_v6_daddr:        btf("sock", "__sk_common.skc_v6_daddr")         => SockFields,
@@ -183,7 +188,7 @@ mod tests {
     #[test]
     fn one_u32_per_offset_and_no_padding() {
         assert_eq!(size_of::<KernelOffsets>(), Offset::ALL.len() * 4);
-        assert_eq!(Offset::ALL.len(), 30);
+        assert_eq!(Offset::ALL.len(), 31);
         assert_eq!(KernelOffsets::zeroed(), KernelOffsets::default());
     }
 
@@ -198,7 +203,7 @@ mod tests {
         }
         // Field order is declaration order: the repr(C) struct's n-th u32.
         // SAFETY: KernelOffsets is repr(C), made of u32 only.
-        let words: &[u32; 30] = unsafe { &*(&o as *const KernelOffsets).cast::<[u32; 30]>() };
+        let words: &[u32; 31] = unsafe { &*(&o as *const KernelOffsets).cast::<[u32; 31]>() };
         for (i, w) in words.iter().enumerate() {
             assert_eq!(*w, 1000 + i as u32);
         }
@@ -240,6 +245,8 @@ mod tests {
             (Offset::socket_sk, "socket", "sk", FdWalk),
             (Offset::sk_err, "sock", "sk_err", SkErr),
             (Offset::sk_protocol, "sock", "sk_protocol", SkProtocol),
+            (Offset::inet_sport, "inet_sock", "inet_sport", SockFields),
+            (Offset::inet_saddr, "inet_sock", "inet_saddr", SockFields),
             (
                 Offset::task_real_parent,
                 "task_struct",
@@ -272,6 +279,6 @@ mod tests {
                 .unwrap_or_else(|| panic!("{o:?}"));
             assert_eq!((ty, path, feature), (want.1, want.2, want.3), "{o:?}");
         }
-        assert_eq!(btf, expected.len() + 8);
+        assert_eq!(btf, expected.len() + 7);
     }
 }

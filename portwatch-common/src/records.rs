@@ -23,6 +23,11 @@ pub struct Event {
     /// CLOCK_MONOTONIC ns; the same in every event of the socket. 0 when the socket
     /// is unknown (it existed before tracing began).
     pub sock_born_ns: u64,
+    /// The kernel's socket cookie (`sock_common.skc_cookie`, unique for the boot and
+    /// never reused; the id `ss -e` and sock_diag show), 0 where the kernel side
+    /// could not get it (no socket storage mode). Where it is known it names the
+    /// socket alone.
+    pub sock_cookie: u64,
     /// Connect: SYN_SENT to ESTABLISHED. Close: lifetime from the start of the
     /// connection (or listen). Otherwise 0.
     pub duration_ns: u64,
@@ -151,14 +156,15 @@ mod tests {
 
     #[test]
     fn layouts_have_no_hidden_padding() {
-        // Event: 4 u64s, 4 u32s, 3 u16s, 6 u8s, 3 [u8; 16], a u32, 2 u64s.
+        // Event: 5 u64s, 4 u32s, 3 u16s, 6 u8s, 3 [u8; 16], a u32, 2 u64s.
         assert_eq!(
             size_of::<Event>(),
-            4 * 8 + 4 * 4 + 3 * 2 + 6 + 3 * 16 + 4 + 2 * 8
+            5 * 8 + 4 * 4 + 3 * 2 + 6 + 3 * 16 + 4 + 2 * 8
         );
-        assert_eq!(Event::SIZE, 128);
+        assert_eq!(Event::SIZE, 136);
         assert_eq!(offset_of!(Event, sock_born_ns), 16);
-        assert_eq!(offset_of!(Event, cgroup_id), 112);
+        assert_eq!(offset_of!(Event, sock_cookie), 24);
+        assert_eq!(offset_of!(Event, cgroup_id), 120);
         // SockInfo: 2 u64s, 3 u32s, 2 u8s, a u16, [u8; 16], 2 u32s, 2 u64s.
         assert_eq!(
             size_of::<SockInfo>(),
@@ -174,6 +180,7 @@ mod tests {
             ts_ns: 1,
             sock_id: 0xffff_8880_0000_1000,
             sock_born_ns: 2,
+            sock_cookie: 3,
             duration_ns: 0,
             pid: 0,
             tid: 0,

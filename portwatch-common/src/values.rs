@@ -169,6 +169,36 @@ impl OwnerFlag {
 }
 
 raw_enum! {
+    /// Indices of the per-CPU `COUNTERS` map: what the kernel side could not do,
+    /// counted so that nothing is lost silently.
+    pub enum Counter: u32, "counter" {
+        /// Events the ring buffer had no room for.
+        Lost = 0,
+        /// Accepts whose exact owner could not be kept (the `ACCEPTED` map was
+        /// full): that socket's later events name the listener's owner, inexactly.
+        AcceptUnrecorded = 1,
+        /// Owners that could not be stored (the kernel could not allocate socket
+        /// storage, or an LRU map entry): that socket's later events name no
+        /// process.
+        OwnerUnstored = 2,
+        /// State changes the BTF program missed because it was already running on
+        /// that CPU (the kernel's recursion guard: an interrupt's softirq, on the
+        /// same CPU, changed another socket's state), handled by its nested
+        /// twin instead. Each is one of the BTF program's recursion misses that
+        /// lost nothing.
+        NestedCaught = 3,
+        /// State changes and accepts dropped because reading the kernel's memory
+        /// failed (a helper refused a read): each may have been an event.
+        Unreadable = 4,
+    }
+}
+
+impl Counter {
+    /// How many counters there are (the `COUNTERS` map's entries).
+    pub const COUNT: u32 = Counter::ALL.len() as u32;
+}
+
+raw_enum! {
     /// Bits of [`crate::Config::flags`]: what the kernel side may rely on. The
     /// offset-backed ones are set by userspace only when every [`crate::Offset`]
     /// of that feature was found in the kernel's BTF.
@@ -185,11 +215,16 @@ raw_enum! {
         /// inet_csk_accept) is attached: the tracepoint does not report accepts
         /// itself.
         AcceptHooked = 16,
-        /// A tcp_connect program is attached: it records connecting processes, not
-        /// the tracepoint's CLOSE -> SYN_SENT.
-        ConnectHooked = 32,
+        /// Owners live in socket storage (the BTF tracepoint program): no map
+        /// entry per socket, nothing to evict or delete.
+        SockStorage = 32,
         /// The task_struct offsets (parent, tgid, start time) are valid.
         TaskFields = 64,
+        /// With [`ConfigFlag::SockStorage`]: the accept program cannot write socket
+        /// storage (a kretprobe or a syscall tracepoint), so it leaves the exact
+        /// owner in the `ACCEPTED` map, which the socket's next state change moves
+        /// into its storage.
+        AcceptsPending = 128,
     }
 }
 
@@ -284,7 +319,7 @@ mod tests {
     #[test]
     fn config_flag() {
         round_trip!(ConfigFlag, u32);
-        assert_eq!(ConfigFlag::ALL.len(), 7);
+        assert_eq!(ConfigFlag::ALL.len(), 8);
         // One distinct bit each.
         let mut all = 0u32;
         for f in ConfigFlag::ALL {
@@ -293,8 +328,8 @@ mod tests {
             all |= f.bit();
             assert!(f.is_set(all) && !f.is_set(!f.bit()));
         }
-        assert_eq!(all, 127);
-        for bad in [0, 3, 128, u32::MAX] {
+        assert_eq!(all, 255);
+        for bad in [0, 3, 256, u32::MAX] {
             assert_eq!(
                 ConfigFlag::try_from(bad),
                 Err(UnknownValue {

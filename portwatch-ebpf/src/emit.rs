@@ -1,21 +1,17 @@
 //! Putting events in the ring buffer: reserve, fill, submit with batched wakeups;
 //! counting what does not fit.
 use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
-use portwatch_common::{Event, EventKind, SockInfo};
+use portwatch_common::{Counter, Event, EventKind, SockInfo};
 
-use crate::{
-    config::setting,
-    filter,
-    kernel::now_ns,
-    maps::{EVENTS, LOST},
-    tuple::Tuple,
-};
+use crate::{config::setting, counters::count, filter, kernel::now_ns, maps::EVENTS, tuple::Tuple};
 
 /// What an event says beyond its endpoints and owner.
 pub struct Detail {
     pub kind: EventKind,
     /// The `struct sock` address.
     pub sock_id: u64,
+    /// The socket's cookie, 0 where not known.
+    pub cookie: u64,
     /// Raw TCP states, as the kernel gave them.
     pub old_state: u8,
     pub new_state: u8,
@@ -30,27 +26,12 @@ impl Detail {
         Detail {
             kind,
             sock_id: sk,
+            cookie: 0,
             old_state,
             new_state,
             duration_ns: 0,
             error: 0,
         }
-    }
-}
-
-/// `*counter += n` as one BPF atomic instruction (`lock xadd`).
-///
-/// # Safety
-/// `counter` must point to a live, 8-byte aligned u64 in a map value.
-#[inline(always)]
-unsafe fn atomic_add(counter: *mut u64, n: u64) {
-    #[cfg(target_arch = "bpf")]
-    unsafe {
-        core::arch::asm!("lock *(u64 *)({0} + 0) += {1}", in(reg) counter, in(reg) n);
-    }
-    #[cfg(not(target_arch = "bpf"))]
-    unsafe {
-        *counter += n;
     }
 }
 
@@ -88,6 +69,7 @@ pub fn emit(tuple: &Tuple, owner: &SockInfo, detail: &Detail) {
                 (*e).ts_ns = now_ns();
                 (*e).sock_id = detail.sock_id;
                 (*e).sock_born_ns = owner.born_ns;
+                (*e).sock_cookie = detail.cookie;
                 (*e).duration_ns = detail.duration_ns;
                 (*e).pid = owner.pid;
                 (*e).tid = owner.tid;
@@ -112,13 +94,7 @@ pub fn emit(tuple: &Tuple, owner: &SockInfo, detail: &Detail) {
             entry.submit(wakeup_flags());
         }
         None => {
-            if let Some(count) = LOST.get_ptr_mut(0) {
-                // Atomic: on this CPU a softirq may run another portwatch program
-                // in the middle of this one, and a plain increment could lose a
-                // count.
-                // SAFETY: the map value is a live, aligned u64 for this CPU.
-                unsafe { atomic_add(count, 1) };
-            }
+            count(Counter::Lost);
         }
     }
 }

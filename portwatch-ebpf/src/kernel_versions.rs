@@ -15,6 +15,9 @@
 //! | `task_struct.real_start_time` renamed `start_boottime` (same meaning, ns since boot) | 5.5 | looked up as `start_boottime` only: before 5.5 `ConfigFlag::TaskFields` stays off, so events carry no parent pid and no process start time (a `real_start_time` fallback in userspace would restore them) |
 //! | BPF ring buffer (`bpf_ringbuf_reserve/submit/query`) | 5.8 | required: the floor for the whole kernel side (some distribution kernels, RHEL 8.2+, have it backported to older versions, so the differences below 5.8 in this table can still meet portwatch) |
 //! | fentry/fexit (BPF trampolines), `bpf_probe_read_kernel` | 5.5 | mode `fentry` needs them; `--attach auto` falls back to kprobes, then tracepoints |
+//! | BTF tracepoints (`tp_btf`) | 5.5 | the BTF `inet_sock_set_state` program; without them, the classic tracepoint (its fields copied into a record first) and the LRU socket map |
+//! | socket storage from tracing programs (`bpf_sk_storage_get` in `BPF_PROG_TYPE_TRACING`) | 5.11 | owners in socket storage; without it, the LRU socket map |
+//! | `bpf_get_socket_cookie` from tracing programs | 5.12 | socket ids from the kernel's cookie; the BTF program needs it, so socket storage is used from 5.12 (userspace falls back when the program does not load) |
 //! | `sock:inet_sock_set_state` tracepoint | 4.16 | below the ring buffer's floor: always there |
 //!
 //! Not versions but kernel configuration, with the same effect of switching a
@@ -22,7 +25,7 @@
 //! `CONFIG_IPV6` (else `ConfigFlag::SockFields` is off and accepts are attributed
 //! to the listener's owner), the syscall tracepoints need `CONFIG_FTRACE_SYSCALLS`,
 //! and kprobes need `CONFIG_KPROBES`.
-use portwatch_common::{ConfigFlag, IPPROTO_TCP};
+use portwatch_common::{ConfigFlag, AF_INET, AF_INET6, IPPROTO_TCP};
 
 use crate::{
     config::{has, setting},
@@ -35,6 +38,17 @@ pub const ACCEPT_RET_ARG_4ARGS: usize = 4;
 /// fexit `inet_csk_accept` since Linux 6.10: two parameters, the returned sock is
 /// argument 2.
 pub const ACCEPT_RET_ARG_2ARGS: usize = 2;
+
+/// Whether `sk`, of address family `family`, is an IPv4 or IPv6 TCP socket (the BTF
+/// tracepoint sees every protocol that uses `inet_sock_set_state`: TCP, DCCP,
+/// SCTP, MPTCP's subflows are TCP).
+#[inline(always)]
+pub fn sock_is_inet_tcp(sk: u64, family: u16) -> Result<bool, i64> {
+    if family != AF_INET && family != AF_INET6 {
+        return Ok(false);
+    }
+    sock_is_tcp(sk)
+}
 
 /// Whether the (inet, connection-oriented) sock `sk` is TCP: by `sk_protocol`
 /// where it is a plain member (Linux 5.6+); before, assumed.

@@ -1,8 +1,9 @@
-//! portwatch's kernel half: TCP lifecycle from `sock:inet_sock_set_state`; process
-//! attribution from `tcp_connect` and `inet_csk_accept` (fentry/fexit or
-//! kprobe/kretprobe) where the kernel allows them, else from the tracepoint's
-//! process-context transitions and `syscalls:sys_exit_accept{,4}`; events out through
-//! one ring buffer.
+//! portwatch's kernel half: the TCP lifecycle from `sock:inet_sock_set_state` (the
+//! BTF tracepoint with owners in socket storage where the kernel allows, else the
+//! classic one with an LRU map); connecting processes from that tracepoint's
+//! CLOSE -> SYN_SENT inside connect(); accepting processes from the return of
+//! `inet_csk_accept` (fexit or kretprobe) where the kernel allows them, else from
+//! `syscalls:sys_exit_accept{,4}`; events out through one ring buffer.
 //!
 //! This file holds only the entry points, each calling a `try_*` function of its
 //! topic in `probes`. Each is named like its `portwatch_common::names::PROG_*`
@@ -13,8 +14,7 @@
 //! cycles):
 //!
 //! 1. `main` (entry points)
-//! 2. `probes::state` (also uses `probes::connect`), `probes::accept`,
-//!    `probes::connect`: what each hook does
+//! 2. `probes::state`, `probes::accept`: what each hook does
 //! 3. `emit`: ring buffer reserve/submit, loss counter, wakeups
 //! 4. `filter`: the kernel-side filters
 //! 5. `tuple` (endpoints), `owner` (the socket's owner record), `kernel_versions`
@@ -27,32 +27,57 @@
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod config;
+mod counters;
 mod emit;
 mod filter;
+mod handled;
 mod kernel;
 mod kernel_versions;
 mod maps;
 mod names;
 mod owner;
 mod probes;
+mod store;
 mod tuple;
 
 use aya_ebpf::{
-    macros::{fentry, fexit, kprobe, kretprobe, tracepoint},
-    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
+    macros::{btf_tracepoint, fexit, kretprobe, tracepoint},
+    programs::{BtfTracePointContext, FExitContext, RetProbeContext, TracePointContext},
 };
 
 use crate::{
     kernel_versions::{ACCEPT_RET_ARG_2ARGS, ACCEPT_RET_ARG_4ARGS},
     names::named,
-    probes::{accept, connect, state},
+    probes::{accept, state},
 };
 
-/// `sock:inet_sock_set_state`: listen, connect, connect failure, close.
-/// Named `names::PROG_INET_SOCK_SET_STATE`.
+/// BTF `sock:inet_sock_set_state` (wherever the kernel has BTF and socket storage
+/// for tracing programs): listen, connect, connect failure, close; owners in socket
+/// storage. Named `names::PROG_BTF_INET_SOCK_SET_STATE`.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn btf_inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
+    counted(state::try_btf_inet_sock_set_state(&ctx));
+    0
+}
+named!(btf_inet_sock_set_state, PROG_BTF_INET_SOCK_SET_STATE);
+
+/// The same BTF tracepoint, for the state changes the program above misses while
+/// it runs on the same CPU. Named `names::PROG_BTF_INET_SOCK_SET_STATE_NESTED`.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn btf_inet_sock_set_state_nested(ctx: BtfTracePointContext) -> u32 {
+    counted(state::try_btf_inet_sock_set_state_nested(&ctx));
+    0
+}
+named!(
+    btf_inet_sock_set_state_nested,
+    PROG_BTF_INET_SOCK_SET_STATE_NESTED
+);
+
+/// Classic `sock:inet_sock_set_state` (the fallback): the same, owners in the LRU
+/// map. Named `names::PROG_INET_SOCK_SET_STATE`.
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    let _ = state::try_inet_sock_set_state(&ctx);
+    counted(state::try_inet_sock_set_state(&ctx));
     0
 }
 named!(inet_sock_set_state, PROG_INET_SOCK_SET_STATE);
@@ -61,26 +86,19 @@ named!(inet_sock_set_state, PROG_INET_SOCK_SET_STATE);
 /// who received the socket. Named `names::PROG_SYS_EXIT_ACCEPT`.
 #[tracepoint]
 pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
-    let _ = accept::try_sys_exit_accept(&ctx);
+    counted(accept::try_sys_exit_accept(&ctx));
     0
 }
 named!(sys_exit_accept, PROG_SYS_EXIT_ACCEPT);
-
-/// fentry `tcp_connect` (mode `fentry`): the connecting process.
-/// Named `names::PROG_FENTRY_TCP_CONNECT`; the function is `names::KFUNC_TCP_CONNECT`.
-#[fentry(function = "tcp_connect")]
-pub fn fentry_tcp_connect(ctx: FEntryContext) -> u32 {
-    let _ = connect::try_fentry_tcp_connect(&ctx);
-    0
-}
-named!(fentry_tcp_connect, PROG_FENTRY_TCP_CONNECT);
 
 /// fexit `inet_csk_accept` (mode `fentry`) where it takes two arguments (Linux
 /// 6.10+; see `kernel_versions`). Named `names::PROG_FEXIT_ACCEPT_2ARGS`; the
 /// function is `names::KFUNC_INET_CSK_ACCEPT`.
 #[fexit(function = "inet_csk_accept")]
 pub fn fexit_inet_csk_accept_2args(ctx: FExitContext) -> u32 {
-    let _ = accept::try_fexit_inet_csk_accept::<ACCEPT_RET_ARG_2ARGS>(&ctx);
+    counted(accept::try_fexit_inet_csk_accept::<ACCEPT_RET_ARG_2ARGS>(
+        &ctx,
+    ));
     0
 }
 named!(fexit_inet_csk_accept_2args, PROG_FEXIT_ACCEPT_2ARGS);
@@ -89,27 +107,29 @@ named!(fexit_inet_csk_accept_2args, PROG_FEXIT_ACCEPT_2ARGS);
 /// Named `names::PROG_FEXIT_ACCEPT_4ARGS`.
 #[fexit(function = "inet_csk_accept")]
 pub fn fexit_inet_csk_accept_4args(ctx: FExitContext) -> u32 {
-    let _ = accept::try_fexit_inet_csk_accept::<ACCEPT_RET_ARG_4ARGS>(&ctx);
+    counted(accept::try_fexit_inet_csk_accept::<ACCEPT_RET_ARG_4ARGS>(
+        &ctx,
+    ));
     0
 }
 named!(fexit_inet_csk_accept_4args, PROG_FEXIT_ACCEPT_4ARGS);
-
-/// kprobe `tcp_connect` (mode `kprobe`). Named `names::PROG_KPROBE_TCP_CONNECT`.
-#[kprobe]
-pub fn kprobe_tcp_connect(ctx: ProbeContext) -> u32 {
-    let _ = connect::try_kprobe_tcp_connect(&ctx);
-    0
-}
-named!(kprobe_tcp_connect, PROG_KPROBE_TCP_CONNECT);
 
 /// kretprobe `inet_csk_accept` (mode `kprobe`).
 /// Named `names::PROG_KRETPROBE_INET_CSK_ACCEPT`.
 #[kretprobe]
 pub fn kretprobe_inet_csk_accept(ctx: RetProbeContext) -> u32 {
-    let _ = accept::try_kretprobe_inet_csk_accept(&ctx);
+    counted(accept::try_kretprobe_inet_csk_accept(&ctx));
     0
 }
 named!(kretprobe_inet_csk_accept, PROG_KRETPROBE_INET_CSK_ACCEPT);
+
+/// What a program's `try_*` could not do is counted, never dropped silently.
+#[inline(always)]
+fn counted(result: Result<(), i64>) {
+    if result.is_err() {
+        counters::count(portwatch_common::Counter::Unreadable);
+    }
+}
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -1,25 +1,45 @@
-//! Every map the programs share. All are bounded: LRU hashes evict the least recently
-//! used socket rather than fail, and entries are deleted when their socket closes.
+//! Every map the programs share. All are bounded or tied to a socket's life: socket
+//! storage lives exactly as long as its socket; the LRU hash (no socket storage)
+//! evicts the least recently used socket, and that is counted when it shows.
 //! Each is named like its `portwatch_common::names::MAP_*` constant.
 use aya_ebpf::{
-    macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    bindings::BPF_F_NO_PREALLOC,
+    btf_maps::SkStorage,
+    macros::{btf_map, map},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use portwatch_common::{
-    ListenKey, SockInfo, LISTENERS_MAX_ENTRIES, RINGBUF_DEFAULT_BYTES, SOCKS_MAX_ENTRIES,
+    Counter, ListenKey, SockInfo, ACCEPTED_MAX_ENTRIES, LISTENERS_MAX_ENTRIES,
+    RINGBUF_DEFAULT_BYTES, SOCKS_MAX_ENTRIES,
 };
 
-use crate::names::named;
+use crate::{handled::Notes, names::named};
 
 /// The one channel to userspace. Its size can be changed at load time.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(RINGBUF_DEFAULT_BYTES, 0);
 named!(EVENTS, MAP_EVENTS);
 
-/// Per-socket state between transitions, keyed by the `struct sock` address.
+/// Per-socket owners where socket storage is not used, keyed by the `struct sock`
+/// address. Userspace sizes it (`--max-sockets`), and to one entry when socket
+/// storage is used.
 #[map]
 pub static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(SOCKS_MAX_ENTRIES, 0);
 named!(SOCKS, MAP_SOCKS);
+
+/// Per-socket owners in socket storage: created at the socket's first state change
+/// the kernel side sees, freed with the socket.
+#[btf_map]
+pub static SK_OWNERS: SkStorage<SockInfo> = SkStorage::new();
+named!(SK_OWNERS, MAP_SK_OWNERS);
+
+/// Exact owners of accepted sockets that an accept program could not put in socket
+/// storage (`ConfigFlag::AcceptsPending`), until the socket's next state change
+/// moves them there. Allocated as used; full means not recorded (counted).
+#[map]
+pub static ACCEPTED: HashMap<u64, SockInfo> =
+    HashMap::with_max_entries(ACCEPTED_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+named!(ACCEPTED, MAP_ACCEPTED);
 
 /// Owner of each listening (family, port).
 #[map]
@@ -27,7 +47,13 @@ pub static LISTENERS: LruHashMap<ListenKey, SockInfo> =
     LruHashMap::with_max_entries(LISTENERS_MAX_ENTRIES, 0);
 named!(LISTENERS, MAP_LISTENERS);
 
-/// Events that could not be reserved in the ring buffer, per CPU (index 0).
+/// The state changes the BTF state program handled on this CPU, for its twin
+/// (index 0).
 #[map]
-pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-named!(LOST, MAP_LOST);
+pub static HANDLED: PerCpuArray<Notes> = PerCpuArray::with_max_entries(1, 0);
+named!(HANDLED, MAP_HANDLED);
+
+/// What could not be done, per CPU, indexed by `Counter`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+named!(COUNTERS, MAP_COUNTERS);

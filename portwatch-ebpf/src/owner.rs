@@ -1,21 +1,16 @@
-//! Who owns a socket: building the [`SockInfo`] record and keeping it in `SOCKS`.
+//! Who owns a socket: building the [`SockInfo`] record (`store` keeps it).
 //!
 //! `born_ns` is set once, when the kernel side first records a socket (listen,
 //! connect, a child's creation on its listener, or an accept of a socket it had not
 //! seen), and never changed after: with the sock's address it names the socket for
 //! userspace, since the kernel reuses a freed sock's address.
-use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid,
-    },
-    EbpfContext,
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+    bpf_get_current_uid_gid,
 };
-use aya_log_ebpf::warn;
 use portwatch_common::{Origin, OwnerFlag, SockInfo, COMM_LEN};
 
-use crate::{kernel, maps::SOCKS};
+use crate::kernel;
 
 /// The task running now, as the owner of a socket it is acting on, first seen
 /// `now` (both `start_ns` and `born_ns`).
@@ -60,32 +55,4 @@ pub fn unknown_owner(origin: Origin, start_ns: u64) -> SockInfo {
         cgroup_id: 0,
         task_start_ns: 0,
     }
-}
-
-/// What was recorded about `sk`, if anything.
-#[inline(always)]
-pub fn recorded(sk: u64) -> Option<SockInfo> {
-    // SAFETY: the value is copied out at once.
-    unsafe { SOCKS.get(sk) }.copied()
-}
-
-/// Record a socket's owner; a failure is logged, never silent.
-#[inline(always)]
-pub fn remember<C: EbpfContext>(ctx: &C, sk: u64, info: &SockInfo) {
-    if let Err(e) = SOCKS.insert(sk, info, 0) {
-        warn!(ctx, "portwatch: socket map insert failed: {}", e);
-    }
-}
-
-/// Record a socket's owner unless one is recorded already.
-#[inline(always)]
-pub fn remember_if_new(sk: u64, info: &SockInfo) {
-    // Failing because an entry exists is the point.
-    let _ = SOCKS.insert(sk, info, BPF_NOEXIST as u64);
-}
-
-/// Forget a closed socket.
-#[inline(always)]
-pub fn forget(sk: u64) {
-    let _ = SOCKS.remove(sk);
 }

@@ -44,21 +44,23 @@ impl Tuple {
         Ok(tuple)
     }
 
-    /// From the sock's `sock_common` (`family` already read from it).
+    /// From the sock (`family` already read from it), the members the tracepoint's
+    /// record is made from: `inet_sport`, `inet_saddr` and `sock_common`'s others.
     #[inline(always)]
     pub fn from_sock(sk: u64, family: u16) -> Result<Tuple, i64> {
         // SAFETY: kernel reads through the helper, of integers and byte arrays.
         unsafe {
             let dport_be: u16 = kernel::read(sk, setting!(offsets.skc_dport))?;
+            let sport_be: u16 = kernel::read(sk, setting!(offsets.inet_sport))?;
             let mut tuple = Tuple {
                 family,
-                sport: kernel::read(sk, setting!(offsets.skc_num))?,
+                sport: u16::from_be(sport_be),
                 dport: u16::from_be(dport_be),
                 saddr: [0; 16],
                 daddr: [0; 16],
             };
             if family == AF_INET {
-                let s: [u8; 4] = kernel::read(sk, setting!(offsets.skc_rcv_saddr))?;
+                let s: [u8; 4] = kernel::read(sk, setting!(offsets.inet_saddr))?;
                 let d: [u8; 4] = kernel::read(sk, setting!(offsets.skc_daddr))?;
                 tuple.saddr[..4].copy_from_slice(&s);
                 tuple.daddr[..4].copy_from_slice(&d);

@@ -7,7 +7,7 @@ use crate::{
         filter::Filter,
         model::{Family, PortClass, Role},
     },
-    kernel::plan::AttachChoice,
+    kernel::{plan::AttachChoice, store::StoreChoice},
     output::{ColorChoice, Format},
 };
 
@@ -54,6 +54,18 @@ pub struct Cli {
     /// without that cost and ignore this.
     #[arg(long)]
     pub inexact_accept: bool,
+
+    /// Where the kernel side keeps each socket's owner: socket storage (no cap,
+    /// Linux 5.12+ with BTF), an LRU map of --max-sockets (the fallback), or the
+    /// first the kernel allows.
+    #[arg(long, value_enum, default_value_t = StoreChoice::Auto)]
+    pub socket_store: StoreChoice,
+
+    /// Cap of the owner map in use: the LRU map (default 65536, preallocated), or
+    /// with socket storage in kprobe and tracepoint modes the accepted connections
+    /// waiting to move into it (default 262144, allocated as used).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    pub max_sockets: Option<u32>,
 
     /// Do not print the TCP sockets that already exist when tracing starts.
     #[arg(long)]

@@ -4,10 +4,13 @@
 //! directly, or `syscalls:sys_exit_accept{,4}`, whose returned fd is walked to its
 //! sock. Either way the endpoints are read from the sock itself, so the event is
 //! exact even when a forked worker, not the listener's owner, accepts.
-use aya_ebpf::{
-    programs::{FExitContext, RetProbeContext, TracePointContext},
-    EbpfContext,
-};
+//!
+//! Where owners live in socket storage, fexit writes it directly; the kretprobe and
+//! the syscall tracepoint cannot, so they leave the owner in `ACCEPTED`
+//! (`store::PendingStore`) for the socket's next state change to move in.
+use core::ffi::c_void;
+
+use aya_ebpf::programs::{FExitContext, RetProbeContext, TracePointContext};
 use portwatch_common::{ConfigFlag, EventKind, Origin, AF_INET, AF_INET6};
 
 use crate::{
@@ -15,12 +18,15 @@ use crate::{
     emit::{emit, Detail},
     kernel::{self, now_ns},
     kernel_versions,
-    owner::{current_owner, recorded, remember},
+    owner::current_owner,
+    store::{MapStore, OwnerStore, PendingStore, SkStore},
     tuple::Tuple,
 };
 
-/// Report that the current task accepted `sk`.
-fn accepted<C: EbpfContext>(ctx: &C, sk: u64) -> Result<(), i64> {
+/// Report that the current task accepted the socket of `store`.
+#[inline(always)]
+fn accepted<S: OwnerStore>(store: &S) -> Result<(), i64> {
+    let sk = store.sk();
     if sk == 0 || !has(ConfigFlag::SockFields) {
         return Ok(());
     }
@@ -34,19 +40,28 @@ fn accepted<C: EbpfContext>(ctx: &C, sk: u64) -> Result<(), i64> {
     let tuple = Tuple::from_sock(sk, family)?;
     let state = kernel::sock_state(sk)?;
     let mut owner = current_owner(Origin::Server, now_ns());
-    if let Some(child) = recorded(sk) {
+    if let Some(child) = store.get() {
         // Recorded when the connection was created on its listener: its age and
         // its identity (born_ns) carry over; only the owner becomes exact.
         owner.start_ns = child.start_ns;
         owner.born_ns = child.born_ns;
     }
-    remember(ctx, sk, &owner);
-    emit(
-        &tuple,
-        &owner,
-        &Detail::new(EventKind::Accept, sk, state, state),
-    );
+    store.set(&owner);
+    let mut detail = Detail::new(EventKind::Accept, sk, state, state);
+    detail.cookie = store.cookie();
+    emit(&tuple, &owner, &detail);
     Ok(())
+}
+
+/// An accept program that cannot write socket storage: the pending map where
+/// owners live in socket storage, else the LRU map.
+#[inline(always)]
+fn accepted_without_storage(sk: u64) -> Result<(), i64> {
+    if has(ConfigFlag::SockStorage) {
+        accepted(&PendingStore::new(sk))
+    } else {
+        accepted(&MapStore::new(sk))
+    }
 }
 
 /// `syscalls:sys_exit_accept{,4}`: the returned fd, walked to its sock.
@@ -58,20 +73,26 @@ pub fn try_sys_exit_accept(ctx: &TracePointContext) -> Result<(), i64> {
     if ret < 0 {
         return Ok(());
     }
-    let sk = kernel::sock_of_fd(ret as u32)?;
-    accepted(ctx, sk)
+    accepted_without_storage(kernel::sock_of_fd(ret as u32)?)
 }
 
 /// fexit `inet_csk_accept`: the returned sock is argument `RET_ARG` (one of
 /// `kernel_versions::ACCEPT_RET_ARG_*`), a constant so the verifier accepts the
 /// context read.
 pub fn try_fexit_inet_csk_accept<const RET_ARG: usize>(ctx: &FExitContext) -> Result<(), i64> {
-    let sk: *const u8 = ctx.arg(RET_ARG);
-    accepted(ctx, sk as u64)
+    let sk: *mut c_void = ctx.arg(RET_ARG);
+    if sk.is_null() {
+        return Ok(());
+    }
+    if has(ConfigFlag::SockStorage) {
+        accepted(&SkStore::new(sk))
+    } else {
+        accepted(&MapStore::new(sk as u64))
+    }
 }
 
 /// kretprobe `inet_csk_accept`: the returned sock.
 pub fn try_kretprobe_inet_csk_accept(ctx: &RetProbeContext) -> Result<(), i64> {
     let sk: *const u8 = ctx.ret();
-    accepted(ctx, sk as u64)
+    accepted_without_storage(sk as u64)
 }

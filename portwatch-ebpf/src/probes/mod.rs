@@ -1,5 +1,4 @@
 //! What each hook does, one file per topic. The entry points in `main.rs` call the
 //! `try_*` functions here.
 pub mod accept;
-pub mod connect;
 pub mod state;

@@ -10,8 +10,9 @@ use crate::{
         btf,
         error::one_line,
         inspect::{has_privileges, inspect_kernel},
-        load::{self, load_mode},
+        load::{self, load_mode, ModeOptions},
         plan::AttachMode,
+        store::StoreChoice,
     },
     output::Format,
 };
@@ -141,7 +142,12 @@ pub fn inspect() -> Report {
     };
     report.tracefs = check(true, kernel.tracefs.display().to_string());
     for mode in AttachMode::ALL {
-        let result = load_mode(&kernel, mode, portwatch_common::RINGBUF_DEFAULT_BYTES);
+        let options = ModeOptions {
+            ringbuf_bytes: portwatch_common::RINGBUF_DEFAULT_BYTES,
+            store: StoreChoice::Auto,
+            max_sockets: None,
+        };
+        let result = load_mode(&kernel, mode, &options);
         let check = match result {
             Ok(tracer) => {
                 // The object, with its ring buffer, loaded.
@@ -151,7 +157,11 @@ pub fn inspect() -> Report {
                     mode: mode.name(),
                     available: true,
                     refusal: None,
-                    detail: tracer.attached.join(", "),
+                    detail: format!(
+                        "{}; {}",
+                        tracer.attached.join(", "),
+                        tracer.store.describe()
+                    ),
                 }
             }
             Err(reason) => ModeCheck {

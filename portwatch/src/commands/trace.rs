@@ -9,7 +9,8 @@ use crate::{
     event::{filter::Filter, model::Family},
     kernel::{
         filter::{KernelFamily, KernelFilter},
-        load::{self, LoadOptions, Tracer},
+        load::{self, LoadOptions},
+        tracer::Tracer,
     },
     output::{self, RunInfo},
     pipeline::{
@@ -19,9 +20,6 @@ use crate::{
 };
 
 pub fn run(cli: &Cli, filter: &Filter, mut info: RunInfo) -> Result<(), Error> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_timestamp(None)
-        .init();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -62,6 +60,8 @@ fn attach(cli: &Cli, filter: &Filter) -> Result<Tracer, Error> {
         attach: cli.attach,
         accept_syscalls: !cli.inexact_accept,
         filter: kernel_filter(filter),
+        store: cli.socket_store,
+        max_sockets: cli.max_sockets,
     })?;
     for w in &tracer.warnings {
         eprintln!("portwatch: warning: {w}");
@@ -99,7 +99,7 @@ fn report_end(ended: Ended, stats: &Stats) {
         ),
         Ended::StdoutClosed => {}
         Ended::Signal => eprintln!(
-            "portwatch: detached; {} events, {} lost, {} skipped, {} received from the kernel{}",
+            "portwatch: detached; {} events, {} lost, {} skipped, {} received from the kernel{}{}",
             stats.events,
             stats.lost,
             stats.skipped,
@@ -108,9 +108,31 @@ fn report_end(ended: Ended, stats: &Stats) {
                 format!(", {} undecodable", stats.undecodable)
             } else {
                 String::new()
-            }
+            },
+            unattributed(stats)
         ),
     }
+}
+
+/// What the closing line says of events without their exact owner, when any.
+fn unattributed(stats: &Stats) -> String {
+    let mut text = String::new();
+    if stats.without_process > 0 {
+        text.push_str(&format!(", {} without a process", stats.without_process));
+    }
+    if stats.accepts_unrecorded > 0 {
+        text.push_str(&format!(
+            ", {} accepts not kept exact",
+            stats.accepts_unrecorded
+        ));
+    }
+    if stats.unreadable > 0 {
+        text.push_str(&format!(", {} unreadable in the kernel", stats.unreadable));
+    }
+    if stats.owners_unstored > 0 {
+        text.push_str(&format!(", {} owners not stored", stats.owners_unstored));
+    }
+    text
 }
 
 #[cfg(test)]

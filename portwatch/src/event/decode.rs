@@ -87,11 +87,18 @@ impl Decoder {
         }
     }
 
-    /// The id printed for a socket: a keyed hash of its kernel address and the time
-    /// the kernel side first recorded it. The address alone is not enough: the
-    /// kernel reuses a freed socket's memory for later sockets.
-    pub fn sock_id(&self, addr: u64, born_ns: u64) -> u64 {
-        self.ids.hash_one((addr, born_ns))
+    /// The id printed for a record's socket: the kernel's socket cookie where the
+    /// kernel side got it (unique for the boot, the id sock_diag and `ss -e` show,
+    /// so a snapshot and live events agree), else a keyed hash of the socket's
+    /// kernel address and the time the kernel side first recorded it. The address
+    /// alone is never printed, and is not enough: the kernel reuses a freed
+    /// socket's memory for later sockets.
+    pub fn sock_id(&self, raw: &Event) -> u64 {
+        if raw.sock_cookie != 0 {
+            raw.sock_cookie
+        } else {
+            self.ids.hash_one((raw.sock_id, raw.sock_born_ns))
+        }
     }
 
     pub fn decode(&self, raw: &Event) -> Result<ConnEvent, DecodeError> {
@@ -152,7 +159,7 @@ fn decode(raw: &Event, decoder: &Decoder) -> Result<ConnEvent, DecodeError> {
         remote: endpoint(remote_addr, raw.dport, range),
         state,
         old_state,
-        sock_id: decoder.sock_id(raw.sock_id, raw.sock_born_ns),
+        sock_id: decoder.sock_id(raw),
         duration,
         error,
         process: None,
@@ -182,6 +189,7 @@ pub(crate) mod tests {
             ts_ns: 1_000_000_000,
             sock_id: 0xffff_8880_0000_1000,
             sock_born_ns: 900_000_000,
+            sock_cookie: 0,
             duration_ns: 1_500_000,
             pid: 4242,
             tid: 4243,
@@ -247,6 +255,12 @@ pub(crate) mod tests {
         assert_ne!(d.decode(&reused).unwrap().sock_id, first);
         // Never the kernel address itself.
         assert_ne!(first, raw.sock_id);
+        // The kernel's cookie, where it came, names the socket by itself.
+        let mut cookie = raw;
+        cookie.sock_cookie = 4242;
+        assert_eq!(d.decode(&cookie).unwrap().sock_id, 4242);
+        cookie.sock_born_ns += 7;
+        assert_eq!(d.decode(&cookie).unwrap().sock_id, 4242);
     }
 
     fn as_bytes(e: &Event) -> Vec<u8> {

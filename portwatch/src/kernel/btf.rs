@@ -143,6 +143,14 @@ pub fn function_id(btf: &Btf, name: &str) -> Option<u32> {
         .find(|id| matches!(btf.resolve_type_by_id(*id), Ok(Type::Func(_))))
 }
 
+/// BTF id of typedef `name` (a BTF tracepoint's `btf_trace_NAME`).
+pub fn typedef_id(btf: &Btf, name: &str) -> Option<u32> {
+    btf.resolve_ids_by_name(name)
+        .ok()?
+        .into_iter()
+        .find(|id| matches!(btf.resolve_type_by_id(*id), Ok(Type::Typedef(_))))
+}
+
 /// How many parameters kernel function `name` takes (its BTF prototype).
 pub fn function_arg_count(btf: &Btf, name: &str) -> Option<u32> {
     let Type::Func(f) = btf.resolve_type_by_id(function_id(btf, name)?).ok()? else {
@@ -175,7 +183,7 @@ fn without(feature: ConfigFlag) -> Option<&'static str> {
         ConfigFlag::SkErr => Some("connect failures carry no reason"),
         // A bitfield before Linux 5.6; then accept() relies on the family check alone.
         ConfigFlag::SkProtocol => None,
-        ConfigFlag::AcceptHooked | ConfigFlag::ConnectHooked => None,
+        ConfigFlag::AcceptHooked | ConfigFlag::SockStorage | ConfigFlag::AcceptsPending => None,
     }
 }
 
@@ -253,7 +261,9 @@ mod tests {
         let o = config.offsets;
         // sock_common sits at the start of struct sock: daddr first.
         assert_eq!(o.skc_daddr, 0);
-        assert_eq!(o.skc_rcv_saddr, 4);
+        // inet_sock begins with its struct sock: its own members come after.
+        assert!(o.inet_sport > o.skc_v6_rcv_saddr && o.inet_saddr > o.skc_v6_rcv_saddr);
+        assert!(o.skc_cookie > 0);
         assert!(o.sk_err > o.skc_v6_rcv_saddr);
         assert!(o.task_tgid > 0 && o.task_real_parent > 0 && o.task_start_boottime > 0);
         let mut structs = Structs::new(&btf);

@@ -42,18 +42,20 @@ pub enum ModeError {
     NoBtf,
     #[error("struct sock offsets were not found in the kernel's BTF")]
     NoSockFields,
+    #[error("the kernel's BTF has no inet_sock_set_state BTF tracepoint")]
+    NoBtfTracepoint,
     #[error("the prototype of inet_csk_accept was not found in the kernel's BTF")]
     AcceptPrototypeUnknown,
     #[error("inet_csk_accept takes {0} arguments here, a prototype portwatch does not know")]
     AcceptPrototype(u32),
-    #[error("kprobe:tcp_connect: {KPROBE_PMU} is missing (this kernel has no kprobe support: built without CONFIG_KPROBES?)")]
+    #[error("kretprobe:inet_csk_accept: {KPROBE_PMU} is missing (this kernel has no kprobe support: built without CONFIG_KPROBES?)")]
     NoKprobes,
-    #[error("fentry:tcp_connect: the kernel refuses fentry programs")]
+    #[error("fexit:inet_csk_accept: the kernel refuses fentry and fexit programs")]
     FentryRefused(#[source] io::Error),
-    #[error("reading the kernel's BTF")]
-    ReadBtf(#[source] aya::BtfError),
+    #[error("making the BTF of the attach targets")]
+    ReadBtf(#[source] Box<aya::BtfError>),
     #[error("loading the eBPF object")]
-    LoadObject(#[source] EbpfError),
+    LoadObject(#[source] Box<EbpfError>),
     #[error("program {0} is missing from the eBPF object")]
     ProgramMissing(&'static str),
     #[error("{hook}")]
@@ -78,6 +80,7 @@ impl ModeError {
         match self {
             ModeError::NoBtf => "no-btf",
             ModeError::NoSockFields => "no-sock-offsets",
+            ModeError::NoBtfTracepoint => "no-btf-tracepoint",
             ModeError::AcceptPrototypeUnknown | ModeError::AcceptPrototype(_) => {
                 "unknown-accept-prototype"
             }
@@ -132,7 +135,7 @@ mod tests {
         };
         let text = one_line(&refused);
         assert!(
-            text.starts_with("attach mode fentry is not available on this kernel: fentry:tcp_connect: the kernel refuses fentry programs: "),
+            text.starts_with("attach mode fentry is not available on this kernel: fexit:inet_csk_accept: the kernel refuses fentry and fexit programs: "),
             "{text}"
         );
         assert!(!text.contains('\n'));

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use portwatch_common::{
     names::{
-        KFUNC_INET_CSK_ACCEPT, KFUNC_TCP_CONNECT, TP_CATEGORY_SYSCALLS, TP_SYS_EXIT_ACCEPT,
+        KFUNC_INET_CSK_ACCEPT, TP_CATEGORY_SYSCALLS, TP_INET_SOCK_SET_STATE, TP_SYS_EXIT_ACCEPT,
         TP_SYS_EXIT_ACCEPT4,
     },
     Config, Offset, OffsetSource,
@@ -28,8 +28,11 @@ pub struct KernelInfo {
     pub warnings: Vec<String>,
     /// Parameters of `inet_csk_accept`, from BTF (4 before Linux 6.10, 2 since).
     pub accept_nargs: Option<u32>,
-    /// BTF id of `tcp_connect`, the function fentry attaches to.
-    pub tcp_connect_btf_id: Option<u32>,
+    /// BTF id of `inet_csk_accept`, the function fexit attaches to.
+    pub accept_btf_id: Option<u32>,
+    /// BTF id of `btf_trace_inet_sock_set_state`, what the BTF tracepoint attaches
+    /// to.
+    pub state_btf_id: Option<u32>,
     /// Offset of `ret` in sys_exit_accept{,4}, when both agree.
     pub accept_ret: Result<u32, TracefsError>,
     /// Whether tracepoint mode may hook the accept syscalls (`--inexact-accept`
@@ -103,12 +106,16 @@ pub fn inspect_kernel() -> Result<KernelInfo, LoadError> {
     let accept_nargs = btf_rs
         .as_ref()
         .and_then(|b| btf::function_arg_count(b, KFUNC_INET_CSK_ACCEPT));
-    let tcp_connect_btf_id = btf_rs
+    let accept_btf_id = btf_rs
         .as_ref()
-        .and_then(|b| btf::function_id(b, KFUNC_TCP_CONNECT));
+        .and_then(|b| btf::function_id(b, KFUNC_INET_CSK_ACCEPT));
+    let state_btf_id = btf_rs
+        .as_ref()
+        .and_then(|b| btf::typedef_id(b, &format!("btf_trace_{TP_INET_SOCK_SET_STATE}")));
     Ok(KernelInfo {
         accept_nargs,
-        tcp_connect_btf_id,
+        accept_btf_id,
+        state_btf_id,
         tracefs,
         config,
         has_btf: Path::new(btf::VMLINUX_BTF).exists(),

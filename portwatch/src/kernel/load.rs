@@ -1,19 +1,22 @@
 //! Loading the embedded eBPF object and attaching it in one attach mode: the only
 //! module that talks to aya's program API.
 use aya::{
-    maps::{MapData, PerCpuArray, RingBuf},
-    programs::{FEntry, FExit, KProbe, Program, TracePoint},
+    programs::{BtfTracePoint, FExit, KProbe, Program, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
-
-use portwatch_common::names::{GLOBAL_CONFIG, MAP_EVENTS, MAP_LISTENERS, MAP_LOST, MAP_SOCKS};
+use portwatch_common::{
+    names::{GLOBAL_CONFIG, MAP_ACCEPTED, MAP_EVENTS, MAP_SOCKS, TP_INET_SOCK_SET_STATE},
+    ConfigFlag,
+};
 
 use super::{
-    bpf_sys,
+    btf_ids,
     error::{one_line, LoadError, ModeError},
     filter::KernelFilter,
     inspect::{inspect_kernel, KernelInfo},
     plan::{plan, refused_early, AttachChoice, AttachMode, Hook},
+    store::{SocketStore, StoreChoice, StoreInfo},
+    tracer::Tracer,
 };
 
 /// The eBPF object, built by `cargo xtask build-ebpf` before this crate (a stub
@@ -38,32 +41,22 @@ pub struct LoadOptions {
     pub accept_syscalls: bool,
     /// Applied before events are reserved.
     pub filter: KernelFilter,
+    /// Where socket owners are kept.
+    pub store: StoreChoice,
+    /// `--max-sockets`: the cap of the owner map in use, when one is.
+    pub max_sockets: Option<u32>,
 }
 
-/// Loaded, attached programs and the maps userspace reads. Dropping it detaches
-/// every program.
-pub struct Tracer {
-    pub ebpf: Ebpf,
-    /// Taken by the event loop while it runs.
-    pub events: Option<RingBuf<MapData>>,
-    /// Messages from the kernel side's rare error paths (aya-log). Must stay alive
-    /// as long as the programs: dropping it closes the log map.
-    pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
-    pub lost: PerCpuArray<MapData, u64>,
-    /// The kernel side's per-socket and listener maps, for `--stats`.
-    pub socks: Option<aya::maps::HashMap<MapData, u64, portwatch_common::SockInfo>>,
-    pub listeners: Option<
-        aya::maps::HashMap<MapData, portwatch_common::ListenKey, portwatch_common::SockInfo>,
-    >,
-    pub mode: AttachMode,
-    /// Every hook attached, e.g. `fentry:tcp_connect`, `sock:inet_sock_set_state`.
-    pub attached: Vec<String>,
-    /// What this kernel does not allow and what that costs in exactness.
-    pub warnings: Vec<String>,
+/// What loading one mode needs beyond the kernel's facts.
+#[derive(Clone, Copy, Debug)]
+pub struct ModeOptions {
+    pub ringbuf_bytes: u32,
+    pub store: StoreChoice,
+    pub max_sockets: Option<u32>,
 }
 
 /// Load (when not loaded yet) and attach one hook's program.
-fn attach(hook: &Hook, ebpf: &mut Ebpf, btf: Option<&Btf>) -> Result<(), ModeError> {
+fn attach(hook: &Hook, ebpf: &mut Ebpf, btf: &Btf) -> Result<(), ModeError> {
     let name = hook.program();
     let prog: &mut Program = ebpf
         .program_mut(name)
@@ -80,16 +73,14 @@ fn attach(hook: &Hook, ebpf: &mut Ebpf, btf: Option<&Btf>) -> Result<(), ModeErr
             }
             p.attach(category, name).map_err(failed)?;
         }
-        Hook::Fentry { function, .. } => {
-            let p: &mut FEntry = prog.try_into().map_err(failed)?;
-            p.load(function, btf.ok_or(ModeError::NoBtf)?)
-                .map_err(failed)?;
+        Hook::BtfTracepoint { name, .. } => {
+            let p: &mut BtfTracePoint = prog.try_into().map_err(failed)?;
+            p.load(name, btf).map_err(failed)?;
             p.attach().map_err(failed)?;
         }
         Hook::Fexit { function, .. } => {
             let p: &mut FExit = prog.try_into().map_err(failed)?;
-            p.load(function, btf.ok_or(ModeError::NoBtf)?)
-                .map_err(failed)?;
+            p.load(function, btf).map_err(failed)?;
             p.attach().map_err(failed)?;
         }
         Hook::Kprobe { function, .. } | Hook::Kretprobe { function, .. } => {
@@ -99,15 +90,6 @@ fn attach(hook: &Hook, ebpf: &mut Ebpf, btf: Option<&Btf>) -> Result<(), ModeErr
         }
     }
     Ok(())
-}
-
-/// Take a map the kernel side must have.
-fn take_map<M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-) -> Result<M, ModeError> {
-    let map = ebpf.take_map(name).ok_or(ModeError::MapMissing(name))?;
-    M::try_from(map).map_err(|source| ModeError::Map { name, source })
 }
 
 /// An `EbpfLoader` made without parsing the kernel's BTF. aya 0.14's
@@ -137,62 +119,94 @@ fn loader_without_kernel_btf<'a>() -> EbpfLoader<'a> {
     loader
 }
 
-/// Load and attach `mode` completely, or fail with the kernel's reason; on failure
-/// nothing stays attached (the partly attached object is dropped).
+/// Load and attach `mode` completely, with owners in socket storage where
+/// `options.store` allows and the kernel takes it, else in the LRU map; or fail
+/// with the kernel's reason. On failure nothing stays attached (the partly
+/// attached object is dropped).
 pub fn load_mode(
     kernel: &KernelInfo,
     mode: AttachMode,
-    ringbuf_bytes: u32,
+    options: &ModeOptions,
+) -> Result<Tracer, ModeError> {
+    refused_early(mode, kernel)?;
+    let mut last = None;
+    for &store in options.store.stores() {
+        match load_with_store(kernel, mode, store, options) {
+            Ok(mut tracer) => {
+                if let Some(why) = last.take() {
+                    tracer.warnings.push(format!(
+                        "socket storage not available ({}): {}",
+                        one_line(&why),
+                        tracer.store.describe()
+                    ));
+                }
+                return Ok(tracer);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or(ModeError::NoBtfTracepoint))
+}
+
+fn load_with_store(
+    kernel: &KernelInfo,
+    mode: AttachMode,
+    store: SocketStore,
+    options: &ModeOptions,
 ) -> Result<Tracer, ModeError> {
     let mut config = kernel.config;
     let mut warnings = kernel.warnings.clone();
-    let hooks = plan(mode, kernel, &mut config, &mut warnings)?;
-    refused_early(mode, kernel)?;
-    // aya's whole-kernel BTF (slow to parse, megabytes in memory) is needed only to
-    // find fentry/fexit targets: the object has no CO-RE relocations (offsets come
-    // from kernel_btf, through the config).
-    let btf = if mode == AttachMode::Fentry {
-        Some(Btf::from_sys_fs().map_err(ModeError::ReadBtf)?)
-    } else {
-        None
+    let hooks = plan(mode, store, kernel, &mut config, &mut warnings)?;
+    let store = StoreInfo::new(
+        store,
+        ConfigFlag::AcceptsPending.is_set(config.flags),
+        options.max_sockets,
+    );
+    if store.store == SocketStore::Lru {
+        warnings.push(store.describe());
+    }
+    let btf = attach_targets(kernel, &hooks)?;
+    // The owner map not in use is made as small as a map can be.
+    let cap = store.map_cap.unwrap_or(1);
+    let (socks, accepted) = match store.store {
+        SocketStore::Lru => (cap, 1),
+        SocketStore::Storage => (1, cap),
     };
     let mut ebpf = loader_without_kernel_btf()
-        .btf(btf.as_ref())
         .override_global(GLOBAL_CONFIG, &config, true)
-        .map_max_entries(MAP_EVENTS, ringbuf_bytes)
+        .map_max_entries(MAP_EVENTS, options.ringbuf_bytes)
+        .map_max_entries(MAP_SOCKS, socks)
+        .map_max_entries(MAP_ACCEPTED, accepted)
         .load(EBPF_OBJECT)
-        .map_err(ModeError::LoadObject)?;
-    let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
-        Ok(l) => Some(l),
-        Err(e) => {
-            warnings.push(format!("kernel-side log messages unavailable: {e}"));
-            None
-        }
-    };
+        .map_err(|e| ModeError::LoadObject(Box::new(e)))?;
     let mut attached = Vec::new();
     for hook in &hooks {
-        attach(hook, &mut ebpf, btf.as_ref())?;
+        attach(hook, &mut ebpf, &btf)?;
         attached.push(hook.label());
     }
-    let events = take_map(&mut ebpf, MAP_EVENTS)?;
-    let lost = take_map(&mut ebpf, MAP_LOST)?;
-    let socks = ebpf
-        .take_map(MAP_SOCKS)
-        .and_then(|m| aya::maps::HashMap::try_from(m).ok());
-    let listeners = ebpf
-        .take_map(MAP_LISTENERS)
-        .and_then(|m| aya::maps::HashMap::try_from(m).ok());
-    Ok(Tracer {
-        ebpf,
-        events: Some(events),
-        logger,
-        lost,
-        socks,
-        listeners,
-        mode,
-        attached,
-        warnings,
-    })
+    Tracer::new(ebpf, mode, store, attached, warnings)
+}
+
+/// A BTF holding the kernel ids the tracing programs among `hooks` attach to.
+fn attach_targets(kernel: &KernelInfo, hooks: &[Hook]) -> Result<Btf, ModeError> {
+    let state_typedef = format!("btf_trace_{TP_INET_SOCK_SET_STATE}");
+    let mut targets = Vec::new();
+    for hook in hooks {
+        match hook {
+            Hook::BtfTracepoint { .. } => targets.push(btf_ids::Target::Typedef {
+                name: &state_typedef,
+                id: kernel.state_btf_id.ok_or(ModeError::NoBtfTracepoint)?,
+            }),
+            Hook::Fexit { function, .. } => targets.push(btf_ids::Target::Func {
+                name: function,
+                id: kernel
+                    .accept_btf_id
+                    .ok_or(ModeError::AcceptPrototypeUnknown)?,
+            }),
+            _ => {}
+        }
+    }
+    btf_ids::btf_with(&targets).map_err(|e| ModeError::ReadBtf(Box::new(e)))
 }
 
 /// Load in the chosen mode, or with `auto` in the first mode that works.
@@ -209,9 +223,14 @@ pub fn load(options: &LoadOptions) -> Result<Tracer, LoadError> {
             .saturating_mul(portwatch_common::Event::SIZE as u32)
             .min(options.ringbuf_bytes / 2);
     }
+    let mode_options = ModeOptions {
+        ringbuf_bytes: options.ringbuf_bytes,
+        store: options.store,
+        max_sockets: options.max_sockets,
+    };
     let mut refusals: Vec<(&'static str, ModeError)> = Vec::new();
     for &mode in options.attach.modes() {
-        match load_mode(&kernel, mode, options.ringbuf_bytes) {
+        match load_mode(&kernel, mode, &mode_options) {
             Ok(mut tracer) => {
                 for (m, why) in &refusals {
                     tracer
@@ -233,38 +252,5 @@ pub fn load(options: &LoadOptions) -> Result<Tracer, LoadError> {
             reason: Box::new(reason),
         }),
         (_, None) => Err(LoadError::NoMode(Vec::new())),
-    }
-}
-
-impl Tracer {
-    /// Events the kernel side could not put in the ring buffer, per CPU.
-    pub fn lost_per_cpu(&self) -> Vec<u64> {
-        self.lost
-            .get(&0, 0)
-            .map(|per_cpu| per_cpu.iter().copied().collect())
-            .unwrap_or_default()
-    }
-
-    /// Program runs the kernel skipped because another BPF program was already
-    /// running on that CPU (its recursion guard): each may have carried an event.
-    /// Read from every program's `recursion_misses`.
-    pub fn skipped_runs(&self) -> u64 {
-        self.ebpf
-            .programs()
-            .filter_map(|(_, p)| p.fd().ok())
-            .map(|fd| bpf_sys::recursion_misses(std::os::fd::AsFd::as_fd(fd)))
-            .sum()
-    }
-
-    /// Sockets the kernel side tracks now.
-    pub fn socket_map_entries(&self) -> u64 {
-        self.socks.as_ref().map_or(0, |m| m.keys().count() as u64)
-    }
-
-    /// Listeners the kernel side tracks now.
-    pub fn listener_map_entries(&self) -> u64 {
-        self.listeners
-            .as_ref()
-            .map_or(0, |m| m.keys().count() as u64)
     }
 }

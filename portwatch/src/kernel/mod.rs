@@ -4,10 +4,13 @@
 //! `bpf_sys`).
 pub mod bpf_sys;
 pub mod btf;
+pub mod btf_ids;
 pub mod error;
 pub mod filter;
 pub mod inspect;
 pub mod load;
 pub mod plan;
 pub mod sockdiag;
+pub mod store;
 pub mod tracefs;
+pub mod tracer;

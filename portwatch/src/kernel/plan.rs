@@ -4,10 +4,10 @@ use std::path::Path;
 
 use portwatch_common::{
     names::{
-        fexit_accept_program, KFUNC_INET_CSK_ACCEPT, KFUNC_TCP_CONNECT, PROG_FENTRY_TCP_CONNECT,
-        PROG_INET_SOCK_SET_STATE, PROG_KPROBE_TCP_CONNECT, PROG_KRETPROBE_INET_CSK_ACCEPT,
-        PROG_SYS_EXIT_ACCEPT, TP_CATEGORY_SOCK, TP_CATEGORY_SYSCALLS, TP_INET_SOCK_SET_STATE,
-        TP_SYS_EXIT_ACCEPT, TP_SYS_EXIT_ACCEPT4,
+        fexit_accept_program, KFUNC_INET_CSK_ACCEPT, PROG_BTF_INET_SOCK_SET_STATE,
+        PROG_BTF_INET_SOCK_SET_STATE_NESTED, PROG_INET_SOCK_SET_STATE,
+        PROG_KRETPROBE_INET_CSK_ACCEPT, PROG_SYS_EXIT_ACCEPT, TP_CATEGORY_SOCK,
+        TP_CATEGORY_SYSCALLS, TP_INET_SOCK_SET_STATE, TP_SYS_EXIT_ACCEPT, TP_SYS_EXIT_ACCEPT4,
     },
     Config, ConfigFlag,
 };
@@ -16,14 +16,15 @@ use super::{
     bpf_sys::{self, KPROBE_PMU},
     error::ModeError,
     inspect::KernelInfo,
+    store::SocketStore,
 };
 
 /// How the programs are attached (`--attach`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AttachMode {
-    /// fentry tcp_connect, fexit inet_csk_accept, and the tracepoint.
+    /// fexit inet_csk_accept, and the tracepoint.
     Fentry,
-    /// kprobe tcp_connect, kretprobe inet_csk_accept, and the tracepoint.
+    /// kretprobe inet_csk_accept, and the tracepoint.
     Kprobe,
     /// sock:inet_sock_set_state and syscalls:sys_exit_accept{,4} only.
     Tracepoint,
@@ -74,9 +75,11 @@ pub enum Hook {
         category: &'static str,
         name: &'static str,
     },
-    Fentry {
+    /// A BTF tracepoint (`tp_btf`): the program gets the tracepoint's arguments
+    /// themselves, nothing copied first.
+    BtfTracepoint {
         program: &'static str,
-        function: &'static str,
+        name: &'static str,
     },
     Fexit {
         program: &'static str,
@@ -97,18 +100,23 @@ impl Hook {
     pub fn program(&self) -> &'static str {
         match self {
             Hook::Tracepoint { program, .. }
-            | Hook::Fentry { program, .. }
+            | Hook::BtfTracepoint { program, .. }
             | Hook::Fexit { program, .. }
             | Hook::Kprobe { program, .. }
             | Hook::Kretprobe { program, .. } => program,
         }
     }
 
-    /// What users read, e.g. `fentry:tcp_connect`, `sock:inet_sock_set_state`.
+    /// What users read, e.g. `fexit:inet_csk_accept`, `tp_btf:inet_sock_set_state`.
     pub fn label(&self) -> String {
         match self {
             Hook::Tracepoint { category, name, .. } => format!("{category}:{name}"),
-            Hook::Fentry { function, .. } => format!("fentry:{function}"),
+            Hook::BtfTracepoint { name, program }
+                if *program == PROG_BTF_INET_SOCK_SET_STATE_NESTED =>
+            {
+                format!("tp_btf:{name} (nested)")
+            }
+            Hook::BtfTracepoint { name, .. } => format!("tp_btf:{name}"),
             Hook::Fexit { function, .. } => format!("fexit:{function}"),
             Hook::Kprobe { function, .. } => format!("kprobe:{function}"),
             Hook::Kretprobe { function, .. } => format!("kretprobe:{function}"),
@@ -125,15 +133,18 @@ fn accept_fexit_program(nargs: Option<u32>) -> Result<&'static str, ModeError> {
     }
 }
 
-/// The hooks of `mode`, and the config flags that tell the kernel side which of
-/// its paths they replace. Err: why this kernel cannot do the mode at all.
+/// The hooks of `mode` with owners in `store`, and the config flags that tell the
+/// kernel side which of its paths they replace. Err: why this kernel cannot do it.
 pub fn plan(
     mode: AttachMode,
+    store: SocketStore,
     kernel: &KernelInfo,
     config: &mut Config,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<Hook>, ModeError> {
+    store.possible(kernel)?;
     let sock_fields = ConfigFlag::SockFields.is_set(config.flags);
+    let storage = store == SocketStore::Storage;
     let mut hooks = Vec::new();
     match mode {
         AttachMode::Fentry => {
@@ -143,38 +154,47 @@ pub fn plan(
             if !sock_fields {
                 return Err(ModeError::NoSockFields);
             }
-            let accept_program = accept_fexit_program(kernel.accept_nargs)?;
-            hooks.push(Hook::Fentry {
-                program: PROG_FENTRY_TCP_CONNECT,
-                function: KFUNC_TCP_CONNECT,
-            });
             hooks.push(Hook::Fexit {
-                program: accept_program,
+                program: accept_fexit_program(kernel.accept_nargs)?,
                 function: KFUNC_INET_CSK_ACCEPT,
             });
-            config.flags |= ConfigFlag::ConnectHooked.bit() | ConfigFlag::AcceptHooked.bit();
+            config.flags |= ConfigFlag::AcceptHooked.bit();
         }
         AttachMode::Kprobe => {
-            hooks.push(Hook::Kprobe {
-                program: PROG_KPROBE_TCP_CONNECT,
-                function: KFUNC_TCP_CONNECT,
-            });
-            config.flags |= ConfigFlag::ConnectHooked.bit();
-            if sock_fields {
-                hooks.push(Hook::Kretprobe {
-                    program: PROG_KRETPROBE_INET_CSK_ACCEPT,
-                    function: KFUNC_INET_CSK_ACCEPT,
-                });
-                config.flags |= ConfigFlag::AcceptHooked.bit();
+            if !sock_fields {
+                return Err(ModeError::NoSockFields);
             }
+            hooks.push(Hook::Kretprobe {
+                program: PROG_KRETPROBE_INET_CSK_ACCEPT,
+                function: KFUNC_INET_CSK_ACCEPT,
+            });
+            config.flags |= ConfigFlag::AcceptHooked.bit();
         }
         AttachMode::Tracepoint => plan_accept_syscalls(kernel, config, warnings, &mut hooks),
     }
-    hooks.push(Hook::Tracepoint {
-        program: PROG_INET_SOCK_SET_STATE,
-        category: TP_CATEGORY_SOCK,
-        name: TP_INET_SOCK_SET_STATE,
-    });
+    if storage {
+        config.flags |= ConfigFlag::SockStorage.bit();
+        // Only fexit is a tracing program that may write socket storage.
+        if mode != AttachMode::Fentry && ConfigFlag::AcceptHooked.is_set(config.flags) {
+            config.flags |= ConfigFlag::AcceptsPending.bit();
+        }
+        // The twin catches what the first misses while it runs on a CPU.
+        for program in [
+            PROG_BTF_INET_SOCK_SET_STATE,
+            PROG_BTF_INET_SOCK_SET_STATE_NESTED,
+        ] {
+            hooks.push(Hook::BtfTracepoint {
+                program,
+                name: TP_INET_SOCK_SET_STATE,
+            });
+        }
+    } else {
+        hooks.push(Hook::Tracepoint {
+            program: PROG_INET_SOCK_SET_STATE,
+            category: TP_CATEGORY_SOCK,
+            name: TP_INET_SOCK_SET_STATE,
+        });
+    }
     Ok(hooks)
 }
 
@@ -215,7 +235,7 @@ fn plan_accept_syscalls(
 pub fn refused_early(mode: AttachMode, kernel: &KernelInfo) -> Result<(), ModeError> {
     match mode {
         AttachMode::Kprobe if !Path::new(KPROBE_PMU).exists() => Err(ModeError::NoKprobes),
-        AttachMode::Fentry => match kernel.tcp_connect_btf_id.map(bpf_sys::fentry_allowed) {
+        AttachMode::Fentry => match kernel.accept_btf_id.map(bpf_sys::fentry_allowed) {
             // Only a refusal on principle is final; anything else is left to the
             // real load to explain.
             Some(Err(e)) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {

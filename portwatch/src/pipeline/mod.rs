@@ -28,6 +28,16 @@ pub struct Stats {
     /// Program runs the kernel skipped (recursion guard), each possibly an event.
     pub skipped: u64,
     pub undecodable: u64,
+    /// Accepts whose exact owner the kernel side could not keep (its map full).
+    pub accepts_unrecorded: u64,
+    /// Socket owners the kernel side could not store.
+    pub owners_unstored: u64,
+    /// Kernel-side runs dropped because a kernel read failed.
+    pub unreadable: u64,
+    /// Events printed that name no process: their sockets were opened before
+    /// tracing began, or their owner was not kept (evicted from the LRU map, or
+    /// not stored).
+    pub without_process: u64,
 }
 
 pub struct Pipeline<'p> {
@@ -56,8 +66,10 @@ impl<'p> Pipeline<'p> {
         let decoded = parse_record(bytes).and_then(|raw| self.decoder.decode(&raw));
         match decoded {
             Ok(event) => {
+                let unowned = event.owner.is_none();
                 if self.deliver(event)? {
                     self.stats.events += 1;
+                    self.stats.without_process += u64::from(unowned);
                 }
                 Ok(())
             }

@@ -8,9 +8,11 @@ use tokio::{
 };
 
 use super::{Pipeline, Stats};
+use portwatch_common::Counter;
+
 use crate::{
     enrich::procfs,
-    kernel::load::Tracer,
+    kernel::tracer::Tracer,
     output::{LossReport, StatsReport},
 };
 
@@ -43,8 +45,39 @@ fn drain(
     Ok(())
 }
 
+/// Report what the owner store could not keep since the last look: on stderr.
+fn report_unattributed(tracer: &Tracer, pipeline: &mut Pipeline<'_>) {
+    let accepts = tracer.counter(Counter::AcceptUnrecorded);
+    if accepts > pipeline.stats.accepts_unrecorded {
+        eprintln!(
+            "portwatch: warning: {} accepted connections could not be kept exact (their map is full at {}; see --max-sockets), {accepts} in total: their later events name the listener's owner, inexactly",
+            accepts - pipeline.stats.accepts_unrecorded,
+            tracer.store.map_cap.unwrap_or(0)
+        );
+        pipeline.stats.accepts_unrecorded = accepts;
+    }
+    let unreadable = tracer.counter(Counter::Unreadable);
+    if unreadable > pipeline.stats.unreadable {
+        eprintln!(
+            "portwatch: warning: {} state changes or accepts were dropped because a kernel read failed, {unreadable} in total; each may have been an event",
+            unreadable - pipeline.stats.unreadable
+        );
+        pipeline.stats.unreadable = unreadable;
+    }
+    let unstored = tracer.counter(Counter::OwnerUnstored);
+    if unstored > pipeline.stats.owners_unstored {
+        eprintln!(
+            "portwatch: warning: the kernel could not store {} socket owners ({}), {unstored} in total: their later events name no process",
+            unstored - pipeline.stats.owners_unstored,
+            tracer.store.store.name()
+        );
+        pipeline.stats.owners_unstored = unstored;
+    }
+}
+
 /// Report new losses: a stderr warning, and a record in the output stream.
 fn report_loss(tracer: &Tracer, pipeline: &mut Pipeline<'_>) -> io::Result<()> {
+    report_unattributed(tracer, pipeline);
     let per_cpu = tracer.lost_per_cpu();
     let total: u64 = per_cpu.iter().sum();
     let skipped = tracer.skipped_runs();
@@ -98,18 +131,6 @@ fn watch<T: std::os::fd::AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
     Ok(unsafe { AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }?)
 }
 
-type Logger = aya_log::EbpfLogger<&'static dyn log::Log>;
-
-/// Readiness of the kernel log channel, or never when there is none.
-async fn readable(
-    logger: &mut Option<AsyncFd<Logger>>,
-) -> io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, Logger>> {
-    match logger {
-        Some(l) => l.readable_mut().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// SIGINT and SIGTERM, caught.
 pub struct Signals {
     int: tokio::signal::unix::Signal,
@@ -142,10 +163,6 @@ pub async fn run(
         .take()
         .ok_or_else(|| io::Error::other("the ring buffer is already being read"))?;
     let mut ring = watch(events)?;
-    let mut logger = match tracer.logger.take() {
-        Some(l) => Some(watch(l)?),
-        None => None,
-    };
     let mut loss_tick = tokio::time::interval(Duration::from_secs(1));
     // With batched wakeups the kernel may not wake us for a lone event: drain on a
     // timer too, so it shows within DRAIN_INTERVAL.
@@ -164,11 +181,6 @@ pub async fn run(
                 if let Err(e) = result {
                     break Err(e);
                 }
-            }
-            guard = readable(&mut logger) => {
-                let mut guard = guard?;
-                guard.get_inner_mut().flush();
-                guard.clear_ready();
             }
             _ = drain_tick.tick() => {
                 if let Err(e) = drain(ring.get_mut(), &mut pipeline) {
@@ -206,6 +218,5 @@ pub async fn run(
     pipeline.stats.lost = pipeline.stats.lost.max(tracer.lost_per_cpu().iter().sum());
     pipeline.stats.skipped = pipeline.stats.skipped.max(tracer.skipped_runs());
     tracer.events = Some(ring.into_inner());
-    tracer.logger = logger.map(AsyncFd::into_inner);
     Ok((ended, pipeline.stats))
 }

@@ -33,8 +33,11 @@ fn integration_test(binary: &std::path::Path) -> Result<Command> {
     Ok(c)
 }
 
-/// The suite on this machine's kernel.
-fn on_this_machine(object: &std::path::Path) -> Result<Suite> {
+/// The suite on this machine's kernel: with the load generator (storm, soak,
+/// socket ids, scale), then again on the fallback path (classic tracepoint and
+/// LRU socket map, `--socket-store lru`), as on a kernel without BTF tracepoints
+/// or socket storage.
+fn on_this_machine(object: &std::path::Path) -> Result<Vec<Suite>> {
     util::run(build::userspace_cargo(object).args([
         "build",
         "--package",
@@ -42,23 +45,40 @@ fn on_this_machine(object: &std::path::Path) -> Result<Suite> {
         "--package",
         "integration-test",
     ]))?;
-    let target = util::workspace_root().join("target/debug");
-    let results = target.join("integration-results.jsonl");
-    let _ = std::fs::remove_file(&results);
-    let exited_ok = util::run(
-        integration_test(&target.join("integration-test"))?
-            .arg("--portwatch")
-            .arg(target.join("portwatch"))
-            .arg(report::RESULTS_ARG)
-            .arg(&results),
-    )
-    .is_ok();
+    util::run(build::userspace_cargo(object).args(["build", "--release", "--package", "loadgen"]))?;
+    let root = util::workspace_root();
+    let target = root.join("target/debug");
+    let loadgen = root.join("target/release/loadgen");
     let host_kernel = util::output(Command::new("uname").arg("-r")).unwrap_or_default();
-    Ok(Suite::read(
-        format!("{host_kernel} (this machine)"),
-        &results,
-        exited_ok,
-    ))
+    let mut suites = Vec::new();
+    for (label, extra) in [
+        (
+            "this machine",
+            vec![report::LOADGEN_ARG.into(), loadgen.into_os_string()],
+        ),
+        (
+            "this machine, --socket-store lru",
+            vec!["--socket-store".into(), "lru".into()],
+        ),
+    ] {
+        let results = target.join("integration-results.jsonl");
+        let _ = std::fs::remove_file(&results);
+        let exited_ok = util::run(
+            integration_test(&target.join("integration-test"))?
+                .arg("--portwatch")
+                .arg(target.join("portwatch"))
+                .args(&extra)
+                .arg(report::RESULTS_ARG)
+                .arg(&results),
+        )
+        .is_ok();
+        suites.push(Suite::read(
+            format!("{host_kernel} ({label})"),
+            &results,
+            exited_ok,
+        ));
+    }
+    Ok(suites)
 }
 
 pub fn test(options: Options) -> Result<()> {
@@ -68,7 +88,7 @@ pub fn test(options: Options) -> Result<()> {
     if options.unit_only {
         return Ok(());
     }
-    let mut suites = vec![on_this_machine(&object)?];
+    let mut suites = on_this_machine(&object)?;
     if !options.no_vm {
         match vm::vm_test(&options.vm, &object) {
             Ok(runs) => suites.extend(runs),

@@ -32,6 +32,9 @@ pub fn record_all(checks: &mut Checks, portwatch: &str, loadgen: &str, mode: &st
         &format!("[{mode}] soak: 100,000 connections, kernel map emptied, RSS flat"),
         soak(portwatch, loadgen, mode),
     );
+    crate::identity::record(checks, portwatch, loadgen, mode, &[]);
+    crate::identity::record(checks, portwatch, loadgen, mode, &["--socket-store", "lru"]);
+    crate::scale::record(checks, portwatch, loadgen, mode);
 }
 
 /// One event as the counting reader keeps it.

@@ -4,9 +4,11 @@
 //! processes themselves know (their pids, names, ports).
 //!
 //! `integration-test --portwatch PATH [--attach MODE] [--loadgen PATH] [--results
-//! FILE]` runs the suite in MODE, or in every mode the kernel allows (and checks
-//! that the others are refused cleanly), prints each check as it goes and ends
-//! with the line `N passed, N failed`. With `--results`, the outcome is also
+//! FILE] [--socket-store STORE]` runs the suite in MODE, or in every mode the
+//! kernel allows (and checks that the others are refused cleanly), prints each
+//! check as it goes and ends with the line `N passed, N failed`. With
+//! `--socket-store`, every traced run is given it (the suite on the fallback
+//! path: `lru`). With `--results`, the outcome is also
 //! written to FILE as data (see `report`). `integration-test helper ...` is how it
 //! runs its own helper processes (re-executing itself).
 mod checks;
@@ -15,9 +17,11 @@ mod failures;
 mod harness;
 mod heavy;
 mod helper;
+mod identity;
 mod investigate;
 mod modes;
 mod report;
+mod scale;
 mod scenarios;
 mod sock;
 
@@ -28,24 +32,27 @@ use anyhow::{Context, Result};
 use report::Group;
 
 const USAGE: &str =
-    "usage: integration-test --portwatch PATH [--attach MODE] [--loadgen PATH] [--results FILE]";
+    "usage: integration-test --portwatch PATH [--attach MODE] [--loadgen PATH] [--results FILE] [--socket-store STORE]";
 
 struct Options {
     portwatch: String,
     mode: Option<String>,
     loadgen: Option<String>,
     results: Option<String>,
+    store: Option<String>,
 }
 
 fn options(args: Vec<String>) -> Result<Options, String> {
-    let (mut portwatch, mut mode, mut loadgen, mut results) = (None, None, None, None);
+    let (mut portwatch, mut mode, mut loadgen, mut results, mut store) =
+        (None, None, None, None, None);
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let slot = match a.as_str() {
             "--portwatch" => &mut portwatch,
             "--attach" => &mut mode,
-            "--loadgen" => &mut loadgen,
+            report::LOADGEN_ARG => &mut loadgen,
             report::RESULTS_ARG => &mut results,
+            "--socket-store" => &mut store,
             other => return Err(format!("unknown argument {other}")),
         };
         *slot = Some(it.next().ok_or_else(|| format!("{a} needs a value"))?);
@@ -55,6 +62,7 @@ fn options(args: Vec<String>) -> Result<Options, String> {
         mode,
         loadgen,
         results,
+        store,
     })
 }
 
@@ -85,6 +93,9 @@ fn main() -> ExitCode {
     if unsafe { libc::geteuid() } != 0 {
         println!("SKIPPED: the kernel integration tests need root (loading eBPF programs)");
         return ExitCode::from(1);
+    }
+    if let Some(store) = &options.store {
+        harness::launch::add_to_every_trace(vec!["--socket-store".into(), store.clone()]);
     }
     let groups = match &options.mode {
         Some(mode) => {

@@ -39,3 +39,5 @@ pub struct Check {
 
 /// The integration-test argument naming the file to write the result to.
 pub const RESULTS_ARG: &str = "--results";
+/// The argument naming the load generator (storm, soak, socket ids, scale).
+pub const LOADGEN_ARG: &str = "--loadgen";

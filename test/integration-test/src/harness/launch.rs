@@ -22,6 +22,15 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long it may take to exit after a signal.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Arguments added to every tracing launch of this run (`--socket-store lru` for
+/// the suite on the fallback path).
+static TRACE_ARGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Add `args` to every [`Launch::trace`] from now on; once per run.
+pub fn add_to_every_trace(args: Vec<String>) {
+    let _ = TRACE_ARGS.set(args);
+}
+
 /// A portwatch command line, not yet started.
 pub struct Launch {
     cmd: Command,
@@ -40,7 +49,9 @@ impl Launch {
     /// portwatch tracing with `--attach MODE`; its attached line must name MODE
     /// (see [`Launch::expect_mode`] for `auto`).
     pub fn trace(portwatch: &str, mode: &str) -> Launch {
-        let mut launch = Launch::new(portwatch).args(["--attach", mode]);
+        let mut launch = Launch::new(portwatch)
+            .args(["--attach", mode])
+            .args(TRACE_ARGS.get().into_iter().flatten());
         launch.mode = Some(mode.to_string());
         launch
     }
@@ -225,6 +236,11 @@ impl<T> Running<T> {
 
     pub fn attached(&self) -> &Attached {
         self.attached.as_ref().expect("started means attached")
+    }
+
+    /// portwatch's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// What portwatch has written on stderr so far.

@@ -23,7 +23,9 @@ impl Attached {
 }
 
 /// `portwatch: detached; N events, L lost, S skipped, R received from the
-/// kernel[, U undecodable]`: the counts of a run ended by a signal.
+/// kernel[, U undecodable][, P without a process][, A accepts not kept exact][, K
+/// unreadable in the kernel][, O owners not stored]`: the counts of a run ended by
+/// a signal (the optional ones only when not 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Closing {
     /// Events printed.
@@ -36,6 +38,14 @@ pub struct Closing {
     pub received: u64,
     /// Records that could not be decoded (0 when the line does not say).
     pub undecodable: u64,
+    /// Events printed that name no process.
+    pub without_process: u64,
+    /// Accepts whose exact owner the kernel side could not keep.
+    pub accepts_not_exact: u64,
+    /// Kernel-side runs dropped because a kernel read failed.
+    pub unreadable: u64,
+    /// Socket owners the kernel side could not store.
+    pub owners_not_stored: u64,
 }
 
 /// One stderr line of portwatch.
@@ -117,12 +127,27 @@ fn parse_closing(text: &str) -> Result<Closing> {
         lost: count("lost")?,
         skipped: count("skipped")?,
         received: count("received from the kernel")?,
-        undecodable: 0,
+        ..Closing::default()
     };
-    if text.ends_with(" undecodable") {
-        closing.undecodable = count("undecodable")?;
+    // The optional counts, each at most once, in this order.
+    let optional: [(&str, &mut u64); 5] = [
+        ("undecodable", &mut closing.undecodable),
+        ("without a process", &mut closing.without_process),
+        ("accepts not kept exact", &mut closing.accepts_not_exact),
+        ("unreadable in the kernel", &mut closing.unreadable),
+        ("owners not stored", &mut closing.owners_not_stored),
+    ];
+    let rest: Vec<&str> = parts.collect();
+    let mut next = rest.iter().peekable();
+    for (label, slot) in optional {
+        if let Some(part) = next.next_if(|p| p.ends_with(label)) {
+            let number = part.strip_suffix(label).unwrap_or("").trim_end();
+            *slot = number
+                .parse()
+                .with_context(|| format!("`{number}` in `{part}` is not a count"))?;
+        }
     }
-    if let Some(extra) = parts.next() {
+    if let Some(extra) = next.next() {
         bail!("unexpected `{extra}`");
     }
     Ok(closing)
@@ -244,7 +269,7 @@ mod tests {
                 lost: 3,
                 skipped: 4,
                 received: 15,
-                undecodable: 0
+                ..Closing::default()
             })
         );
         let line = "portwatch: detached; 1 events, 0 lost, 0 skipped, 2 received from the kernel, 7 undecodable";
@@ -252,6 +277,19 @@ mod tests {
             panic!("not read as closing")
         };
         assert_eq!((c.events, c.received, c.undecodable), (1, 2, 7));
+        let line = "portwatch: detached; 9 events, 0 lost, 3 skipped, 9 received from the kernel, 4 without a process, 2 accepts not kept exact, 1 owners not stored";
+        let Line::Closing(c) = Line::parse(line).unwrap() else {
+            panic!("not read as closing")
+        };
+        assert_eq!(
+            (
+                c.without_process,
+                c.accepts_not_exact,
+                c.owners_not_stored,
+                c.unreadable
+            ),
+            (4, 2, 1, 0)
+        );
     }
 
     #[test]
@@ -260,6 +298,7 @@ mod tests {
             "portwatch: detached; 12 events, 3 lost",
             "portwatch: detached; 12 events, x lost, 4 skipped, 15 received from the kernel",
             "portwatch: detached; 1 events, 0 lost, 0 skipped, 2 received from the kernel, 7 odd",
+            "portwatch: detached; 1 events, 0 lost, 0 skipped, 2 received from the kernel, 3 owners not stored, 4 without a process",
             "portwatch: detached; 1 events, 0 skipped, 0 lost, 2 received from the kernel",
         ] {
             assert!(Line::parse(line).is_err(), "{line}");

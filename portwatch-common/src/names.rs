@@ -35,6 +35,12 @@ pub const PROG_FEXIT_ACCEPT_4ARGS: &str = "fexit_inet_csk_accept_4args";
 /// does not depend on the prototype).
 pub const PROG_KRETPROBE_INET_CSK_ACCEPT: &str = "kretprobe_inet_csk_accept";
 
+/// Empty programs on the BTF and the classic `sock:inet_sock_set_state`, for
+/// `cargo xtask bench` (`portwatch --bench-floor`): what the kernel's own call of
+/// a program costs, the floor under portwatch's.
+pub const PROG_FLOOR_BTF: &str = "floor_btf";
+pub const PROG_FLOOR_CLASSIC: &str = "floor_classic";
+
 /// The ring buffer of [`crate::Event`]s (its size can be set at load time).
 pub const MAP_EVENTS: &str = "EVENTS";
 /// Per-socket [`crate::SockInfo`], keyed by the `struct sock` address (LRU): the

@@ -123,6 +123,22 @@ pub fn kretprobe_inet_csk_accept(ctx: RetProbeContext) -> u32 {
 }
 named!(kretprobe_inet_csk_accept, PROG_KRETPROBE_INET_CSK_ACCEPT);
 
+/// An empty program on the BTF tracepoint (`cargo xtask bench`'s floor). Named
+/// `names::PROG_FLOOR_BTF`.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn floor_btf(_ctx: BtfTracePointContext) -> u32 {
+    0
+}
+named!(floor_btf, PROG_FLOOR_BTF);
+
+/// An empty program on the classic tracepoint (`cargo xtask bench`'s floor).
+/// Named `names::PROG_FLOOR_CLASSIC`.
+#[tracepoint]
+pub fn floor_classic(_ctx: TracePointContext) -> u32 {
+    0
+}
+named!(floor_classic, PROG_FLOOR_CLASSIC);
+
 /// What a program's `try_*` could not do is counted, never dropped silently.
 #[inline(always)]
 fn counted(result: Result<(), i64>) {

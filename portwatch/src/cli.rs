@@ -7,7 +7,10 @@ use crate::{
         filter::Filter,
         model::{Family, PortClass, Role},
     },
-    kernel::{plan::AttachChoice, store::StoreChoice},
+    kernel::{
+        plan::{AttachChoice, Floor},
+        store::StoreChoice,
+    },
     output::{ColorChoice, Format},
 };
 
@@ -66,6 +69,11 @@ pub struct Cli {
     /// waiting to move into it (default 262144, allocated as used).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     pub max_sockets: Option<u32>,
+
+    /// For `cargo xtask bench`: attach one empty program on the BTF or the classic
+    /// tracepoint instead of portwatch's (prints no events).
+    #[arg(long, value_enum, hide = true)]
+    pub bench_floor: Option<Floor>,
 
     /// Do not print the TCP sockets that already exist when tracing starts.
     #[arg(long)]

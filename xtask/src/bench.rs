@@ -14,6 +14,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::{build, util};
 
+#[path = "bench_syscalls.rs"]
+mod syscalls;
+
 #[derive(clap::Args)]
 pub struct BenchOptions {
     /// Connections per measured run.
@@ -28,18 +31,85 @@ pub struct BenchOptions {
 /// The bpftrace peer: the same events portwatch prints (connection established
 /// and closed), with pid, comm, states and ports.
 const BPFTRACE_SCRIPT: &str = r#"tracepoint:sock:inet_sock_set_state /args->protocol == 6 && (args->newstate == 1 || args->newstate == 7 || args->newstate == 10)/ { printf("%d %s %d %d %d %d\n", pid, comm, args->oldstate, args->newstate, args->sport, args->dport); }"#;
-const EMPTY_SCRIPT: &str = "tracepoint:sock:inet_sock_set_state { }";
 /// A port no benchmark connection uses: with `--port` set to it, portwatch's
 /// programs run in full but the kernel-side filter drops every event, which
 /// measures what the kernel side costs without the ring buffer and the reader.
 const KERNEL_ONLY_PORT: u16 = 1;
 
-struct Config {
-    name: &'static str,
-    command: Option<Vec<String>>,
+pub(crate) struct Config {
+    pub name: &'static str,
+    pub command: Option<Vec<String>>,
     /// stderr text that says it is attached.
-    ready: &'static str,
+    pub ready: &'static str,
 }
+
+/// The configurations measured, in table order: no tracer, the two floors (an
+/// empty program on the classic and on the BTF tracepoint), bpftrace, then
+/// portwatch's rows.
+fn configs(portwatch: &Path) -> Vec<Config> {
+    let pw = |args: &[&str]| -> Option<Vec<String>> {
+        let mut c = vec![portwatch.display().to_string(), "--no-snapshot".into()];
+        c.extend(args.iter().map(|a| a.to_string()));
+        Some(c)
+    };
+    let kernel_only = KERNEL_ONLY_PORT.to_string();
+    let row = |name, command| Config {
+        name,
+        command,
+        ready: "attached",
+    };
+    vec![
+        Config {
+            name: "no tracer",
+            command: None,
+            ready: "",
+        },
+        row(FLOOR_CLASSIC, pw(&["--bench-floor", "classic"])),
+        row(FLOOR_BTF, pw(&["--bench-floor", "btf"])),
+        Config {
+            name: "bpftrace, same events",
+            command: Some(vec!["bpftrace".into(), "-e".into(), BPFTRACE_SCRIPT.into()]),
+            ready: "Attaching",
+        },
+        row(
+            "portwatch, kernel side only",
+            pw(&["--format", "json", "--port", &kernel_only]),
+        ),
+        row(
+            "portwatch, kernel side only, LRU fallback",
+            pw(&[
+                "--format",
+                "json",
+                "--port",
+                &kernel_only,
+                "--socket-store",
+                "lru",
+            ]),
+        ),
+        row("portwatch table", pw(&["--format", "table"])),
+        row("portwatch json", pw(&["--format", "json"])),
+        row(
+            "portwatch json, LRU fallback (--socket-store lru)",
+            pw(&["--format", "json", "--socket-store", "lru"]),
+        ),
+        Config {
+            name: "portwatch json, reader at SCHED_IDLE (chrt --idle 0)",
+            command: Some({
+                let mut c: Vec<String> = ["chrt", "--idle", "0"].map(String::from).to_vec();
+                c.extend(pw(&["--format", "json"]).unwrap_or_default());
+                c
+            }),
+            ready: "attached",
+        },
+        row(
+            "portwatch json --inexact-accept",
+            pw(&["--format", "json", "--inexact-accept"]),
+        ),
+    ]
+}
+
+const FLOOR_CLASSIC: &str = "empty program, classic tracepoint (floor)";
+const FLOOR_BTF: &str = "empty program, BTF tracepoint (floor)";
 
 #[derive(Default, Clone)]
 struct Measured {
@@ -270,69 +340,7 @@ pub fn bench(o: &BenchOptions) -> Result<()> {
     if util::which("bpftrace").is_none() {
         util::apt_install(&["bpftrace"])?;
     }
-    let pw = |format: &str| -> Vec<String> {
-        vec![
-            portwatch.display().to_string(),
-            "--format".into(),
-            format.into(),
-            "--no-snapshot".into(),
-        ]
-    };
-    let bt = |script: &str| vec!["bpftrace".to_string(), "-e".into(), script.into()];
-    let configs = [
-        Config {
-            name: "no tracer",
-            command: None,
-            ready: "",
-        },
-        Config {
-            name: "empty program (floor)",
-            command: Some(bt(EMPTY_SCRIPT)),
-            ready: "Attaching",
-        },
-        Config {
-            name: "bpftrace, same events",
-            command: Some(bt(BPFTRACE_SCRIPT)),
-            ready: "Attaching",
-        },
-        Config {
-            name: "portwatch, kernel side only",
-            command: Some({
-                let mut c = pw("json");
-                c.extend(["--port".to_string(), KERNEL_ONLY_PORT.to_string()]);
-                c
-            }),
-            ready: "attached",
-        },
-        Config {
-            name: "portwatch table",
-            command: Some(pw("table")),
-            ready: "attached",
-        },
-        Config {
-            name: "portwatch json",
-            command: Some(pw("json")),
-            ready: "attached",
-        },
-        Config {
-            name: "portwatch json, reader at SCHED_IDLE (chrt --idle 0)",
-            command: Some({
-                let mut c: Vec<String> = ["chrt", "--idle", "0"].map(String::from).to_vec();
-                c.extend(pw("json"));
-                c
-            }),
-            ready: "attached",
-        },
-        Config {
-            name: "portwatch json --inexact-accept",
-            command: Some({
-                let mut c = pw("json");
-                c.push("--inexact-accept".into());
-                c
-            }),
-            ready: "attached",
-        },
-    ];
+    let configs = configs(&portwatch);
     let mut results: Vec<(&str, Measured)> = configs
         .iter()
         .map(|c| (c.name, Measured::default()))
@@ -344,7 +352,8 @@ pub fn bench(o: &BenchOptions) -> Result<()> {
         }
     }
     let first_event = first_event_ms(&portwatch, &loadgen)?;
-    let report = render(&results, o, first_event);
+    let mut report = render(&results, o, first_event);
+    report.push_str(&syscalls::measure(&portwatch, &loadgen, o.runs)?);
     eprintln!("{report}");
     let dir = util::workspace_root().join("target/bench");
     fs::create_dir_all(&dir)?;
@@ -356,10 +365,16 @@ pub fn bench(o: &BenchOptions) -> Result<()> {
 
 fn render(results: &[(&str, Measured)], o: &BenchOptions, first_event_ms: f64) -> String {
     let base = results[0].1.rate();
-    let floor = results[1].1.rate();
+    let floor = results
+        .iter()
+        .find(|(name, _)| *name == FLOOR_BTF)
+        .map_or(base, |(_, m)| m.rate());
     let events = 4.0 * (o.connections as f64) * (o.runs as f64) / 1000.0;
     let cpu_per_k = |m: &Measured| m.cpu_seconds * 1000.0 / events;
-    let bpftrace_cpu = cpu_per_k(&results[2].1);
+    let bpftrace_cpu = results
+        .iter()
+        .find(|(name, _)| name.starts_with("bpftrace"))
+        .map_or(0.0, |(_, m)| cpu_per_k(m));
     let machine = format!(
         "{} CPUs, kernel {}",
         std::thread::available_parallelism()
@@ -371,7 +386,7 @@ fn render(results: &[(&str, Measured)], o: &BenchOptions, first_event_ms: f64) -
         "Machine: {machine}. Loopback connect/accept/close by `loadgen` (server and client pinned to CPUs 0 and 1), {} connections per run; {} rounds, each measuring every configuration once in turn; median rate, CPU and losses summed over the rounds.\n\n",
         o.connections, o.runs
     );
-    s.push_str("| configuration | conn/s | rate vs no tracer | cost (rate lost) | rate vs empty program | tracer CPU ms per 1000 events | bpftrace CPU / this | lost | attached after | peak RSS |\n");
+    s.push_str("| configuration | conn/s | rate vs no tracer | cost (rate lost) | rate vs empty BTF program | tracer CPU ms per 1000 events | bpftrace CPU / this | lost | attached after | peak RSS |\n");
     s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for (name, m) in results {
         let cpu = cpu_per_k(m);

@@ -146,6 +146,7 @@ pub fn inspect() -> Report {
             ringbuf_bytes: portwatch_common::RINGBUF_DEFAULT_BYTES,
             store: StoreChoice::Auto,
             max_sockets: None,
+            floor: None,
         };
         let result = load_mode(&kernel, mode, &options);
         let check = match result {

@@ -62,6 +62,7 @@ fn attach(cli: &Cli, filter: &Filter) -> Result<Tracer, Error> {
         filter: kernel_filter(filter),
         store: cli.socket_store,
         max_sockets: cli.max_sockets,
+        floor: cli.bench_floor,
     })?;
     for w in &tracer.warnings {
         eprintln!("portwatch: warning: {w}");

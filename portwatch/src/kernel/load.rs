@@ -14,7 +14,7 @@ use super::{
     error::{one_line, LoadError, ModeError},
     filter::KernelFilter,
     inspect::{inspect_kernel, KernelInfo},
-    plan::{plan, refused_early, AttachChoice, AttachMode, Hook},
+    plan::{plan, refused_early, AttachChoice, AttachMode, Floor, Hook},
     store::{SocketStore, StoreChoice, StoreInfo},
     tracer::Tracer,
 };
@@ -45,6 +45,8 @@ pub struct LoadOptions {
     pub store: StoreChoice,
     /// `--max-sockets`: the cap of the owner map in use, when one is.
     pub max_sockets: Option<u32>,
+    /// `--bench-floor`: one empty program instead of portwatch's.
+    pub floor: Option<Floor>,
 }
 
 /// What loading one mode needs beyond the kernel's facts.
@@ -53,6 +55,7 @@ pub struct ModeOptions {
     pub ringbuf_bytes: u32,
     pub store: StoreChoice,
     pub max_sockets: Option<u32>,
+    pub floor: Option<Floor>,
 }
 
 /// Load (when not loaded yet) and attach one hook's program.
@@ -156,7 +159,10 @@ fn load_with_store(
 ) -> Result<Tracer, ModeError> {
     let mut config = kernel.config;
     let mut warnings = kernel.warnings.clone();
-    let hooks = plan(mode, store, kernel, &mut config, &mut warnings)?;
+    let mut hooks = plan(mode, store, kernel, &mut config, &mut warnings)?;
+    if let Some(floor) = options.floor {
+        hooks = vec![floor.hook()];
+    }
     let store = StoreInfo::new(
         store,
         ConfigFlag::AcceptsPending.is_set(config.flags),
@@ -227,6 +233,7 @@ pub fn load(options: &LoadOptions) -> Result<Tracer, LoadError> {
         ringbuf_bytes: options.ringbuf_bytes,
         store: options.store,
         max_sockets: options.max_sockets,
+        floor: options.floor,
     };
     let mut refusals: Vec<(&'static str, ModeError)> = Vec::new();
     for &mode in options.attach.modes() {

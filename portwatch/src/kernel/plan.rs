@@ -5,9 +5,10 @@ use std::path::Path;
 use portwatch_common::{
     names::{
         fexit_accept_program, KFUNC_INET_CSK_ACCEPT, PROG_BTF_INET_SOCK_SET_STATE,
-        PROG_BTF_INET_SOCK_SET_STATE_NESTED, PROG_INET_SOCK_SET_STATE,
-        PROG_KRETPROBE_INET_CSK_ACCEPT, PROG_SYS_EXIT_ACCEPT, TP_CATEGORY_SOCK,
-        TP_CATEGORY_SYSCALLS, TP_INET_SOCK_SET_STATE, TP_SYS_EXIT_ACCEPT, TP_SYS_EXIT_ACCEPT4,
+        PROG_BTF_INET_SOCK_SET_STATE_NESTED, PROG_FLOOR_BTF, PROG_FLOOR_CLASSIC,
+        PROG_INET_SOCK_SET_STATE, PROG_KRETPROBE_INET_CSK_ACCEPT, PROG_SYS_EXIT_ACCEPT,
+        TP_CATEGORY_SOCK, TP_CATEGORY_SYSCALLS, TP_INET_SOCK_SET_STATE, TP_SYS_EXIT_ACCEPT,
+        TP_SYS_EXIT_ACCEPT4,
     },
     Config, ConfigFlag,
 };
@@ -63,6 +64,30 @@ impl AttachChoice {
             AttachChoice::Fentry => &[AttachMode::Fentry],
             AttachChoice::Kprobe => &[AttachMode::Kprobe],
             AttachChoice::Tracepoint => &[AttachMode::Tracepoint],
+        }
+    }
+}
+
+/// `--bench-floor` (for `cargo xtask bench`): instead of portwatch's programs, one
+/// empty program on the BTF or the classic tracepoint, the kernel's own cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Floor {
+    Btf,
+    Classic,
+}
+
+impl Floor {
+    pub fn hook(self) -> Hook {
+        match self {
+            Floor::Btf => Hook::BtfTracepoint {
+                program: PROG_FLOOR_BTF,
+                name: TP_INET_SOCK_SET_STATE,
+            },
+            Floor::Classic => Hook::Tracepoint {
+                program: PROG_FLOOR_CLASSIC,
+                category: TP_CATEGORY_SOCK,
+                name: TP_INET_SOCK_SET_STATE,
+            },
         }
     }
 }

@@ -278,7 +278,9 @@ mod tests {
             received: 10,
             printed: 9,
             lost_total: 7,
+            socket_store: "socket storage",
             socket_map_entries: 2,
+            socket_map_cap: Some(262_144),
             listener_map_entries: 1,
             process_cache_entries: 3,
             rss_kb: 4000,
@@ -297,6 +299,8 @@ mod tests {
         assert_eq!(lines[1]["event"], "stats");
         assert_eq!(lines[1]["received"], 10);
         assert_eq!(lines[1]["socket_map_entries"], 2);
+        assert_eq!(lines[1]["socket_store"], "socket storage");
+        assert_eq!(lines[1]["socket_map_cap"], 262_144);
         assert_eq!(lines[1]["rss_kb"], 4000);
         assert_eq!(lines[1]["time"], "1970-01-01T00:00:00.000000000Z");
     }

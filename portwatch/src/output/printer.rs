@@ -36,7 +36,12 @@ pub struct StatsReport {
     pub received: u64,
     pub printed: u64,
     pub lost_total: u64,
+    /// Where socket owners are kept: `socket storage` or `LRU map`.
+    pub socket_store: &'static str,
+    /// Entries of the owner map in use (the LRU map, or accepted connections
+    /// waiting for their socket storage), and its cap (null: no map).
     pub socket_map_entries: u64,
+    pub socket_map_cap: Option<u32>,
     pub listener_map_entries: u64,
     pub process_cache_entries: u64,
     pub rss_kb: u64,
@@ -61,11 +66,15 @@ pub trait Printer {
     /// `--stats`: JSON puts a record in the stream; a table writes it to stderr.
     fn stats(&mut self, report: &StatsReport) -> io::Result<()> {
         eprintln!(
-            "portwatch: stats: {} received, {} printed, {} lost, {} sockets and {} listeners tracked in the kernel, {} processes cached, RSS {} kB",
+            "portwatch: stats: {} received, {} printed, {} lost, owners in {} ({} map entries of {}), {} listeners tracked in the kernel, {} processes cached, RSS {} kB",
             report.received,
             report.printed,
             report.lost_total,
+            report.socket_store,
             report.socket_map_entries,
+            report
+                .socket_map_cap
+                .map_or_else(|| "no cap".to_string(), |c| c.to_string()),
             report.listener_map_entries,
             report.process_cache_entries,
             report.rss_kb

@@ -6,6 +6,8 @@
 //!
 //! `loadgen --connections N [--port P] [--server-cpu C] [--client-cpu C]` prints
 //! one JSON object: connections, seconds, rate, pid, server_tid, client_tid, port.
+//! `loadgen --syscalls N` makes N getppid() calls instead and prints syscalls,
+//! seconds, rate.
 use std::{
     io::Read,
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
@@ -21,6 +23,9 @@ use nix::{
 };
 
 struct Options {
+    /// `--syscalls N`: instead of connections, N cheap system calls (getppid), for
+    /// the cost every syscall pays while a syscall tracepoint is enabled.
+    syscalls: Option<u64>,
     connections: u64,
     port: u16,
     server_cpu: Option<usize>,
@@ -29,6 +34,7 @@ struct Options {
 
 fn parse() -> Result<Options> {
     let mut o = Options {
+        syscalls: None,
         connections: 10_000,
         port: 0,
         server_cpu: Some(0),
@@ -39,6 +45,7 @@ fn parse() -> Result<Options> {
         let mut value = || args.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
             "--connections" => o.connections = value()?.parse()?,
+            "--syscalls" => o.syscalls = Some(value()?.parse()?),
             "--port" => o.port = value()?.parse()?,
             "--server-cpu" => o.server_cpu = Some(value()?.parse()?),
             "--client-cpu" => o.client_cpu = Some(value()?.parse()?),
@@ -63,8 +70,25 @@ fn pin(cpu: Option<usize>) {
     }
 }
 
+/// N getppid() calls as fast as one thread makes them.
+fn syscalls(n: u64) {
+    let start = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(nix::unistd::getppid());
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"syscalls": n, "seconds": seconds, "rate": n as f64 / seconds})
+    );
+}
+
 fn main() -> Result<()> {
     let o = parse()?;
+    if let Some(n) = o.syscalls {
+        syscalls(n);
+        return Ok(());
+    }
     let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, o.port)))?;
     let port = listener.local_addr()?.port();
     let n = o.connections;

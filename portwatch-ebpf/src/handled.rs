@@ -3,9 +3,9 @@
 //! kernel's recursion guard made it skip: a few recent changes per CPU, each taken
 //! back by the twin. A change the twin itself missed leaves a stale note that later
 //! notes overwrite; nothing else depends on it.
-use aya_ebpf::programs::BtfTracePointContext;
+use aya_ebpf::{macros::map, maps::PerCpuArray, programs::BtfTracePointContext};
 
-use crate::maps::HANDLED;
+use crate::names::named;
 
 /// How many notes a CPU keeps: more than state changes nest on one CPU.
 pub const NOTES: usize = 8;
@@ -17,6 +17,12 @@ pub struct Notes {
     sk: [u64; NOTES],
     states: [u64; NOTES],
 }
+
+/// The notes of each CPU (index 0). Kept beside the code that reads it, not in
+/// `maps`: no other module touches it.
+#[map]
+pub static HANDLED: PerCpuArray<Notes> = PerCpuArray::with_max_entries(1, 0);
+named!(HANDLED, MAP_HANDLED);
 
 /// One state change: its socket and its transition.
 pub struct Change {

@@ -13,7 +13,7 @@ use portwatch_common::{
     RINGBUF_DEFAULT_BYTES, SOCKS_MAX_ENTRIES,
 };
 
-use crate::{handled::Notes, names::named};
+use crate::names::named;
 
 /// The one channel to userspace. Its size can be changed at load time.
 #[map]
@@ -46,12 +46,6 @@ named!(ACCEPTED, MAP_ACCEPTED);
 pub static LISTENERS: LruHashMap<ListenKey, SockInfo> =
     LruHashMap::with_max_entries(LISTENERS_MAX_ENTRIES, 0);
 named!(LISTENERS, MAP_LISTENERS);
-
-/// The state changes the BTF state program handled on this CPU, for its twin
-/// (index 0).
-#[map]
-pub static HANDLED: PerCpuArray<Notes> = PerCpuArray::with_max_entries(1, 0);
-named!(HANDLED, MAP_HANDLED);
 
 /// What could not be done, per CPU, indexed by `Counter`.
 #[map]

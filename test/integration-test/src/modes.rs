@@ -87,10 +87,24 @@ fn auto_picks(portwatch: &str, first: &str, refused: &[&str]) -> Result<Vec<Stri
             ));
         }
     }
+    // Each mode has one accept program of its own; every mode on a kernel with BTF
+    // (all the suite's kernels) has the BTF state program, or on the fallback the
+    // classic one.
     let running = programs::loaded_of_mode(first)?;
-    if first != "tracepoint" && running.len() != 2 {
+    if running.len() != 1 {
         failures.push(format!(
-            "mode {first} should have its 2 programs loaded, found {running:?}"
+            "mode {first} should have its accept program loaded, found {running:?}"
+        ));
+    }
+    let state = if crate::harness::launch::on_lru_fallback() {
+        "inet_sock_set_s"
+    } else {
+        "btf_inet_sock_s"
+    };
+    let shared = programs::loaded_of_mode("all")?;
+    if shared != [state] {
+        failures.push(format!(
+            "the state program {state} (and only it) should be loaded, found {shared:?}"
         ));
     }
     let stopped = tracer.stop()?;

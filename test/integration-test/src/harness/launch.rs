@@ -31,6 +31,14 @@ pub fn add_to_every_trace(args: Vec<String>) {
     let _ = TRACE_ARGS.set(args);
 }
 
+/// Whether every tracing launch of this run is on the LRU fallback.
+pub fn on_lru_fallback() -> bool {
+    TRACE_ARGS.get().is_some_and(|a| {
+        a.windows(2)
+            .any(|w| w[0] == "--socket-store" && w[1] == "lru")
+    })
+}
+
 /// A portwatch command line, not yet started.
 pub struct Launch {
     cmd: Command,

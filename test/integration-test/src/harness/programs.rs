@@ -10,13 +10,15 @@ use anyhow::{Context, Result};
 
 /// The kernel's own names (truncated to 15 bytes) of every portwatch program, by
 /// the mode that loads it ("all": every mode).
-const PROGRAMS: [(&str, &str); 6] = [
-    ("fentry", "fentry_tcp_conn"),
+/// (`btf_inet_sock_s` is the BTF state program and its twin.)
+const PROGRAMS: [(&str, &str); 7] = [
     ("fentry", "fexit_inet_csk_"),
-    ("kprobe", "kprobe_tcp_conn"),
     ("kprobe", "kretprobe_inet_"),
     ("tracepoint", "sys_exit_accept"),
     ("all", "inet_sock_set_s"),
+    ("all", "btf_inet_sock_s"),
+    ("all", "floor_btf"),
+    ("all", "floor_classic"),
 ];
 
 fn is_ours(name: &str) -> bool {

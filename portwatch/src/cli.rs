@@ -175,47 +175,85 @@ impl Cli {
     }
 }
 
-fn parse_uid(text: &str) -> Result<u32, String> {
+/// A value clap could not take; clap prints it as a usage error (exit 2).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ArgError {
+    #[error("no user named `{0}`")]
+    NoSuchUser(String),
+    #[error("`{0}` is not a container id (1 to 64 hex digits)")]
+    NotAContainerId(String),
+    #[error("`{0}` is not a cgroup path (they start with /)")]
+    NotACgroupPath(String),
+    #[error("`{0}` is not a whole number of bytes")]
+    NotBytes(String),
+    #[error("{0} is not a power of two of at least 4096")]
+    BadRingbufSize(u32),
+}
+
+fn parse_uid(text: &str) -> Result<u32, ArgError> {
     if let Ok(uid) = text.parse() {
         return Ok(uid);
     }
     match nix::unistd::User::from_name(text) {
         Ok(Some(user)) => Ok(user.uid.as_raw()),
-        _ => Err(format!("no user named `{text}`")),
+        _ => Err(ArgError::NoSuchUser(text.to_string())),
     }
 }
 
-fn parse_container(text: &str) -> Result<String, String> {
+fn parse_container(text: &str) -> Result<String, ArgError> {
     let ok = (1..=64).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_hexdigit());
     if ok {
         Ok(text.to_ascii_lowercase())
     } else {
-        Err(format!(
-            "`{text}` is not a container id (1 to 64 hex digits)"
-        ))
+        Err(ArgError::NotAContainerId(text.to_string()))
     }
 }
 
-fn parse_cgroup(text: &str) -> Result<String, String> {
+fn parse_cgroup(text: &str) -> Result<String, ArgError> {
     if text.starts_with('/') {
         Ok(text.to_string())
     } else {
-        Err(format!("`{text}` is not a cgroup path (they start with /)"))
+        Err(ArgError::NotACgroupPath(text.to_string()))
     }
 }
 
-fn parse_ringbuf_size(text: &str) -> Result<u32, String> {
+fn parse_ringbuf_size(text: &str) -> Result<u32, ArgError> {
     let n: u32 = text
         .parse()
-        .map_err(|_| format!("`{text}` is not a whole number of bytes"))?;
+        .map_err(|_| ArgError::NotBytes(text.to_string()))?;
     if n < 4096 || !n.is_power_of_two() {
-        return Err(format!("{n} is not a power of two of at least 4096"));
+        return Err(ArgError::BadRingbufSize(n));
     }
     Ok(n)
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn value_parsers_say_what_is_wrong_by_variant() {
+        use super::*;
+        assert_eq!(parse_ringbuf_size("4096"), Ok(4096));
+        assert_eq!(
+            parse_ringbuf_size("5000"),
+            Err(ArgError::BadRingbufSize(5000))
+        );
+        assert_eq!(parse_ringbuf_size("x"), Err(ArgError::NotBytes("x".into())));
+        assert_eq!(
+            parse_cgroup("a/b"),
+            Err(ArgError::NotACgroupPath("a/b".into()))
+        );
+        assert_eq!(parse_container("ABC"), Ok("abc".into()));
+        assert_eq!(
+            parse_container("xyz"),
+            Err(ArgError::NotAContainerId("xyz".into()))
+        );
+        assert_eq!(parse_uid("0"), Ok(0));
+        assert_eq!(
+            parse_uid("no-such-user-here"),
+            Err(ArgError::NoSuchUser("no-such-user-here".into()))
+        );
+    }
+
     use super::*;
 
     #[test]

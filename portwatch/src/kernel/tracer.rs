@@ -4,10 +4,7 @@ use aya::{
     Ebpf,
 };
 use portwatch_common::{
-    names::{
-        MAP_ACCEPTED, MAP_COUNTERS, MAP_EVENTS, MAP_LISTENERS, MAP_SOCKS,
-        PROG_BTF_INET_SOCK_SET_STATE,
-    },
+    names::{MAP_ACCEPTED, MAP_COUNTERS, MAP_EVENTS, MAP_LISTENERS, MAP_SOCKS},
     Counter, ListenKey, SockInfo,
 };
 
@@ -86,26 +83,18 @@ impl Tracer {
     }
     /// Program runs the kernel skipped because the same program was already
     /// running on that CPU (its recursion guard: another state change came while
-    /// it ran, or while it was preempted): each may have carried an event. Read
-    /// from every program's `recursion_misses`.
+    /// it ran): each may have carried an event. Read from every program's
+    /// `recursion_misses`, the BTF state program's twin included.
     ///
-    /// The BTF state program's misses its twin handled are not skipped. The twin's
-    /// own misses all count: most come while the first program is blocked too
-    /// (then the change is lost), a few while the first program handled the change
-    /// (then nothing is lost): an upper bound, never an undercount.
+    /// An upper bound: the BTF state program's twin handles most of that
+    /// program's misses (`Counter::NestedCaught` says how many), but not subtracting
+    /// them keeps the count from ever falling short of what was lost.
     pub fn skipped_runs(&self) -> u64 {
-        let mut main = 0;
-        let mut others = 0;
-        for (name, program) in self.ebpf.programs() {
-            let Ok(fd) = program.fd() else { continue };
-            let misses = bpf_sys::recursion_misses(std::os::fd::AsFd::as_fd(fd));
-            if name == PROG_BTF_INET_SOCK_SET_STATE {
-                main += misses;
-            } else {
-                others += misses;
-            }
-        }
-        main.saturating_sub(self.counter(Counter::NestedCaught)) + others
+        self.ebpf
+            .programs()
+            .filter_map(|(_, p)| p.fd().ok())
+            .map(|fd| bpf_sys::recursion_misses(std::os::fd::AsFd::as_fd(fd)))
+            .sum()
     }
 
     /// Entries of the owner map in use now (none with socket storage alone).

@@ -87,19 +87,30 @@ fn auto_picks(portwatch: &str, first: &str, refused: &[&str]) -> Result<Vec<Stri
             ));
         }
     }
-    // Each mode has one accept program of its own; every mode on a kernel with BTF
-    // (all the suite's kernels) has the BTF state program, or on the fallback the
-    // classic one.
+    // Each mode has one accept program of its own, and the state program is the
+    // one the attached line names: the BTF one on socket storage, the classic one
+    // on the fallback (forced, or where the kernel refuses the BTF program).
     let running = programs::loaded_of_mode(first)?;
     if running.len() != 1 {
         failures.push(format!(
             "mode {first} should have its accept program loaded, found {running:?}"
         ));
     }
-    let state = if crate::harness::launch::on_lru_fallback() {
-        "inet_sock_set_s"
-    } else {
+    let btf = tracer
+        .attached()
+        .hooks
+        .iter()
+        .any(|h| h.starts_with("tp_btf:"));
+    if btf && crate::harness::launch::on_lru_fallback() {
+        failures.push(format!(
+            "attached {:?} although --socket-store lru was asked for",
+            tracer.attached().hooks
+        ));
+    }
+    let state = if btf {
         "btf_inet_sock_s"
+    } else {
+        "inet_sock_set_s"
     };
     let shared = programs::loaded_of_mode("all")?;
     if shared != [state] {

@@ -30,9 +30,12 @@ fn one_id_per_socket(
     extra: &[&str],
 ) -> Result<Vec<String>> {
     let port = sock::unused_port(LOOPBACK)?;
+    // Room for every event of the run (12,002 of 136 bytes): the check needs
+    // them all, however slowly this reader keeps up.
     let tracer = Tracer::start(
         Launch::trace(portwatch, mode)
             .args(["--no-snapshot", "--port", &port.to_string()])
+            .args(["--ringbuf-size", "16777216"])
             .args(extra),
     )?;
     let out = Command::new(loadgen)

@@ -63,7 +63,17 @@ pub fn build_ebpf(tc: &Toolchain, _options: &Options) -> Result<PathBuf> {
             .env("CARGO_TARGET_DIR", root.join("target/ebpf"))
             .env(
                 "CARGO_ENCODED_RUSTFLAGS",
-                ["-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"),
+                [
+                    "-Cdebuginfo=2",
+                    "-Clink-arg=--btf",
+                    // Inline memset too, not only memcpy: with memcpy expanded "in
+                    // order" (bpf-linker's default) every memset becomes a call,
+                    // and Linux 6.1 counts each call frame as at least 32 bytes
+                    // of the 512-byte stack, which pushed the BTF state program
+                    // over the limit there.
+                    "-Clink-arg=--disable-expand-memcpy-in-order",
+                ]
+                .join("\x1f"),
             )
             .env_remove("RUSTFLAGS")
             .env_remove("RUSTC_WRAPPER")

@@ -96,9 +96,31 @@ impl ModeError {
     }
 }
 
+/// Whether errors keep the kernel's whole verifier log
+/// (`PORTWATCH_VERIFIER_LOG=1`): to read why a kernel refused a program.
+fn keep_verifier_log() -> bool {
+    static KEEP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *KEEP.get_or_init(|| std::env::var_os("PORTWATCH_VERIFIER_LOG").is_some_and(|v| v == "1"))
+}
+
+/// An error and all of its causes, each whole (verifier logs included).
+fn with_verifier_log(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        parts.push(err.to_string());
+        next = err.source();
+    }
+    parts.join(": ")
+}
+
 /// An error and its causes on one line, `outer: inner: innermost`, each cut to its
-/// first line (aya appends whole verifier logs to its messages).
+/// first line (aya appends whole verifier logs to its messages), unless
+/// `PORTWATCH_VERIFIER_LOG=1` asks for them.
 pub fn one_line(e: &dyn std::error::Error) -> String {
+    if keep_verifier_log() {
+        return with_verifier_log(e);
+    }
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(e);
     while let Some(err) = next {

@@ -35,6 +35,11 @@ pub const PROG_FEXIT_ACCEPT_4ARGS: &str = "fexit_inet_csk_accept_4args";
 /// does not depend on the prototype).
 pub const PROG_KRETPROBE_INET_CSK_ACCEPT: &str = "kretprobe_inet_csk_accept";
 
+/// BPF LSM program on the [`LSM_SOCK_GRAFT`] hook (mode `tracepoint`, where the
+/// kernel runs BPF LSM programs): who received an accepted socket, in that
+/// process's own context, without the accept syscall tracepoints.
+pub const PROG_LSM_SOCK_GRAFT: &str = "lsm_sock_graft";
+
 /// Empty programs on the BTF and the classic `sock:inet_sock_set_state`, for
 /// `cargo xtask bench` (`portwatch --bench-floor`): what the kernel's own call of
 /// a program costs, the floor under portwatch's.
@@ -65,6 +70,11 @@ pub const MAP_HANDLED: &str = "HANDLED";
 
 /// The read-only global holding the [`crate::Config`].
 pub const GLOBAL_CONFIG: &str = "PORTWATCH_CONFIG";
+
+/// The LSM hook run inside `accept()` when the accepted sock is grafted onto its
+/// new socket (`security_sock_graft`, from `inet_accept`); BPF attaches to its
+/// `bpf_lsm_` function.
+pub const LSM_SOCK_GRAFT: &str = "sock_graft";
 
 /// Kernel function whose return hands an accepted sock to the acceptor.
 pub const KFUNC_INET_CSK_ACCEPT: &str = "inet_csk_accept";

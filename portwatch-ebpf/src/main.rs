@@ -41,8 +41,10 @@ mod store;
 mod tuple;
 
 use aya_ebpf::{
-    macros::{btf_tracepoint, fexit, kretprobe, tracepoint},
-    programs::{BtfTracePointContext, FExitContext, RetProbeContext, TracePointContext},
+    macros::{btf_tracepoint, fexit, kretprobe, lsm, tracepoint},
+    programs::{
+        BtfTracePointContext, FExitContext, LsmContext, RetProbeContext, TracePointContext,
+    },
 };
 
 use crate::{
@@ -122,6 +124,17 @@ pub fn kretprobe_inet_csk_accept(ctx: RetProbeContext) -> u32 {
     0
 }
 named!(kretprobe_inet_csk_accept, PROG_KRETPROBE_INET_CSK_ACCEPT);
+
+/// BPF LSM `sock_graft` (mode `tracepoint`, where the kernel runs BPF LSM
+/// programs): inside `accept()`, the accepted sock and its new owner. Named
+/// `names::PROG_LSM_SOCK_GRAFT`; the hook is `names::LSM_SOCK_GRAFT`. Always
+/// allows (a void hook: its return value is not used).
+#[lsm(hook = "sock_graft")]
+pub fn lsm_sock_graft(ctx: LsmContext) -> i32 {
+    counted(accept::try_lsm_sock_graft(&ctx));
+    0
+}
+named!(lsm_sock_graft, PROG_LSM_SOCK_GRAFT);
 
 /// An empty program on the BTF tracepoint (`cargo xtask bench`'s floor). Named
 /// `names::PROG_FLOOR_BTF`.

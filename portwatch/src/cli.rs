@@ -50,7 +50,8 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub explain: bool,
 
-    /// Tracepoint mode: do not hook accept()/accept4(). Accepted connections are
+    /// Tracepoint mode: do not hook accept (neither the BPF LSM hook nor, where
+    /// the kernel refuses that, the accept syscalls). Accepted connections are
     /// then attributed to the listener's owner (pid_exact: false), but no syscall
     /// tracepoint is enabled: while one is, every syscall of every process on the
     /// host takes the kernel's slower path. fentry and kprobe modes are exact

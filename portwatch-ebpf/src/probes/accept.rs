@@ -1,16 +1,17 @@
 //! Accept: the moment the process that receives a server-side connection is the
-//! current task. Three hooks reach it, one per attach mode: the return of
-//! `inet_csk_accept` (fexit or kretprobe), which hands over the new `struct sock`
-//! directly, or `syscalls:sys_exit_accept{,4}`, whose returned fd is walked to its
-//! sock. Either way the endpoints are read from the sock itself, so the event is
+//! current task. Four hooks reach it: the return of `inet_csk_accept` (fexit in
+//! mode fentry, kretprobe in mode kprobe) and the BPF LSM hook `sock_graft` (mode
+//! tracepoint, where the kernel runs BPF LSM programs), which hand over the new
+//! `struct sock` directly, or else `syscalls:sys_exit_accept{,4}`, whose returned
+//! fd is walked to its sock. Either way the endpoints are read from the sock itself, so the event is
 //! exact even when a forked worker, not the listener's owner, accepts.
 //!
-//! Where owners live in socket storage, fexit writes it directly; the kretprobe and
+//! Where owners live in socket storage, fexit and the LSM program write it directly; the kretprobe and
 //! the syscall tracepoint cannot, so they leave the owner in `ACCEPTED`
 //! (`store::PendingStore`) for the socket's next state change to move in.
 use core::ffi::c_void;
 
-use aya_ebpf::programs::{FExitContext, RetProbeContext, TracePointContext};
+use aya_ebpf::programs::{FExitContext, LsmContext, RetProbeContext, TracePointContext};
 use portwatch_common::{ConfigFlag, EventKind, Origin, AF_INET, AF_INET6};
 
 use crate::{
@@ -64,6 +65,21 @@ fn accepted_without_storage(sk: u64) -> Result<(), i64> {
     }
 }
 
+/// An accept program that may write socket storage (fexit, BPF LSM), with the
+/// kernel's own sock pointer: socket storage where owners live there, else the LRU
+/// map.
+#[inline(always)]
+fn accepted_with_storage(sk: *mut c_void) -> Result<(), i64> {
+    if sk.is_null() {
+        return Ok(());
+    }
+    if has(ConfigFlag::SockStorage) {
+        accepted(&SkStore::new(sk))
+    } else {
+        accepted(&MapStore::new(sk as u64))
+    }
+}
+
 /// `syscalls:sys_exit_accept{,4}`: the returned fd, walked to its sock.
 pub fn try_sys_exit_accept(ctx: &TracePointContext) -> Result<(), i64> {
     if !has(ConfigFlag::FdWalk) {
@@ -80,15 +96,15 @@ pub fn try_sys_exit_accept(ctx: &TracePointContext) -> Result<(), i64> {
 /// `kernel_versions::ACCEPT_RET_ARG_*`), a constant so the verifier accepts the
 /// context read.
 pub fn try_fexit_inet_csk_accept<const RET_ARG: usize>(ctx: &FExitContext) -> Result<(), i64> {
-    let sk: *mut c_void = ctx.arg(RET_ARG);
-    if sk.is_null() {
-        return Ok(());
-    }
-    if has(ConfigFlag::SockStorage) {
-        accepted(&SkStore::new(sk))
-    } else {
-        accepted(&MapStore::new(sk as u64))
-    }
+    accepted_with_storage(ctx.arg(RET_ARG))
+}
+
+/// BPF LSM `sock_graft(sk, parent)`: `sk` is the accepted sock, grafted onto the
+/// acceptor's new socket inside `accept()` (also through io_uring). An LSM program
+/// may write socket storage, like fexit. Other families and protocols graft too;
+/// `accepted` keeps only TCP over IPv4/IPv6.
+pub fn try_lsm_sock_graft(ctx: &LsmContext) -> Result<(), i64> {
+    accepted_with_storage(ctx.arg(0))
 }
 
 /// kretprobe `inet_csk_accept`: the returned sock.

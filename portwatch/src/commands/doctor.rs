@@ -41,6 +41,9 @@ pub struct Report {
     pub tracefs: Check,
     pub privileges: Check,
     pub ring_buffer: Check,
+    /// Whether tracepoint mode can name accepting processes from the BPF LSM hook
+    /// `sock_graft` (else: the accept syscall tracepoints).
+    pub bpf_lsm: Check,
     /// Parameters of inet_csk_accept (4 before Linux 6.10, 2 since), from BTF.
     pub inet_csk_accept_args: Option<u32>,
     pub ephemeral_range: String,
@@ -101,6 +104,7 @@ pub fn inspect() -> Report {
         tracefs: check(false, "not checked"),
         privileges: check(privileged, capabilities()),
         ring_buffer: check(false, "not checked"),
+        bpf_lsm: check(false, "not checked"),
         inet_csk_accept_args,
         ephemeral_range: format!("{}-{}", range.low, range.high),
         modes: Vec::new(),
@@ -122,6 +126,7 @@ pub fn inspect() -> Report {
     if let Some((why, refusal)) = unchecked {
         report.tracefs = check(false, why);
         report.ring_buffer = check(false, why);
+        report.bpf_lsm = check(false, why);
         report.modes = AttachMode::ALL
             .iter()
             .map(|m| ModeCheck {
@@ -141,6 +146,13 @@ pub fn inspect() -> Report {
         }
     };
     report.tracefs = check(true, kernel.tracefs.display().to_string());
+    report.bpf_lsm = match &kernel.accept_lsm {
+        Ok(_) => check(true, "sock_graft: tracepoint mode's accept hook"),
+        Err(e) => check(
+            false,
+            format!("{}: tracepoint mode hooks the accept syscalls", one_line(e)),
+        ),
+    };
     for mode in AttachMode::ALL {
         let options = ModeOptions {
             ringbuf_bytes: portwatch_common::RINGBUF_DEFAULT_BYTES,
@@ -198,6 +210,7 @@ pub fn render_text(r: &Report, out: &mut impl Write) -> io::Result<()> {
         ("tracefs", &r.tracefs),
         ("privileges", &r.privileges),
         ("ring buffer", &r.ring_buffer),
+        ("BPF LSM", &r.bpf_lsm),
     ] {
         writeln!(out, "{name:<16} {} {}", yes_no(c.ok), c.detail)?;
     }
@@ -243,6 +256,7 @@ mod tests {
             tracefs: check(true, "/sys/kernel/tracing"),
             privileges: check(true, "CAP_BPF yes"),
             ring_buffer: check(true, "BPF_MAP_TYPE_RINGBUF created"),
+            bpf_lsm: check(true, "sock_graft"),
             inet_csk_accept_args: Some(4),
             ephemeral_range: "32768-60999".into(),
             modes: vec![

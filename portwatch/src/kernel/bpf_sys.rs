@@ -1,6 +1,6 @@
 //! The few BPF syscalls portwatch makes itself, where aya 0.14 has no API: a
-//! program's skipped-run counter, and a cheap check that fentry is allowed before
-//! the whole object is loaded for it.
+//! program's skipped-run counter, and a cheap check that fentry (or a BPF LSM
+//! program) is allowed before the whole object is loaded for it.
 use std::{
     io,
     os::fd::{AsRawFd, BorrowedFd},
@@ -34,12 +34,20 @@ unsafe fn bpf<T>(cmd: bpf_cmd, attr: &mut T) -> io::Result<i64> {
     }
 }
 
-/// Whether the kernel lets a tracing program attach as fentry to the kernel
-/// function with BTF id `btf_id`: a two-instruction program is loaded and closed
-/// at once. Some kernels (lockdown, or a policy) refuse every fentry program with
-/// EPERM; finding that out this way costs a syscall instead of parsing the kernel's
-/// BTF and loading the object.
-pub fn fentry_allowed(btf_id: u32) -> io::Result<()> {
+/// Programs the kernel attaches through a BPF trampoline.
+#[derive(Clone, Copy, Debug)]
+pub enum Trampoline {
+    Fentry,
+    /// A BPF LSM program.
+    Lsm,
+}
+
+/// Whether the kernel lets a program of `kind` attach to the kernel function with
+/// BTF id `btf_id`: a two-instruction program is loaded and closed at once. Some
+/// kernels (lockdown, or a policy) refuse every such program with EPERM; finding
+/// that out this way costs a syscall instead of parsing the kernel's BTF and
+/// loading the object.
+pub fn trampoline_allowed(kind: Trampoline, btf_id: u32) -> io::Result<()> {
     // SAFETY: bpf_insn is plain data; all zeros is `r0 = 0` with no opcode yet.
     let mut insns: [bpf_insn; 2] = unsafe { std::mem::zeroed() };
     insns[0].code = 0xb7; // r0 = 0 (BPF_ALU64 | BPF_MOV | BPF_K)
@@ -49,8 +57,18 @@ pub fn fentry_allowed(btf_id: u32) -> io::Result<()> {
     let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
     // SAFETY: writing the fields of the union's BPF_PROG_LOAD member.
     let load = unsafe { &mut attr.__bindgen_anon_3 };
-    load.prog_type = bpf_prog_type::BPF_PROG_TYPE_TRACING as u32;
-    load.expected_attach_type = bpf_attach_type::BPF_TRACE_FENTRY as u32;
+    let (prog_type, attach_type) = match kind {
+        Trampoline::Fentry => (
+            bpf_prog_type::BPF_PROG_TYPE_TRACING,
+            bpf_attach_type::BPF_TRACE_FENTRY,
+        ),
+        Trampoline::Lsm => (
+            bpf_prog_type::BPF_PROG_TYPE_LSM,
+            bpf_attach_type::BPF_LSM_MAC,
+        ),
+    };
+    load.prog_type = prog_type as u32;
+    load.expected_attach_type = attach_type as u32;
     load.attach_btf_id = btf_id;
     load.insn_cnt = insns.len() as u32;
     load.insns = insns.as_ptr() as u64;

@@ -52,6 +52,8 @@ pub enum ModeError {
     NoKprobes,
     #[error("fexit:inet_csk_accept: the kernel refuses fentry and fexit programs")]
     FentryRefused(#[source] io::Error),
+    #[error("the BPF LSM accept hook cannot be used here")]
+    NoLsm,
     #[error("making the BTF of the attach targets")]
     ReadBtf(#[source] Box<aya::BtfError>),
     #[error("loading the eBPF object")]
@@ -86,6 +88,7 @@ impl ModeError {
             }
             ModeError::NoKprobes => "no-kprobes",
             ModeError::FentryRefused(_) => "fentry-refused",
+            ModeError::NoLsm => "no-bpf-lsm",
             ModeError::ReadBtf(_) => "btf-unreadable",
             ModeError::LoadObject(_) => "load-failed",
             ModeError::ProgramMissing(_) | ModeError::MapMissing(_) | ModeError::Map { .. } => {

@@ -14,6 +14,7 @@ use portwatch_common::{
 use super::{
     btf,
     error::{one_line, LoadError},
+    lsm::{self, LsmError},
     tracefs::{self, Format, TracefsError},
 };
 
@@ -33,6 +34,9 @@ pub struct KernelInfo {
     /// BTF id of `btf_trace_inet_sock_set_state`, what the BTF tracepoint attaches
     /// to.
     pub state_btf_id: Option<u32>,
+    /// BTF id of `bpf_lsm_sock_graft`, tracepoint mode's accept hook where the
+    /// BPF LSM is active; else why not.
+    pub accept_lsm: Result<u32, LsmError>,
     /// Offset of `ret` in sys_exit_accept{,4}, when both agree.
     pub accept_ret: Result<u32, TracefsError>,
     /// Whether tracepoint mode may hook the accept syscalls (`--inexact-accept`
@@ -112,7 +116,9 @@ pub fn inspect_kernel() -> Result<KernelInfo, LoadError> {
     let state_btf_id = btf_rs
         .as_ref()
         .and_then(|b| btf::typedef_id(b, &format!("btf_trace_{TP_INET_SOCK_SET_STATE}")));
+    let accept_lsm = lsm::sock_graft_target(btf_rs.as_ref());
     Ok(KernelInfo {
+        accept_lsm,
         accept_nargs,
         accept_btf_id,
         state_btf_id,

@@ -1,7 +1,7 @@
 //! Loading the embedded eBPF object and attaching it in one attach mode: the only
 //! module that talks to aya's program API.
 use aya::{
-    programs::{BtfTracePoint, FExit, KProbe, Program, TracePoint},
+    programs::{BtfTracePoint, FExit, KProbe, Lsm, Program, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
 use portwatch_common::{
@@ -14,6 +14,7 @@ use super::{
     error::{one_line, LoadError, ModeError},
     filter::KernelFilter,
     inspect::{inspect_kernel, KernelInfo},
+    lsm,
     plan::{plan, refused_early, AttachChoice, AttachMode, Floor, Hook},
     store::{SocketStore, StoreChoice, StoreInfo},
     tracer::Tracer,
@@ -91,6 +92,11 @@ fn attach(hook: &Hook, ebpf: &mut Ebpf, btf: &Btf) -> Result<(), ModeError> {
             p.load().map_err(failed)?;
             p.attach(function, 0).map_err(failed)?;
         }
+        Hook::Lsm { hook, .. } => {
+            let p: &mut Lsm = prog.try_into().map_err(failed)?;
+            p.load(hook, btf).map_err(failed)?;
+            p.attach().map_err(failed)?;
+        }
     }
     Ok(())
 }
@@ -132,34 +138,64 @@ pub fn load_mode(
     options: &ModeOptions,
 ) -> Result<Tracer, ModeError> {
     refused_early(mode, kernel)?;
-    let mut last = None;
+    let mut store_refused = None;
     for &store in options.store.stores() {
-        match load_with_store(kernel, mode, store, options) {
-            Ok(mut tracer) => {
-                if let Some(why) = last.take() {
-                    tracer.warnings.push(format!(
-                        "socket storage not available ({}): {}",
-                        one_line(&why),
-                        tracer.store.describe()
-                    ));
+        let mut lsm_refused = None;
+        for &lsm in lsm_choices(kernel, mode) {
+            match load_with(kernel, mode, store, lsm, options) {
+                Ok(mut tracer) => {
+                    if let Some(why) = store_refused.take() {
+                        tracer.warnings.push(format!(
+                            "socket storage not available ({}): {}",
+                            one_line(&why),
+                            tracer.store.describe()
+                        ));
+                    }
+                    if let Some(why) = lsm_refused.take() {
+                        tracer.warnings.push(format!(
+                            "the BPF LSM accept hook was refused ({}): the accept syscall tracepoints name accepting processes instead",
+                            one_line(&why)
+                        ));
+                    }
+                    return Ok(tracer);
                 }
-                return Ok(tracer);
+                Err(e) if lsm => lsm_refused = Some(e),
+                Err(e) => {
+                    store_refused = Some(e);
+                    break;
+                }
             }
-            Err(e) => last = Some(e),
+        }
+        // Both accept hooks refused with this store: the store is the likelier
+        // reason.
+        if let Some(why) = lsm_refused {
+            store_refused.get_or_insert(why);
         }
     }
-    Err(last.unwrap_or(ModeError::NoBtfTracepoint))
+    Err(store_refused.unwrap_or(ModeError::NoBtfTracepoint))
 }
 
-fn load_with_store(
+/// Whether to try the BPF LSM accept hook (first) and the syscall tracepoints:
+/// only tracepoint mode chooses, and the LSM hook only where the BPF LSM is
+/// active.
+fn lsm_choices(kernel: &KernelInfo, mode: AttachMode) -> &'static [bool] {
+    if mode == AttachMode::Tracepoint && kernel.accept_syscalls && kernel.accept_lsm.is_ok() {
+        &[true, false]
+    } else {
+        &[false]
+    }
+}
+
+fn load_with(
     kernel: &KernelInfo,
     mode: AttachMode,
     store: SocketStore,
+    lsm: bool,
     options: &ModeOptions,
 ) -> Result<Tracer, ModeError> {
     let mut config = kernel.config;
     let mut warnings = kernel.warnings.clone();
-    let mut hooks = plan(mode, store, kernel, &mut config, &mut warnings)?;
+    let mut hooks = plan(mode, store, lsm, kernel, &mut config, &mut warnings)?;
     if let Some(floor) = options.floor {
         hooks = vec![floor.hook()];
     }
@@ -196,6 +232,7 @@ fn load_with_store(
 /// A BTF holding the kernel ids the tracing programs among `hooks` attach to.
 fn attach_targets(kernel: &KernelInfo, hooks: &[Hook]) -> Result<Btf, ModeError> {
     let state_typedef = format!("btf_trace_{TP_INET_SOCK_SET_STATE}");
+    let lsm_function = lsm::attach_function();
     let mut targets = Vec::new();
     for hook in hooks {
         match hook {
@@ -208,6 +245,10 @@ fn attach_targets(kernel: &KernelInfo, hooks: &[Hook]) -> Result<Btf, ModeError>
                 id: kernel
                     .accept_btf_id
                     .ok_or(ModeError::AcceptPrototypeUnknown)?,
+            }),
+            Hook::Lsm { .. } => targets.push(btf_ids::Target::Func {
+                name: &lsm_function,
+                id: *kernel.accept_lsm.as_ref().map_err(|_| ModeError::NoLsm)?,
             }),
             _ => {}
         }

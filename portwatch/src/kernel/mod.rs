@@ -1,7 +1,7 @@
 //! Everything that talks to the kernel: what it allows (`inspect`), which hooks
 //! each attach mode uses (`plan`), loading and attaching (`load`), and the
 //! kernel's own descriptions it is read from (`btf`, `tracefs`, `sockdiag`,
-//! `bpf_sys`).
+//! `bpf_sys`, `lsm`).
 pub mod bpf_sys;
 pub mod btf;
 pub mod btf_ids;
@@ -9,6 +9,7 @@ pub mod error;
 pub mod filter;
 pub mod inspect;
 pub mod load;
+pub mod lsm;
 pub mod plan;
 pub mod sockdiag;
 pub mod store;

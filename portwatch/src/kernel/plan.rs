@@ -4,17 +4,17 @@ use std::path::Path;
 
 use portwatch_common::{
     names::{
-        fexit_accept_program, KFUNC_INET_CSK_ACCEPT, PROG_BTF_INET_SOCK_SET_STATE,
+        fexit_accept_program, KFUNC_INET_CSK_ACCEPT, LSM_SOCK_GRAFT, PROG_BTF_INET_SOCK_SET_STATE,
         PROG_BTF_INET_SOCK_SET_STATE_NESTED, PROG_FLOOR_BTF, PROG_FLOOR_CLASSIC,
-        PROG_INET_SOCK_SET_STATE, PROG_KRETPROBE_INET_CSK_ACCEPT, PROG_SYS_EXIT_ACCEPT,
-        TP_CATEGORY_SOCK, TP_CATEGORY_SYSCALLS, TP_INET_SOCK_SET_STATE, TP_SYS_EXIT_ACCEPT,
-        TP_SYS_EXIT_ACCEPT4,
+        PROG_INET_SOCK_SET_STATE, PROG_KRETPROBE_INET_CSK_ACCEPT, PROG_LSM_SOCK_GRAFT,
+        PROG_SYS_EXIT_ACCEPT, TP_CATEGORY_SOCK, TP_CATEGORY_SYSCALLS, TP_INET_SOCK_SET_STATE,
+        TP_SYS_EXIT_ACCEPT, TP_SYS_EXIT_ACCEPT4,
     },
     Config, ConfigFlag,
 };
 
 use super::{
-    bpf_sys::{self, KPROBE_PMU},
+    bpf_sys::{self, Trampoline, KPROBE_PMU},
     error::ModeError,
     inspect::KernelInfo,
     store::SocketStore,
@@ -27,7 +27,8 @@ pub enum AttachMode {
     Fentry,
     /// kretprobe inet_csk_accept, and the tracepoint.
     Kprobe,
-    /// sock:inet_sock_set_state and syscalls:sys_exit_accept{,4} only.
+    /// sock:inet_sock_set_state, and the BPF LSM hook sock_graft where the kernel
+    /// runs BPF LSM programs, else syscalls:sys_exit_accept{,4}.
     Tracepoint,
 }
 
@@ -118,6 +119,11 @@ pub enum Hook {
         program: &'static str,
         function: &'static str,
     },
+    /// A BPF LSM program on `hook` (attached to the kernel's `bpf_lsm_<hook>`).
+    Lsm {
+        program: &'static str,
+        hook: &'static str,
+    },
 }
 
 impl Hook {
@@ -128,7 +134,8 @@ impl Hook {
             | Hook::BtfTracepoint { program, .. }
             | Hook::Fexit { program, .. }
             | Hook::Kprobe { program, .. }
-            | Hook::Kretprobe { program, .. } => program,
+            | Hook::Kretprobe { program, .. }
+            | Hook::Lsm { program, .. } => program,
         }
     }
 
@@ -145,6 +152,7 @@ impl Hook {
             Hook::Fexit { function, .. } => format!("fexit:{function}"),
             Hook::Kprobe { function, .. } => format!("kprobe:{function}"),
             Hook::Kretprobe { function, .. } => format!("kretprobe:{function}"),
+            Hook::Lsm { hook, .. } => format!("lsm:{hook}"),
         }
     }
 }
@@ -160,9 +168,12 @@ fn accept_fexit_program(nargs: Option<u32>) -> Result<&'static str, ModeError> {
 
 /// The hooks of `mode` with owners in `store`, and the config flags that tell the
 /// kernel side which of its paths they replace. Err: why this kernel cannot do it.
+/// `lsm`: tracepoint mode may use the BPF LSM accept hook (tried first; the
+/// syscall tracepoints where the kernel refuses it).
 pub fn plan(
     mode: AttachMode,
     store: SocketStore,
+    lsm: bool,
     kernel: &KernelInfo,
     config: &mut Config,
     warnings: &mut Vec<String>,
@@ -195,12 +206,22 @@ pub fn plan(
             });
             config.flags |= ConfigFlag::AcceptHooked.bit();
         }
+        AttachMode::Tracepoint if lsm && sock_fields && kernel.accept_syscalls => {
+            kernel.accept_lsm.as_ref().map_err(|_| ModeError::NoLsm)?;
+            hooks.push(Hook::Lsm {
+                program: PROG_LSM_SOCK_GRAFT,
+                hook: LSM_SOCK_GRAFT,
+            });
+            config.flags |= ConfigFlag::AcceptHooked.bit();
+        }
         AttachMode::Tracepoint => plan_accept_syscalls(kernel, config, warnings, &mut hooks),
     }
     if storage {
         config.flags |= ConfigFlag::SockStorage.bit();
-        // Only fexit is a tracing program that may write socket storage.
-        if mode != AttachMode::Fentry && ConfigFlag::AcceptHooked.is_set(config.flags) {
+        // fexit and the LSM program may write socket storage; a kretprobe and the
+        // syscall tracepoints leave owners for the state program to move in.
+        let writes_storage = matches!(hooks.first(), Some(Hook::Fexit { .. } | Hook::Lsm { .. }));
+        if !writes_storage && ConfigFlag::AcceptHooked.is_set(config.flags) {
             config.flags |= ConfigFlag::AcceptsPending.bit();
         }
         // The twin catches what the first misses while it runs on a CPU.
@@ -260,7 +281,10 @@ fn plan_accept_syscalls(
 pub fn refused_early(mode: AttachMode, kernel: &KernelInfo) -> Result<(), ModeError> {
     match mode {
         AttachMode::Kprobe if !Path::new(KPROBE_PMU).exists() => Err(ModeError::NoKprobes),
-        AttachMode::Fentry => match kernel.accept_btf_id.map(bpf_sys::fentry_allowed) {
+        AttachMode::Fentry => match kernel
+            .accept_btf_id
+            .map(|id| bpf_sys::trampoline_allowed(Trampoline::Fentry, id))
+        {
             // Only a refusal on principle is final; anything else is left to the
             // real load to explain.
             Some(Err(e)) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {

@@ -87,8 +87,9 @@ impl Tracer {
     /// `recursion_misses`, the BTF state program's twin included.
     ///
     /// An upper bound: the BTF state program's twin handles most of that
-    /// program's misses (`Counter::NestedCaught` says how many), but not subtracting
-    /// them keeps the count from ever falling short of what was lost.
+    /// program's misses (`Counter::NestedCaught` says how many; `--stats` reports
+    /// it), but not subtracting them keeps the count from ever falling short of
+    /// what was lost.
     pub fn skipped_runs(&self) -> u64 {
         self.ebpf
             .programs()

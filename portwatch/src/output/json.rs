@@ -278,6 +278,8 @@ mod tests {
             received: 10,
             printed: 9,
             lost_total: 7,
+            skipped_total: 4,
+            nested_caught: 3,
             socket_store: "socket storage",
             socket_map_entries: 2,
             socket_map_cap: Some(262_144),
@@ -299,6 +301,8 @@ mod tests {
         assert_eq!(lines[1]["event"], "stats");
         assert_eq!(lines[1]["received"], 10);
         assert_eq!(lines[1]["socket_map_entries"], 2);
+        assert_eq!(lines[1]["skipped_total"], 4);
+        assert_eq!(lines[1]["nested_caught"], 3);
         assert_eq!(lines[1]["socket_store"], "socket storage");
         assert_eq!(lines[1]["socket_map_cap"], 262_144);
         assert_eq!(lines[1]["rss_kb"], 4000);

@@ -36,6 +36,12 @@ pub struct StatsReport {
     pub received: u64,
     pub printed: u64,
     pub lost_total: u64,
+    /// Program runs the kernel skipped (recursion guard), an upper bound of the
+    /// events that may be missing.
+    pub skipped_total: u64,
+    /// Of those, the state changes the BTF state program's twin handled after
+    /// the kernel skipped the first program: not lost.
+    pub nested_caught: u64,
     /// Where socket owners are kept: `socket storage` or `LRU map`.
     pub socket_store: &'static str,
     /// Entries of the owner map in use (the LRU map, or accepted connections
@@ -66,10 +72,12 @@ pub trait Printer {
     /// `--stats`: JSON puts a record in the stream; a table writes it to stderr.
     fn stats(&mut self, report: &StatsReport) -> io::Result<()> {
         eprintln!(
-            "portwatch: stats: {} received, {} printed, {} lost, owners in {} ({} map entries of {}), {} listeners tracked in the kernel, {} processes cached, RSS {} kB",
+            "portwatch: stats: {} received, {} printed, {} lost, {} skipped ({} of them caught by the twin program), owners in {} ({} map entries of {}), {} listeners tracked in the kernel, {} processes cached, RSS {} kB",
             report.received,
             report.printed,
             report.lost_total,
+            report.skipped_total,
+            report.nested_caught,
             report.socket_store,
             report.socket_map_entries,
             report

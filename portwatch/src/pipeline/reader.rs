@@ -115,6 +115,8 @@ fn report_stats(tracer: &Tracer, pipeline: &mut Pipeline<'_>) -> io::Result<()> 
         received: pipeline.stats.received,
         printed: pipeline.stats.events,
         lost_total: pipeline.stats.lost,
+        skipped_total: tracer.skipped_runs(),
+        nested_caught: tracer.counter(Counter::NestedCaught),
         socket_store: tracer.store.store.name(),
         socket_map_entries: tracer.socket_map_entries(),
         socket_map_cap: tracer.store.map_cap,

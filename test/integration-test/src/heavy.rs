@@ -86,14 +86,7 @@ struct Run {
 fn start(portwatch: &str, mode: &str, port: u16, extra: &[&str]) -> Result<Run> {
     let stream = Arc::new(Mutex::new(Stream::default()));
     let counted = stream.clone();
-    let running = Launch::trace(portwatch, mode)
-        .args([
-            "--format",
-            "json",
-            "--no-snapshot",
-            "--port",
-            &port.to_string(),
-        ])
+    let running = Launch::json_on_port(portwatch, mode, port)
         .args(extra)
         .start(move |stdout| count(stdout, &counted))?;
     Ok(Run { running, stream })

@@ -175,14 +175,7 @@ fn run(portwatch: &str, hold: &str, mode: &str, extra: &[&str]) -> Result<Outcom
     let truth = Arc::new(Mutex::new(None));
     let counts = Arc::new(Mutex::new(Tally::default()));
     let (t, c) = (truth.clone(), counts.clone());
-    let running = Launch::trace(portwatch, mode)
-        .args([
-            "--format",
-            "json",
-            "--no-snapshot",
-            "--port",
-            &port.to_string(),
-        ])
+    let running = Launch::json_on_port(portwatch, mode, port)
         .args(["--ringbuf-size", RINGBUF])
         .args(extra)
         .start(move |stdout| tally(stdout, t, c))?;

@@ -64,6 +64,18 @@ impl Launch {
         launch
     }
 
+    /// portwatch tracing in `mode`, JSON, no snapshot, only port `port` (filtered
+    /// in the kernel): the heavy runs' way to see their own load alone.
+    pub fn json_on_port(portwatch: &str, mode: &str, port: u16) -> Launch {
+        Launch::trace(portwatch, mode).args([
+            "--format",
+            "json",
+            "--no-snapshot",
+            "--port",
+            &port.to_string(),
+        ])
+    }
+
     /// The mode the attached line must name, when it is not the one asked for.
     pub fn expect_mode(mut self, mode: &str) -> Launch {
         self.mode = Some(mode.to_string());

@@ -11,10 +11,11 @@ use anyhow::{Context, Result};
 /// The kernel's own names (truncated to 15 bytes) of every portwatch program, by
 /// the mode that loads it ("all": every mode).
 /// (`btf_inet_sock_s` is the BTF state program and its twin.)
-const PROGRAMS: [(&str, &str); 7] = [
+const PROGRAMS: [(&str, &str); 8] = [
     ("fentry", "fexit_inet_csk_"),
     ("kprobe", "kretprobe_inet_"),
     ("tracepoint", "sys_exit_accept"),
+    ("tracepoint", "lsm_sock_graft"),
     ("all", "inet_sock_set_s"),
     ("all", "btf_inet_sock_s"),
     ("all", "floor_btf"),

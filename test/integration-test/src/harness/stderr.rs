@@ -16,9 +16,12 @@ pub struct Attached {
 }
 
 impl Attached {
-    /// Whether any syscall tracepoint is hooked.
-    pub fn hooks_a_syscall(&self) -> bool {
-        self.hooks.iter().any(|h| h.starts_with("syscalls:"))
+    /// Whether an accept hook of tracepoint mode (a syscall tracepoint or the
+    /// BPF LSM hook) is attached.
+    pub fn hooks_accept_in_tracepoint_mode(&self) -> bool {
+        self.hooks
+            .iter()
+            .any(|h| h.starts_with("syscalls:") || h.starts_with("lsm:"))
     }
 }
 
@@ -256,7 +259,7 @@ mod tests {
                 "syscalls:sys_exit_accept4"
             ]
         );
-        assert!(a.hooks_a_syscall());
+        assert!(a.hooks_accept_in_tracepoint_mode());
     }
 
     #[test]

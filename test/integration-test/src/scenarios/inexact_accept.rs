@@ -33,9 +33,9 @@ pub fn inexact_accept(portwatch: &str, mode: &str) -> Result<Vec<String>> {
         expect::accept(&listener.held_by(&acceptor), &client_end)
     };
     let mut failures = expect::check(&tracer, &[expected.named("accept under --inexact-accept")]);
-    if mode == "tracepoint" && tracer.attached().hooks_a_syscall() {
+    if mode == "tracepoint" && tracer.attached().hooks_accept_in_tracepoint_mode() {
         failures.push(format!(
-            "--inexact-accept still hooks a syscall: {:?}",
+            "--inexact-accept still hooks accept: {:?}",
             tracer.attached().hooks
         ));
     }

@@ -1,6 +1,7 @@
 //! The ground-truth suite of one attach mode: each scenario runs helper processes,
 //! takes their own account of what they did as ground truth, and checks that
 //! portwatch reported exactly that.
+mod accept_hook;
 mod connections;
 mod failed_connects;
 mod inexact_accept;
@@ -29,6 +30,10 @@ fn scenarios<'a>(portwatch: &'a str, mode: &'a str) -> Vec<Scenario<'a>> {
     use failed_connects::{refused, timed_out};
     let any = std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
     vec![
+        (
+            "the accept hook: fexit, kretprobe, BPF LSM where doctor allows it, else the syscalls",
+            Box::new(move |t| accept_hook::accept_hook(t, portwatch, mode)),
+        ),
         (
             "ipv4: listener, forked acceptor, 3 client processes",
             Box::new(|t| clients(t, LOOPBACK, "21,0", LOOPBACK, 3)),

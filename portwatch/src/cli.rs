@@ -2,6 +2,7 @@
 use clap::{error::ErrorKind, CommandFactory, Parser, Subcommand};
 use portwatch_common::{FILTER_MAX, RINGBUF_DEFAULT_BYTES, WAKEUP_EVENTS_DEFAULT};
 
+pub use crate::cli_history::{QueryArgs, RecordArgs};
 use crate::{
     event::{
         filter::Filter,
@@ -28,22 +29,22 @@ pub struct Cli {
 
     /// How to attach: fentry/fexit, kprobes, tracepoints only, or the first of
     /// those that this kernel allows.
-    #[arg(long, value_enum, default_value_t = AttachChoice::Auto)]
+    #[arg(long, value_enum, default_value_t = AttachChoice::Auto, global = true)]
     pub attach: AttachChoice,
 
     /// Ring buffer size in bytes: a power of two, at least 4096.
-    #[arg(long, default_value_t = RINGBUF_DEFAULT_BYTES, value_parser = parse_ringbuf_size)]
+    #[arg(long, default_value_t = RINGBUF_DEFAULT_BYTES, value_parser = parse_ringbuf_size, global = true)]
     pub ringbuf_size: u32,
 
     /// Wake the reader once this many events wait in the ring buffer (fewer wakeups
     /// under load); a lone event still shows within 50 ms. 1 wakes on every event.
-    #[arg(long, default_value_t = WAKEUP_EVENTS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, default_value_t = WAKEUP_EVENTS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=4096), global = true)]
     pub wakeup_events: u32,
 
     /// Every SECONDS, report counters (events received, printed, lost; kernel map
     /// entries; processes cached; RSS): a `stats` record in JSON, a stderr line
     /// with the table.
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub stats: Option<u64>,
 
     /// Add to each table row the sentence the ports notes would write for it.
@@ -56,19 +57,19 @@ pub struct Cli {
     /// tracepoint is enabled: while one is, every syscall of every process on the
     /// host takes the kernel's slower path. fentry and kprobe modes are exact
     /// without that cost and ignore this.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub inexact_accept: bool,
 
     /// Where the kernel side keeps each socket's owner: socket storage (no cap,
     /// Linux 5.12+ with BTF), an LRU map of --max-sockets (the fallback), or the
     /// first the kernel allows.
-    #[arg(long, value_enum, default_value_t = StoreChoice::Auto)]
+    #[arg(long, value_enum, default_value_t = StoreChoice::Auto, global = true)]
     pub socket_store: StoreChoice,
 
     /// Cap of the owner map in use: the LRU map (default 65536, preallocated), or
     /// with socket storage in kprobe and tracepoint modes the accepted connections
     /// waiting to move into it (default 262144, allocated as used).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=16_777_216), global = true)]
     pub max_sockets: Option<u32>,
 
     /// For `cargo xtask bench`: attach one empty program on the BTF or the classic
@@ -77,7 +78,7 @@ pub struct Cli {
     pub bench_floor: Option<Floor>,
 
     /// Do not print the TCP sockets that already exist when tracing starts.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub no_snapshot: bool,
 
     /// Colors in the table: only on a terminal and without NO_COLOR (auto), always, never.
@@ -139,6 +140,15 @@ pub enum Command {
     /// Print the TCP sockets that exist now (listening and established, with their
     /// processes), classified, and exit.
     Snapshot,
+    /// Trace as live mode does and keep every socket's lifetime, with its owner,
+    /// in a SQLite database (for `portwatch query`). Prints only stderr lines
+    /// unless --print.
+    Record(RecordArgs),
+    /// Answer from a recorded database: the sockets open at an instant, or those
+    /// of a time window, or a summary per process. Needs only read access to the
+    /// file. --pid, --uid, --port, --comm, --role, --container, --class, --cgroup,
+    /// -4 and -6 apply too.
+    Query(QueryArgs),
 }
 
 impl Cli {

@@ -2,12 +2,17 @@
 //! one line with its causes.
 use std::io;
 
-use crate::kernel::{error::LoadError, sockdiag::SockDiagError};
+use crate::{
+    history::schema::HistoryError,
+    kernel::{error::LoadError, sockdiag::SockDiagError},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error(transparent)]
+    History(#[from] HistoryError),
     #[error("reading the existing sockets")]
     Snapshot(#[source] SockDiagError),
     /// Writing output, or the event loop's own I/O. A closed stdout is not an

@@ -5,10 +5,12 @@
 //! -> `event` (decode, classify, notes, filter) -> `enrich` (/proc, cgroups) ->
 //! `output` (printers)). Imports run that way only.
 pub mod cli;
+mod cli_history;
 pub mod commands;
 pub mod enrich;
 pub mod error;
 pub mod event;
+pub mod history;
 pub mod kernel;
 pub mod output;
 pub mod pipeline;
@@ -51,6 +53,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             commands::explain::run(ports, cli.format, &mut io::stdout().lock()).map_err(Error::from)
         }
         Some(Command::Snapshot) => commands::snapshot::run(&cli, &filter, info),
+        Some(Command::Record(args)) => commands::record::run(&cli, &filter, args, info),
+        Some(Command::Query(args)) => commands::query::run(&cli, &filter, args, info),
         None => commands::trace::run(&cli, &filter, info),
     };
     match result {

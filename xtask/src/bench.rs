@@ -17,6 +17,9 @@ use crate::{build, util};
 #[path = "bench_syscalls.rs"]
 mod syscalls;
 
+#[path = "bench_history.rs"]
+mod history;
+
 #[derive(clap::Args)]
 pub struct BenchOptions {
     /// Connections per measured run.
@@ -26,6 +29,9 @@ pub struct BenchOptions {
     /// the machine's speed touches them all alike (the median rate is reported).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// Connections in the history database the query latencies are measured on.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub history_connections: u64,
 }
 
 /// The bpftrace peer: the same events portwatch prints (connection established
@@ -105,8 +111,20 @@ fn configs(portwatch: &Path) -> Vec<Config> {
             "portwatch json --inexact-accept",
             pw(&["--format", "json", "--inexact-accept"]),
         ),
+        Config {
+            name: RECORD,
+            command: pw(&[
+                "record",
+                "--db",
+                &history::record_db().display().to_string(),
+            ]),
+            ready: "recording to",
+        },
     ]
 }
+
+/// The recording row; its lost column counts events not stored too.
+const RECORD: &str = "portwatch record (SQLite history; lost includes events not stored)";
 
 const FLOOR_CLASSIC: &str = "empty program, classic tracepoint (floor)";
 const FLOOR_BTF: &str = "empty program, BTF tracepoint (floor)";
@@ -295,6 +313,18 @@ fn measure_once(config: &Config, loadgen: &Path, o: &BenchOptions, m: &mut Measu
         if let Some(n) = lost {
             *m.lost.get_or_insert(0) += n;
         }
+        // `portwatch record`: "...; N events not stored (...)".
+        let not_stored: u64 = said
+            .iter()
+            .filter_map(|l| {
+                l.split("; ")
+                    .find_map(|p| p.split_once(" events not stored"))
+            })
+            .filter_map(|(n, _)| n.trim().parse::<u64>().ok())
+            .sum();
+        if config.name == RECORD {
+            *m.lost.get_or_insert(0) += not_stored;
+        }
     }
     Ok(())
 }
@@ -340,6 +370,7 @@ pub fn bench(o: &BenchOptions) -> Result<()> {
     if util::which("bpftrace").is_none() {
         util::apt_install(&["bpftrace"])?;
     }
+    history::prepare()?;
     let configs = configs(&portwatch);
     let mut results: Vec<(&str, Measured)> = configs
         .iter()
@@ -354,6 +385,7 @@ pub fn bench(o: &BenchOptions) -> Result<()> {
     let first_event = first_event_ms(&portwatch, &loadgen)?;
     let mut report = render(&results, o, first_event);
     report.push_str(&syscalls::measure(&portwatch, &loadgen, o.runs)?);
+    report.push_str(&history::measure(&portwatch, o.history_connections)?);
     eprintln!("{report}");
     let dir = util::workspace_root().join("target/bench");
     fs::create_dir_all(&dir)?;

@@ -2,5 +2,7 @@
 //! modules together for its job.
 pub mod doctor;
 pub mod explain;
+pub mod query;
+pub mod record;
 pub mod snapshot;
 pub mod trace;

@@ -12,7 +12,7 @@ use crate::{
         load::{self, LoadOptions},
         tracer::Tracer,
     },
-    output::{self, RunInfo},
+    output::{self, Printer, RunInfo},
     pipeline::{
         reader::{self, Ended, Signals},
         Pipeline, Stats,
@@ -20,6 +20,22 @@ use crate::{
 };
 
 pub fn run(cli: &Cli, filter: &Filter, mut info: RunInfo) -> Result<(), Error> {
+    let (ended, stats) = session(cli, filter, |tracer| {
+        info.attach_mode = tracer.mode.name().to_string();
+        Ok(output::printer(cli.format, io::stdout().lock(), info)?)
+    })?;
+    report_end(ended, &stats);
+    Ok(())
+}
+
+/// One tracing session: attach, then the output `make_output` gives once attached
+/// gets the sockets that already exist and every event until SIGINT/SIGTERM or a
+/// closed output. Everything is detached when it returns.
+pub fn session<'o>(
+    cli: &Cli,
+    filter: &Filter,
+    make_output: impl FnOnce(&Tracer) -> Result<Box<dyn Printer + 'o>, Error>,
+) -> Result<(Ended, Stats), Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -28,8 +44,7 @@ pub fn run(cli: &Cli, filter: &Filter, mut info: RunInfo) -> Result<(), Error> {
         // ends the run cleanly (exit 0, everything detached).
         let signals = Signals::new()?;
         let mut tracer = attach(cli, filter)?;
-        info.attach_mode = tracer.mode.name().to_string();
-        let mut printer = output::printer(cli.format, io::stdout().lock(), info)?;
+        let mut printer = make_output(&tracer)?;
         let mut pipeline = Pipeline::new(printer.as_mut(), filter);
         // Attached first, then the sockets that already exist: nothing falls between.
         // Tracing goes on without them if they cannot be read.
@@ -47,8 +62,7 @@ pub fn run(cli: &Cli, filter: &Filter, mut info: RunInfo) -> Result<(), Error> {
         drop(printer);
         // Dropping the tracer detaches every program.
         drop(tracer);
-        report_end(ended, &stats);
-        Ok(())
+        Ok((ended, stats))
     })
 }
 
@@ -92,7 +106,7 @@ fn kernel_filter(filter: &Filter) -> KernelFilter {
 }
 
 /// The closing stderr line: the counts a user (and the tests) check.
-fn report_end(ended: Ended, stats: &Stats) {
+pub fn report_end(ended: Ended, stats: &Stats) {
     match ended {
         Ended::StdoutClosed if stats.lost + stats.skipped > 0 => eprintln!(
             "portwatch: {} events lost and {} program runs skipped in total",

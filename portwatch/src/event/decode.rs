@@ -164,6 +164,7 @@ fn decode(raw: &Event, decoder: &Decoder) -> Result<ConnEvent, DecodeError> {
         error,
         process: None,
         notes: Vec::new(),
+        lifetime: None,
     };
     event.notes = notes::notes(&event, range);
     Ok(event)

@@ -239,4 +239,15 @@ pub struct ConnEvent {
     pub process: Option<std::sync::Arc<ProcessDetails>>,
     /// What is unusual about this event, per the seed's port semantics.
     pub notes: Vec<Note>,
+    /// A socket read back from the history (`portwatch query`): its lifetime.
+    pub lifetime: Option<Lifetime>,
+}
+
+/// When a recorded socket opened and closed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lifetime {
+    /// None: it existed before recording began (first seen in the snapshot).
+    pub opened: Option<DateTime<Utc>>,
+    /// None: still open when the recording last wrote.
+    pub closed: Option<DateTime<Utc>>,
 }

@@ -95,6 +95,19 @@ impl<W: Write> JsonPrinter<W> {
             o.value(n.code());
         }
         o.out.push(b']');
+        if let Some(l) = &e.lifetime {
+            for (key, t) in [("opened", &l.opened), ("closed", &l.closed)] {
+                o.key(key);
+                match t {
+                    Some(t) => {
+                        o.out.push(b'"');
+                        self.time.write(t, o.out);
+                        o.out.push(b'"');
+                    }
+                    None => o.out.extend_from_slice(b"null"),
+                }
+            }
+        }
         o.field(
             "attach",
             &(!self.info.attach_mode.is_empty()).then_some(self.info.attach_mode.as_str()),

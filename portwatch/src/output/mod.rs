@@ -16,7 +16,7 @@ mod time_text;
 
 pub use escape::escape_control;
 pub use json::JsonPrinter;
-pub use printer::{LossReport, Printer, RunInfo, StatsReport};
+pub use printer::{stderr_stats, LossReport, Printer, RunInfo, StatsReport};
 pub use sentence::sentence;
 
 pub use table::TablePrinter;

@@ -71,22 +71,27 @@ pub trait Printer {
     }
     /// `--stats`: JSON puts a record in the stream; a table writes it to stderr.
     fn stats(&mut self, report: &StatsReport) -> io::Result<()> {
-        eprintln!(
-            "portwatch: stats: {} received, {} printed, {} lost, {} skipped ({} of them caught by the twin program), owners in {} ({} map entries of {}), {} listeners tracked in the kernel, {} processes cached, RSS {} kB",
-            report.received,
-            report.printed,
-            report.lost_total,
-            report.skipped_total,
-            report.nested_caught,
-            report.socket_store,
-            report.socket_map_entries,
-            report
-                .socket_map_cap
-                .map_or_else(|| "no cap".to_string(), |c| c.to_string()),
-            report.listener_map_entries,
-            report.process_cache_entries,
-            report.rss_kb
-        );
-        Ok(())
+        stderr_stats(report)
     }
+}
+
+/// `--stats` as a stderr line (the table's way, and a recording's).
+pub fn stderr_stats(report: &StatsReport) -> io::Result<()> {
+    eprintln!(
+        "portwatch: stats: {} received, {} printed, {} lost, {} skipped ({} of them caught by the twin program), owners in {} ({} map entries of {}), {} listeners tracked in the kernel, {} processes cached, RSS {} kB",
+        report.received,
+        report.printed,
+        report.lost_total,
+        report.skipped_total,
+        report.nested_caught,
+        report.socket_store,
+        report.socket_map_entries,
+        report
+            .socket_map_cap
+            .map_or_else(|| "no cap".to_string(), |c| c.to_string()),
+        report.listener_map_entries,
+        report.process_cache_entries,
+        report.rss_kb
+    );
+    Ok(())
 }

@@ -120,6 +120,22 @@ fn detail(out: &mut Vec<u8>, e: &ConnEvent) {
         }
         _ => {}
     }
+    if let Some(l) = &e.lifetime {
+        sep(out);
+        if l.opened.is_none() {
+            out.extend_from_slice(b"existed before recording, ");
+        }
+        match &l.closed {
+            Some(t) => {
+                out.extend_from_slice(b"closed ");
+                out.extend_from_slice(
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        .as_bytes(),
+                );
+            }
+            None => out.extend_from_slice(b"still open"),
+        }
+    }
     if let Some(id) = e.process.as_ref().and_then(|p| p.container_id.as_deref()) {
         sep(out);
         out.extend_from_slice(b"container ");

@@ -99,6 +99,7 @@ pub fn events(sockets: &[DiagSocket], range: EphemeralRange) -> Vec<ConnEvent> {
                 error: None,
                 process: None,
                 notes: Vec::new(),
+                lifetime: None,
             };
             event.notes = notes::notes(&event, range);
             event

@@ -4,6 +4,7 @@
 use std::{
     io::{BufRead, BufReader},
     os::unix::fs::PermissionsExt,
+    path::PathBuf,
     thread,
     time::Duration,
 };
@@ -51,16 +52,22 @@ fn no_panic(stderr: &Stderr) -> Vec<String> {
     }
 }
 
-/// As an unprivileged user: one error line naming what is needed, exit 1.
-fn not_root(portwatch: &str) -> Result<Vec<String>> {
-    // A copy the unprivileged user can reach: the checkout may sit in a directory
-    // only root may enter (a fresh `mktemp -d` clone, for one).
-    let dir = std::env::temp_dir().join(format!("portwatch-not-root-{}", std::process::id()));
+/// A copy of portwatch an unprivileged user can run, in a 0755 directory of its
+/// own (the checkout may sit in a directory only root may enter: a fresh `mktemp
+/// -d` clone, for one): the directory and the copy.
+pub fn reachable_copy(portwatch: &str, name: &str) -> Result<(PathBuf, PathBuf)> {
+    let dir = std::env::temp_dir().join(format!("portwatch-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
     let copy = dir.join("portwatch");
     std::fs::copy(portwatch, &copy)?;
     std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))?;
+    Ok((dir, copy))
+}
+
+/// As an unprivileged user: one error line naming what is needed, exit 1.
+fn not_root(portwatch: &str) -> Result<Vec<String>> {
+    let (dir, copy) = reachable_copy(portwatch, "not-root")?;
     let out = Launch::new(copy.to_str().context("temporary path")?)
         .args(["--format", "json"])
         .run_as(65534, 65534)

@@ -24,13 +24,13 @@ use crate::{
 };
 
 pub fn record_all(checks: &mut Checks, portwatch: &str, loadgen: &str, mode: &str) {
-    checks.record(
+    checks.run(
         &format!("[{mode}] storm: 20,000 connections, every event printed or counted lost"),
-        storm(portwatch, loadgen, mode),
+        || storm(portwatch, loadgen, mode),
     );
-    checks.record(
+    checks.run(
         &format!("[{mode}] soak: 100,000 connections, kernel map emptied, RSS flat"),
-        soak(portwatch, loadgen, mode),
+        || soak(portwatch, loadgen, mode),
     );
     crate::identity::record(checks, portwatch, loadgen, mode, &[]);
     crate::identity::record(checks, portwatch, loadgen, mode, &["--socket-store", "lru"]);
@@ -119,7 +119,7 @@ fn finish(run: Run) -> Result<(Stream, Closing)> {
 }
 
 /// The load generator's own account.
-fn load(loadgen: &str, connections: u64, port: u16) -> Result<Value> {
+pub fn load(loadgen: &str, connections: u64, port: u16) -> Result<Value> {
     let out = Command::new(loadgen)
         .args(["--connections", &connections.to_string()])
         .args(["--port", &port.to_string()])

@@ -17,9 +17,9 @@ const CONNECTIONS: u64 = 3_000;
 
 pub fn record(checks: &mut Checks, portwatch: &str, loadgen: &str, mode: &str, extra: &[&str]) {
     let store = extra.last().copied().unwrap_or("default store");
-    checks.record(
+    checks.run(
         &format!("[{mode}] sock_id: {CONNECTIONS} short connections ({store}), one id per socket, none shared"),
-        one_id_per_socket(portwatch, loadgen, mode, extra),
+        || one_id_per_socket(portwatch, loadgen, mode, extra),
     );
 }
 

@@ -17,6 +17,7 @@ mod failures;
 mod harness;
 mod heavy;
 mod helper;
+mod history;
 mod identity;
 mod investigate;
 mod modes;

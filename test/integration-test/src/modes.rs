@@ -169,6 +169,7 @@ fn kernel_wide(portwatch: &str, loadgen: Option<&str>, support: &[Support]) -> C
         Some(lg) => heavy::record_all(&mut checks, portwatch, lg, first),
         None => println!("# storm and soak not run here: they run on the host's kernel (xtask passes --loadgen there)"),
     }
+    crate::history::record_all(&mut checks, portwatch, loadgen, first);
     let refused: Vec<&str> = support
         .iter()
         .filter(|s| !s.available)

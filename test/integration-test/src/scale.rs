@@ -37,13 +37,13 @@ const RSS_BOUND_KB: u64 = 64 * 1024;
 pub fn record(checks: &mut Checks, portwatch: &str, loadgen: &str, mode: &str) {
     let hold = Path::new(loadgen).with_file_name("hold");
     let hold = hold.to_string_lossy();
-    checks.record(
+    checks.run(
         &format!("[{mode}] scale: 200,200 concurrent connections, socket storage: exact owners, nothing uncounted, RSS bounded"),
-        run(portwatch, &hold, mode, &[]).map(|r| r.judge(Store::Storage)),
+        || run(portwatch, &hold, mode, &[]).map(|r| r.judge(Store::Storage)),
     );
-    checks.record(
+    checks.run(
         &format!("[{mode}] scale: 200,200 concurrent connections, LRU fallback: what it cannot attribute is reported"),
-        run(portwatch, &hold, mode, &["--socket-store", "lru"]).map(|r| r.judge(Store::Lru)),
+        || run(portwatch, &hold, mode, &["--socket-store", "lru"]).map(|r| r.judge(Store::Lru)),
     );
 }
 

@@ -277,7 +277,6 @@ fn to_event(r: &Row<'_>, range: EphemeralRange, at: Option<i64>) -> rusqlite::Re
     let remote = endpoint(addr(r.get(4)?), r.get(5)?, range);
     let seen: i64 = r.get(6)?;
     let opened: Option<i64> = r.get(7)?;
-    let established: Option<i64> = r.get(8)?;
     let closed: Option<i64> = r.get(9)?;
     let outcome: i64 = r.get(10)?;
     let errno: Option<i32> = r.get(11)?;
@@ -340,7 +339,7 @@ fn to_event(r: &Row<'_>, range: EphemeralRange, at: Option<i64>) -> rusqlite::Re
             Role::Client => TcpState::SynSent,
         },
         sock_id: r.get::<_, i64>(13)? as u64,
-        duration: match (established.or(opened), closed) {
+        duration: match (Some(start), closed) {
             (Some(a), Some(b)) if b >= a => Some(Duration::from_nanos((b - a) as u64)),
             _ => None,
         },

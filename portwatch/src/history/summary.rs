@@ -16,8 +16,11 @@ use super::{
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct ProcessSummary {
-    /// Null when the owner was not known (sockets from before tracing).
+    /// Null when the owner was not known (sockets from before tracing), or its
+    /// executable could not be read (it exited first: `comm` then names it).
     pub exe: Option<String>,
+    /// The process name, where the executable is not known.
+    pub comm: Option<String>,
     pub user: Option<String>,
     /// Distinct ports it listened on.
     pub listen_ports: Vec<u16>,
@@ -90,12 +93,15 @@ pub fn summarize(conn: &Connection, q: &Query) -> rusqlite::Result<Vec<ProcessSu
         acc.first = acc.first.min(r.get(6)?);
         acc.last = acc.last.max(r.get(7)?);
     }
-    let mut who = conn.prepare("SELECT exe, user FROM processes WHERE id = ?1")?;
-    let mut merged: HashMap<(Option<String>, Option<String>), Acc> = HashMap::new();
+    let mut who = conn.prepare(
+        "SELECT exe, CASE WHEN exe IS NULL THEN comm END, user FROM processes WHERE id = ?1",
+    )?;
+    type Key = (Option<String>, Option<String>, Option<String>);
+    let mut merged: HashMap<Key, Acc> = HashMap::new();
     for (process, acc) in by_process {
         let key = match process {
-            Some(id) => who.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?,
-            None => (None, None),
+            Some(id) => who.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?,
+            None => (None, None, None),
         };
         let into = merged.entry(key).or_insert_with(|| Acc {
             first: i64::MAX,
@@ -114,11 +120,12 @@ pub fn summarize(conn: &Connection, q: &Query) -> rusqlite::Result<Vec<ProcessSu
     let time = |ns| from_ns(ns).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mut out: Vec<ProcessSummary> = merged
         .into_iter()
-        .map(|((exe, user), acc)| {
+        .map(|((exe, comm, user), acc)| {
             let mut listen_ports: Vec<u16> = acc.listen_ports.into_iter().collect();
             listen_ports.sort_unstable();
             ProcessSummary {
                 exe,
+                comm,
                 user,
                 listen_ports,
                 remote_peers: acc.peers.len() as u64,
@@ -131,8 +138,12 @@ pub fn summarize(conn: &Connection, q: &Query) -> rusqlite::Result<Vec<ProcessSu
             }
         })
         .collect();
-    // Known executables by path, the unknown owner last.
-    out.sort_by(|a, b| (a.exe.is_none(), &a.exe, &a.user).cmp(&(b.exe.is_none(), &b.exe, &b.user)));
+    // Known executables by path, then processes known by name, the unknown owner
+    // last.
+    out.sort_by_key(|s| {
+        let known = (s.exe.is_none(), s.comm.is_none());
+        (known, s.exe.clone(), s.comm.clone(), s.user.clone())
+    });
     Ok(out)
 }
 
@@ -155,7 +166,11 @@ pub fn write_table(rows: &[ProcessSummary], out: &mut impl Write) -> io::Result<
         writeln!(
             out,
             "{:<32} {:<10} {:<20} {:>6} {:>6} {:>8} {:>8} {:>6}  {:<24} {}",
-            crate::output::escape_control(r.exe.as_deref().unwrap_or("(unknown)")),
+            crate::output::escape_control(&match (&r.exe, &r.comm) {
+                (Some(exe), _) => exe.clone(),
+                (None, Some(comm)) => format!("[{comm}]"),
+                (None, None) => "(unknown)".to_string(),
+            }),
             crate::output::escape_control(r.user.as_deref().unwrap_or("-")),
             if ports.is_empty() {
                 "-".to_string()

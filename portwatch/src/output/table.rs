@@ -108,6 +108,12 @@ fn detail(out: &mut Vec<u8>, e: &ConnEvent) {
         }
     }
     match (e.kind, e.duration) {
+        // A recorded socket (`portwatch query`): its whole life.
+        (_, Some(d)) if e.lifetime.is_some() => {
+            sep(out);
+            out.extend_from_slice(b"lived ");
+            human_duration(out, d);
+        }
         (EventKind::Connect, Some(d)) => {
             sep(out);
             out.extend_from_slice(b"handshake ");

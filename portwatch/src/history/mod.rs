@@ -6,13 +6,15 @@
 //!   migrating, refusing what is not a portwatch database.
 //! - `recorder`: the pipeline's output that hands events to the writer without
 //!   ever blocking (a bounded queue; what does not fit is counted).
-//! - `writer`: the thread that turns events into socket lifetimes, in batched
-//!   transactions, and enforces retention (`retention`).
+//! - `writer`: the thread that writes them, in batched transactions, keeps the
+//!   run's row and enforces retention (`retention`); `sockets` turns events into
+//!   socket lifetimes (one row each) and process rows.
 //! - `query`, `summary`: reading it back.
 pub mod query;
 pub mod recorder;
 pub mod retention;
 pub mod schema;
+pub mod sockets;
 pub mod summary;
 pub mod time;
 pub mod writer;

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection};
 
+use super::schema::SPAN_OPEN;
+
 /// Default `--retain`: 30 days.
 pub const DEFAULT_RETAIN: Duration = Duration::from_secs(30 * 86_400);
 /// Default `--max-size`: 1 GiB.
@@ -42,14 +44,20 @@ impl Retention {
     pub fn enforce(&self, conn: &Connection, now: i64) -> rusqlite::Result<()> {
         let cutoff = now.saturating_sub(self.retain.as_nanos().min(i64::MAX as u128) as i64);
         let tx = conn.unchecked_transaction()?;
-        tx.execute(
-            "DELETE FROM sockets WHERE closed IS NOT NULL AND closed < ?1",
-            params![cutoff],
-        )?;
+        // Per span (schema::span), through the (span, seen) index: a socket that
+        // closed before the cutoff was first seen before it too.
+        let mut old =
+            tx.prepare("DELETE FROM sockets WHERE span = ?1 AND seen < ?2 AND closed < ?2")?;
+        for span in 0..SPAN_OPEN {
+            old.execute(params![span, cutoff])?;
+        }
+        drop(old);
         while used_bytes(&tx)? > self.max_size {
+            // The oldest closed sockets: first seen first (rows go in in that
+            // order, so the rowid order is close to it and needs no index).
             let deleted = tx.execute(
-                "DELETE FROM sockets WHERE id IN (SELECT id FROM sockets WHERE closed IS NOT NULL ORDER BY closed LIMIT ?1)",
-                params![SIZE_STEP],
+                "DELETE FROM sockets WHERE id IN (SELECT id FROM sockets WHERE span < ?2 ORDER BY id LIMIT ?1)",
+                params![SIZE_STEP, SPAN_OPEN],
             )?;
             if deleted == 0 {
                 break;

@@ -153,7 +153,7 @@ fn totals(stream: &Stream, closing: &Closing, connections: u64) -> Vec<String> {
     }
     if printed + lost > expected || printed + lost + skipped < expected {
         failures.push(format!(
-            "{printed} printed + {lost} lost (+ up to {skipped} skipped) does not account for exactly {expected}: silent loss or duplicates"
+            "{printed} printed + {lost} lost (+ up to {skipped} skipped) does not account for exactly {expected}: silent loss or duplicates (closing line: {closing:?})"
         ));
     }
     if received != printed {

@@ -194,9 +194,10 @@ fn run(portwatch: &str, hold: &str, mode: &str, extra: &[&str]) -> Result<Outcom
         }
     }
     println!(
-        "# scale {}: {} events ({} right, {} without a process, {} wrong), {} lost, {} skipped, peak RSS {peak_rss_kb} kB",
+        "# scale {}: {} events ({} right, {} without a process, {} wrong), {} lost, {} skipped, {} unreadable in the kernel, {} accepts not kept exact, {} owners not stored, peak RSS {peak_rss_kb} kB",
         extra.last().unwrap_or(&"storage"),
-        tally.events, tally.right, tally.unknown, tally.wrong.len(), closing.lost, closing.skipped
+        tally.events, tally.right, tally.unknown, tally.wrong.len(), closing.lost, closing.skipped,
+        closing.unreadable, closing.accepts_not_exact, closing.owners_not_stored
     );
     Ok(Outcome {
         tally,

@@ -278,10 +278,13 @@ impl Outcome {
                 t.events, t.lost_records, c.events, c.lost
             ));
         }
-        if t.events + c.lost > self.expected || t.events + c.lost + c.skipped < self.expected {
+        // Each run skipped (recursion guard) or stopped by a failed kernel read
+        // may have been an event: both are counted and reported.
+        let incomplete = c.skipped + c.unreadable;
+        if t.events + c.lost > self.expected || t.events + c.lost + incomplete < self.expected {
             failures.push(format!(
-                "{} printed + {} lost (+ up to {} skipped) do not account for {}",
-                t.events, c.lost, c.skipped, self.expected
+                "{} printed + {} lost (+ up to {} skipped or unreadable) do not account for {} (closing line: {c:?})",
+                t.events, c.lost, incomplete, self.expected
             ));
         }
         if t.unknown != c.without_process {
@@ -292,7 +295,7 @@ impl Outcome {
         }
         match store {
             // Only a skipped run (the kernel's recursion guard) can cost an owner.
-            Store::Storage if t.unknown > c.skipped => failures.push(format!("{} events without a process, more than the {} skipped runs", t.unknown, c.skipped)),
+            Store::Storage if t.unknown > incomplete => failures.push(format!("{} events without a process, more than the {incomplete} skipped or unreadable runs", t.unknown)),
             Store::Lru if t.unknown == 0 => failures.push("400,400 sockets in a 65,536-entry LRU map, yet nothing unattributed: the cap is not what it says".into()),
             _ => {}
         }

@@ -108,6 +108,8 @@ pub enum HistoryError {
     NotPortwatch(PathBuf),
     #[error("{}: written by a newer portwatch (schema {found}, this one knows up to {SCHEMA_VERSION}); use that version", path.display())]
     Newer { path: PathBuf, found: i32 },
+    #[error("{}: read-only (no write permission, or a read-only file system): cannot record into it", .0.display())]
+    ReadOnly(PathBuf, #[source] nix::Error),
     #[error("{}: locked by another writer (is another `portwatch record` running on it?)", .0.display())]
     Locked(PathBuf),
     #[error("{}", .0.display())]
@@ -138,6 +140,13 @@ pub fn open_for_recording(path: &Path) -> Result<Connection, HistoryError> {
                 .mode(0o700)
                 .create(dir)
                 .map_err(|e| HistoryError::CreateDir(dir.into(), e))?;
+        }
+    }
+    // SQLite would open a read-only file read-only, and fail later less clearly.
+    for writable in [Some(path), path.parent()].into_iter().flatten() {
+        if writable.exists() && !writable.as_os_str().is_empty() {
+            nix::unistd::access(writable, nix::unistd::AccessFlags::W_OK)
+                .map_err(|e| HistoryError::ReadOnly(writable.into(), e))?;
         }
     }
     let fresh = !path.exists() || fs::metadata(path).is_ok_and(|m| m.len() == 0);

@@ -40,6 +40,10 @@ pub fn record_all(checks: &mut Checks, portwatch: &str, loadgen: Option<&str>, m
         "history: a file that is not a portwatch database, an unwritable directory, a missing file: one line, exit 1, the file untouched; query without root",
         || bad_files(portwatch, mode),
     );
+    checks.run(
+        &format!("[{mode}] history: a database locked by another writer, and one on a read-only file system: one line, exit 1, nothing stored lost"),
+        || locked_and_read_only(portwatch, mode),
+    );
     if let Some(loadgen) = loadgen {
         checks.run(
             &format!("[{mode}] history: kill -9 during a storm leaves a database that opens, with every socket up to the last commit"),
@@ -500,17 +504,11 @@ fn killed(portwatch: &str, loadgen: &str, mode: &str) -> Result<Vec<String>> {
 /// A recording on a 256 KiB file system: a few connections stored, then more load
 /// than the disk holds.
 fn disk_full(portwatch: &str, loadgen: &str, mode: &str) -> Result<Vec<String>> {
-    use nix::mount::{mount, umount, MsFlags};
+    use nix::mount::umount;
     let db = fresh_db("full")?;
     let dir = db.parent().context("no parent")?.to_path_buf();
     std::fs::create_dir_all(&dir)?;
-    mount(
-        Some("tmpfs"),
-        &dir,
-        Some("tmpfs"),
-        MsFlags::empty(),
-        Some("size=256k"),
-    )?;
+    tmpfs(&dir, "256k")?;
     let result = (|| -> Result<Vec<String>> {
         let port = sock::unused_port(LOOPBACK)?;
         let mut recording = record(portwatch, mode, &db, &["--port", &port.to_string()])?;
@@ -541,4 +539,93 @@ fn disk_full(portwatch: &str, loadgen: &str, mode: &str) -> Result<Vec<String>> 
     })();
     let _ = umount(&dir);
     result
+}
+
+/// `portwatch record --db DB` refused: exit 1, one error line containing `text`.
+fn refused_record(portwatch: &str, db: &Path, text: &str, what: &str) -> Result<Option<String>> {
+    let out = Launch::new(portwatch)
+        .args(["record", "--db"])
+        .arg(db)
+        .run()?;
+    Ok(one_error(&out, text, what))
+}
+
+/// A tmpfs of `size` on `dir`.
+fn tmpfs(dir: &Path, size: &str) -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    let options = format!("size={size}");
+    mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )?;
+    Ok(())
+}
+
+/// A short recording into `db`, so that it holds a run.
+fn one_run(portwatch: &str, mode: &str, db: &Path) -> Result<Vec<String>> {
+    let recording = record(portwatch, mode, db, &["--port", "1"])?;
+    thread::sleep(COMMITTED);
+    stop(recording)
+}
+
+/// The runs recorded in `db`, read from the file alone (nothing writes it now; a
+/// read-only file system could not take SQLite's WAL index).
+fn runs_in(db: &Path) -> Result<i64> {
+    use rusqlite::OpenFlags;
+    let uri = format!("file:{}?immutable=1", db.display());
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI;
+    let conn = rusqlite::Connection::open_with_flags(uri, flags)?;
+    Ok(conn.query_row("SELECT count(*) FROM runs", [], |r| r.get(0))?)
+}
+
+/// Another writer holding the database's lock (SQLite's own, as a `sqlite3` shell
+/// in a transaction would), then the database on a file system remounted
+/// read-only: each refused with one line and exit 1, the recorded run still there.
+fn locked_and_read_only(portwatch: &str, mode: &str) -> Result<Vec<String>> {
+    use nix::mount::{mount, umount, MsFlags};
+    let db = fresh_db("locked")?;
+    let dir = db.parent().context("no parent")?.to_path_buf();
+    std::fs::create_dir_all(&dir)?;
+    let mut failures = one_run(portwatch, mode, &db)?;
+    {
+        let holder = rusqlite::Connection::open(&db)?;
+        holder.execute_batch("BEGIN EXCLUSIVE;")?;
+        failures.extend(refused_record(
+            portwatch,
+            &db,
+            "locked by another writer",
+            "record on a locked database",
+        )?);
+        holder.execute_batch("ROLLBACK;")?;
+    }
+    tmpfs(&dir, "4m")?;
+    let result = (|| -> Result<Vec<String>> {
+        let mut failures = one_run(portwatch, mode, &db)?;
+        mount(
+            None::<&str>,
+            &dir,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )?;
+        failures.extend(refused_record(
+            portwatch,
+            &db,
+            "read-only",
+            "record on a read-only file system",
+        )?);
+        if runs_in(&db)? != 1 {
+            failures.push("the recorded run is gone from the read-only database".into());
+        }
+        Ok(failures)
+    })();
+    let _ = umount(&dir);
+    failures.extend(result?);
+    if runs_in(&db)? != 1 {
+        failures.push("the locked database lost its run".into());
+    }
+    Ok(failures)
 }

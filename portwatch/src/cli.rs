@@ -2,7 +2,10 @@
 use clap::{error::ErrorKind, CommandFactory, Parser, Subcommand};
 use portwatch_common::{FILTER_MAX, RINGBUF_DEFAULT_BYTES, WAKEUP_EVENTS_DEFAULT};
 
-pub use crate::cli_history::{QueryArgs, RecordArgs};
+pub use crate::{
+    cli_baseline::{BaselineAction, BaselineArgs},
+    cli_history::{QueryArgs, RecordArgs},
+};
 use crate::{
     event::{
         filter::Filter,
@@ -77,6 +80,16 @@ pub struct Cli {
     #[arg(long, value_enum, hide = true)]
     pub bench_floor: Option<Floor>,
 
+    /// Check every event against this baseline (`portwatch baseline learn`) and
+    /// report departures as drift records; expected listeners that are gone are
+    /// looked for every --baseline-interval.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub baseline: Option<std::path::PathBuf>,
+
+    /// With --baseline: how often to look for expected listeners that are gone.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub baseline_interval: u64,
+
     /// Do not print the TCP sockets that already exist when tracing starts.
     #[arg(long, global = true)]
     pub no_snapshot: bool,
@@ -149,6 +162,9 @@ pub enum Command {
     /// file. --pid, --uid, --port, --comm, --role, --container, --class, --cgroup,
     /// -4 and -6 apply too.
     Query(QueryArgs),
+    /// Learn which processes are expected to hold which ports, or check the host
+    /// against such a baseline.
+    Baseline(BaselineArgs),
 }
 
 impl Cli {

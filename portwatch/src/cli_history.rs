@@ -4,8 +4,9 @@ use std::{path::PathBuf, time::Duration};
 use chrono::{DateTime, Utc};
 
 use crate::{
+    event::address::Prefix,
     history::{
-        query::{Prefix, QueryEvent},
+        query::QueryEvent,
         retention::DEFAULT_MAX_SIZE,
         schema::DEFAULT_DB,
         time::{parse_duration, parse_instant},

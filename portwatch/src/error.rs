@@ -3,6 +3,7 @@
 use std::io;
 
 use crate::{
+    baseline::file::BaselineError,
     history::schema::HistoryError,
     kernel::{error::LoadError, sockdiag::SockDiagError},
 };
@@ -13,6 +14,9 @@ pub enum Error {
     Load(#[from] LoadError),
     #[error(transparent)]
     History(#[from] HistoryError),
+    /// A baseline file that cannot be used: a usage error (exit 2).
+    #[error(transparent)]
+    Baseline(#[from] BaselineError),
     #[error("reading the existing sockets")]
     Snapshot(#[source] SockDiagError),
     /// Writing output, or the event loop's own I/O. A closed stdout is not an
@@ -25,5 +29,13 @@ impl Error {
     /// Whoever read stdout went away (`portwatch | head`): the run ends quietly.
     pub fn is_closed_output(&self) -> bool {
         matches!(self, Error::Io(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+
+    /// The exit code: 2 for what the user gave wrong (a baseline file), 1 else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Baseline(_) => 2,
+            _ => 1,
+        }
     }
 }

@@ -4,7 +4,9 @@
 //! (loading, attaching, reading what the kernel knows), `pipeline` (kernel records
 //! -> `event` (decode, classify, notes, filter) -> `enrich` (/proc, cgroups) ->
 //! `output` (printers)). Imports run that way only.
+pub mod baseline;
 pub mod cli;
+mod cli_baseline;
 mod cli_history;
 pub mod commands;
 pub mod enrich;
@@ -55,6 +57,11 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Some(Command::Snapshot) => commands::snapshot::run(&cli, &filter, info),
         Some(Command::Record(args)) => commands::record::run(&cli, &filter, args, info),
         Some(Command::Query(args)) => commands::query::run(&cli, &filter, args, info),
+        Some(Command::Baseline(args)) => match commands::baseline::run(&cli, &filter, args, info) {
+            // Drift found by `baseline check`: exit 1, like diff.
+            Ok(false) => return ExitCode::from(1),
+            other => other.map(drop),
+        },
         None => commands::trace::run(&cli, &filter, info),
     };
     match result {
@@ -62,7 +69,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Err(e) if e.is_closed_output() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("portwatch: error: {}", one_line(&e));
-            ExitCode::from(1)
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -20,6 +20,9 @@ mod syscalls;
 #[path = "bench_history.rs"]
 mod history;
 
+#[path = "bench_baseline.rs"]
+mod baseline;
+
 #[derive(clap::Args)]
 pub struct BenchOptions {
     /// Connections per measured run.
@@ -59,6 +62,9 @@ fn configs(portwatch: &Path) -> Vec<Config> {
         Some(c)
     };
     let kernel_only = KERNEL_ONLY_PORT.to_string();
+    let baseline_file = baseline::two_hundred_entries()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     let row = |name, command| Config {
         name,
         command,
@@ -94,6 +100,10 @@ fn configs(portwatch: &Path) -> Vec<Config> {
         ),
         row("portwatch table", pw(&["--format", "table"])),
         row("portwatch json", pw(&["--format", "json"])),
+        row(
+            "portwatch json --baseline (200 entries)",
+            pw(&["--format", "json", "--baseline", &baseline_file]),
+        ),
         row(
             "portwatch json, LRU fallback (--socket-store lru)",
             pw(&["--format", "json", "--socket-store", "lru"]),

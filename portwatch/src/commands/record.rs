@@ -3,7 +3,7 @@
 //! (lost, skipped, not stored) go into its `runs` row and the closing line.
 use std::{io, sync::mpsc, thread};
 
-use super::trace::{report_end, session};
+use super::trace::{report_end, session, SessionOptions};
 use crate::{
     cli::{Cli, RecordArgs},
     error::Error,
@@ -22,7 +22,8 @@ use crate::{
 const QUEUE: usize = 131_072;
 
 pub fn run(cli: &Cli, filter: &Filter, args: &RecordArgs, mut info: RunInfo) -> Result<(), Error> {
-    // Opened (or refused) before anything is attached.
+    // Read (or refused) before anything is attached.
+    let options = SessionOptions::from_cli(cli)?;
     let conn = schema::open_for_recording(&args.db)?;
     let uname = nix::sys::utsname::uname().map_err(io::Error::from)?;
     let (host, kernel) = (
@@ -37,7 +38,7 @@ pub fn run(cli: &Cli, filter: &Filter, args: &RecordArgs, mut info: RunInfo) -> 
     };
     let mut writer_thread = None;
     let traced =
-        session(cli, filter, |tracer| {
+        session(cli, filter, options, |tracer| {
             let mode = tracer.mode.name();
             let run = RunRow {
                 host: &host,

@@ -4,6 +4,7 @@ use std::{io, time::Duration};
 
 use super::snapshot::print_existing;
 use crate::{
+    baseline::{self, check::Checker},
     cli::Cli,
     error::Error,
     event::{filter::Filter, model::Family},
@@ -14,13 +15,14 @@ use crate::{
     },
     output::{self, Printer, RunInfo},
     pipeline::{
-        reader::{self, Ended, Signals},
+        reader::{self, Ended, Signals, Timers},
         Pipeline, Stats,
     },
 };
 
 pub fn run(cli: &Cli, filter: &Filter, mut info: RunInfo) -> Result<(), Error> {
-    let (ended, stats) = session(cli, filter, |tracer| {
+    let options = SessionOptions::from_cli(cli)?;
+    let (ended, stats) = session(cli, filter, options, |tracer| {
         info.attach_mode = tracer.mode.name().to_string();
         Ok(output::printer(cli.format, io::stdout().lock(), info)?)
     })?;
@@ -28,12 +30,36 @@ pub fn run(cli: &Cli, filter: &Filter, mut info: RunInfo) -> Result<(), Error> {
     Ok(())
 }
 
+/// What a session does beyond printing events.
+#[derive(Default)]
+pub struct SessionOptions {
+    /// `--baseline`: events checked against it, and its listeners looked for.
+    pub checker: Option<Checker>,
+    /// End after this long, as on SIGINT.
+    pub stop_after: Option<Duration>,
+}
+
+impl SessionOptions {
+    /// `--baseline FILE`, read and checked before anything is attached.
+    pub fn from_cli(cli: &Cli) -> Result<SessionOptions, Error> {
+        let checker = match &cli.baseline {
+            Some(path) => Some(Checker::new(baseline::file::load(path)?.1)),
+            None => None,
+        };
+        Ok(SessionOptions {
+            checker,
+            stop_after: None,
+        })
+    }
+}
+
 /// One tracing session: attach, then the output `make_output` gives once attached
-/// gets the sockets that already exist and every event until SIGINT/SIGTERM or a
-/// closed output. Everything is detached when it returns.
+/// gets the sockets that already exist and every event until SIGINT/SIGTERM, a
+/// closed output, or `options.stop_after`. Everything is detached when it returns.
 pub fn session<'o>(
     cli: &Cli,
     filter: &Filter,
+    options: SessionOptions,
     make_output: impl FnOnce(&Tracer) -> Result<Box<dyn Printer + 'o>, Error>,
 ) -> Result<(Ended, Stats), Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -45,7 +71,11 @@ pub fn session<'o>(
         let signals = Signals::new()?;
         let mut tracer = attach(cli, filter)?;
         let mut printer = make_output(&tracer)?;
-        let mut pipeline = Pipeline::new(printer.as_mut(), filter);
+        let baseline_interval = options
+            .checker
+            .as_ref()
+            .map(|_| Duration::from_secs(cli.baseline_interval));
+        let mut pipeline = Pipeline::new(printer.as_mut(), filter).with_baseline(options.checker);
         // Attached first, then the sockets that already exist: nothing falls between.
         // Tracing goes on without them if they cannot be read.
         if !cli.no_snapshot {
@@ -57,8 +87,12 @@ pub fn session<'o>(
                 other => other?,
             }
         }
-        let stats_every = cli.stats.map(Duration::from_secs);
-        let (ended, stats) = reader::run(&mut tracer, pipeline, stats_every, signals).await?;
+        let timers = Timers {
+            stats: cli.stats.map(Duration::from_secs),
+            missing_listeners: baseline_interval,
+            stop_after: options.stop_after,
+        };
+        let (ended, stats) = reader::run(&mut tracer, pipeline, timers, signals).await?;
         drop(printer);
         // Dropping the tracer detaches every program.
         drop(tracer);

@@ -32,6 +32,45 @@ pub fn family(addr: IpAddr) -> Family {
     }
 }
 
+/// An address and prefix length (`--remote 10.0.0.0/8`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefix {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl Prefix {
+    pub fn parse(text: &str) -> Result<Prefix, String> {
+        let (addr, len) = match text.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an address or ADDRESS/PREFIX"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            Some(l) => l
+                .parse::<u8>()
+                .ok()
+                .filter(|l| *l <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix length must be 0-{max}"))?,
+            None => max,
+        };
+        Ok(Prefix { addr, len })
+    }
+
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        let (a, b, bits) = match (self.addr, plain(addr)) {
+            (IpAddr::V4(p), IpAddr::V4(a)) => (u32::from(p) as u128, u32::from(a) as u128, 32),
+            (IpAddr::V6(p), IpAddr::V6(a)) => (u128::from(p), u128::from(a), 128),
+            _ => return false,
+        };
+        let shift = bits - u32::from(self.len);
+        shift >= bits || (a >> shift) == (b >> shift)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +89,23 @@ mod tests {
             from_kernel(AF_INET, &raw),
             "10.1.2.3".parse::<IpAddr>().unwrap()
         );
+    }
+    #[test]
+    fn prefixes() {
+        let p = Prefix::parse("10.0.0.0/8").unwrap();
+        assert!(p.contains("10.1.2.3".parse().unwrap()));
+        assert!(p.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!p.contains("11.0.0.1".parse().unwrap()));
+        assert!(!p.contains("::1".parse().unwrap()));
+        let one = Prefix::parse("10.0.0.7").unwrap();
+        assert!(one.contains("10.0.0.7".parse().unwrap()));
+        assert!(!one.contains("10.0.0.8".parse().unwrap()));
+        assert!(Prefix::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("1.2.3.4".parse().unwrap()));
+        assert!(Prefix::parse("10.0.0.0/33").is_err());
+        assert!(Prefix::parse("ten").is_err());
+        let v6 = Prefix::parse("fd00::/8").unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()));
     }
 }

@@ -13,6 +13,7 @@ use std::{
 };
 
 use crate::{
+    baseline::check::Drift,
     event::model::ConnEvent,
     output::{LossReport, Printer, StatsReport},
 };
@@ -117,6 +118,13 @@ impl Printer for Recorder {
         match &mut self.print {
             Some(p) => p.lost(report),
             None => Ok(()),
+        }
+    }
+
+    fn drift(&mut self, d: &Drift) -> io::Result<()> {
+        match &mut self.print {
+            Some(p) => p.drift(d),
+            None => crate::output::stderr_drift(d),
         }
     }
 

@@ -14,7 +14,10 @@ use super::{
     printer::{LossReport, Printer, RunInfo, StatsReport},
     time_text::Rfc3339Utc,
 };
-use crate::event::model::{ConnEvent, Endpoint, ProcessDetails, ProcessMissing};
+use crate::{
+    baseline::check::Drift,
+    event::model::{ConnEvent, Endpoint, ProcessDetails, ProcessMissing},
+};
 
 pub struct JsonPrinter<W: Write> {
     out: W,
@@ -208,6 +211,20 @@ impl<W: Write> Printer for JsonPrinter<W> {
                 stats: r,
             },
         )
+    }
+
+    fn drift(&mut self, d: &Drift) -> io::Result<()> {
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        let mut written = Ok(());
+        if let Some(e) = &d.trigger {
+            written = self.write_event(e, &mut line);
+            line.pop(); // its newline
+        }
+        let event = d.trigger.as_ref().map(|_| line.as_slice());
+        let written = written.and_then(|()| super::drift::json_line(&mut self.out, d, event));
+        self.line = line;
+        written
     }
 
     fn event(&mut self, e: &ConnEvent) -> io::Result<()> {

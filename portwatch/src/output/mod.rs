@@ -5,6 +5,7 @@
 use std::io::{self, Write};
 
 mod append;
+mod drift;
 mod escape;
 mod json;
 mod json_object;
@@ -16,7 +17,7 @@ mod time_text;
 
 pub use escape::escape_control;
 pub use json::JsonPrinter;
-pub use printer::{stderr_stats, LossReport, Printer, RunInfo, StatsReport};
+pub use printer::{stderr_drift, stderr_stats, LossReport, Printer, RunInfo, StatsReport};
 pub use sentence::sentence;
 
 pub use table::TablePrinter;

@@ -1,7 +1,7 @@
 //! What every printer is: the trait, and the run facts and reports it is given.
 use std::io;
 
-use crate::event::model::ConnEvent;
+use crate::{baseline::check::Drift, event::model::ConnEvent};
 
 /// Facts about the run, and how to print it.
 #[derive(Clone, Debug, Default)]
@@ -73,6 +73,27 @@ pub trait Printer {
     fn stats(&mut self, report: &StatsReport) -> io::Result<()> {
         stderr_stats(report)
     }
+    /// A departure from the baseline (`--baseline`): a line of its own.
+    fn drift(&mut self, d: &Drift) -> io::Result<()> {
+        stderr_drift(d)
+    }
+}
+
+/// A drift as a stderr line (where no printer prints: a recording without
+/// `--print`).
+pub fn stderr_drift(d: &Drift) -> io::Result<()> {
+    let who = d
+        .trigger
+        .as_ref()
+        .and_then(|e| e.owner.as_ref())
+        .map(|o| format!(" (pid {} {})", o.pid, super::escape_control(&o.comm)))
+        .unwrap_or_default();
+    eprintln!(
+        "portwatch: drift: {}: {}{who}",
+        d.kind.name(),
+        super::escape_control(&d.reason)
+    );
+    Ok(())
 }
 
 /// `--stats` as a stderr line (the table's way, and a recording's).

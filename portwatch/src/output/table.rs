@@ -12,7 +12,10 @@ use super::{
     table_row::{Row, BLUE, BOLD, CYAN, GREEN, HEADER, RED, YELLOW},
     time_text::LocalClock,
 };
-use crate::event::model::{ConnEvent, Endpoint, EventKind, Role};
+use crate::{
+    baseline::check::Drift,
+    event::model::{ConnEvent, Endpoint, EventKind, Role},
+};
 
 pub struct TablePrinter<W: Write> {
     out: W,
@@ -163,6 +166,11 @@ fn human_duration(out: &mut Vec<u8>, d: std::time::Duration) {
 }
 
 impl<W: Write> Printer for TablePrinter<W> {
+    fn drift(&mut self, d: &Drift) -> io::Result<()> {
+        super::drift::table_line(&mut self.line, &mut self.clock, d, self.color);
+        self.out.write_all(&self.line)
+    }
+
     fn event(&mut self, e: &ConnEvent) -> io::Result<()> {
         let mut row = Row::new(&mut self.line, self.color);
         row.start(None);

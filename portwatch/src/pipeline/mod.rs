@@ -7,6 +7,7 @@ pub mod snapshot;
 use std::io::{self, Write};
 
 use crate::{
+    baseline::{check::Checker, learn},
     enrich::procinfo::Enricher,
     event::{
         classify::EphemeralRange,
@@ -46,6 +47,8 @@ pub struct Pipeline<'p> {
     enricher: Enricher,
     decoder: Decoder,
     stats: Stats,
+    /// `--baseline`: every event shown is checked against it.
+    checker: Option<Checker>,
 }
 
 impl<'p> Pipeline<'p> {
@@ -56,7 +59,14 @@ impl<'p> Pipeline<'p> {
             enricher: Enricher::new(),
             decoder: Decoder::new(Clock::now(), EphemeralRange::of_host()),
             stats: Stats::default(),
+            checker: None,
         }
+    }
+
+    /// Check every event shown against a baseline, and report drift.
+    pub fn with_baseline(mut self, checker: Option<Checker>) -> Self {
+        self.checker = checker;
+        self
     }
 
     /// One ring-buffer record; one that cannot be decoded is counted and said on
@@ -88,7 +98,26 @@ impl<'p> Pipeline<'p> {
             return Ok(false);
         }
         self.printer.event(&event)?;
+        if let Some(drift) = self.checker.as_mut().and_then(|c| c.check(&event)) {
+            self.printer.drift(&drift)?;
+        }
         Ok(true)
+    }
+
+    /// The listeners the baseline expects that are gone (`existing`: the sockets
+    /// that exist now) at this look and the one before, each reported once per run.
+    pub fn missing_listeners(&mut self, mut existing: Vec<ConnEvent>) -> io::Result<()> {
+        let Some(checker) = self.checker.as_mut() else {
+            return Ok(());
+        };
+        for event in &mut existing {
+            self.enricher.enrich(event);
+        }
+        let missing = learn::missing(checker.expected(), &existing, &self.filter.ports);
+        for drift in checker.confirm_missing(missing) {
+            self.printer.drift(&drift)?;
+        }
+        self.printer.flush()
     }
 
     /// The sockets that existed before tracing (not counted as kernel events),

@@ -150,14 +150,43 @@ impl Signals {
     }
 }
 
-/// Run until SIGINT/SIGTERM or until stdout closes. Returns how it ended and the
-/// counts; the caller drops the tracer, which detaches every program.
+/// What the loop does on a timer besides draining.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Timers {
+    /// `--stats`.
+    pub stats: Option<Duration>,
+    /// `--baseline-interval`: look for expected listeners that are gone.
+    pub missing_listeners: Option<Duration>,
+    /// Stop after this long, as on SIGINT (`baseline learn --duration`).
+    pub stop_after: Option<Duration>,
+}
+
+/// The listeners of the sockets that exist now, for the baseline's check; none
+/// when they cannot be read (said once on stderr by the caller's snapshot).
+fn listeners_now() -> Vec<crate::event::model::ConnEvent> {
+    match crate::kernel::sockdiag::tcp_sockets() {
+        Ok(sockets) => {
+            super::snapshot::events(&sockets, crate::event::classify::EphemeralRange::of_host())
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Run until SIGINT/SIGTERM, until stdout closes, or for `timers.stop_after`.
+/// Returns how it ended and the counts; the caller drops the tracer, which
+/// detaches every program.
 pub async fn run(
     tracer: &mut Tracer,
     mut pipeline: Pipeline<'_>,
-    stats_every: Option<Duration>,
+    timers: Timers,
     signals: Signals,
 ) -> io::Result<(Ended, Stats)> {
+    let stats_every = timers.stats;
+    let hour = Duration::from_secs(3600);
+    let mut missing_tick = tokio::time::interval(timers.missing_listeners.unwrap_or(hour));
+    missing_tick.tick().await;
+    let stop = tokio::time::sleep(timers.stop_after.unwrap_or(hour * 24 * 365));
+    tokio::pin!(stop);
     let Signals {
         int: mut sigint,
         term: mut sigterm,
@@ -201,6 +230,12 @@ pub async fn run(
                     break Err(e);
                 }
             }
+            _ = missing_tick.tick(), if timers.missing_listeners.is_some() => {
+                if let Err(e) = pipeline.missing_listeners(listeners_now()) {
+                    break Err(e);
+                }
+            }
+            _ = &mut stop, if timers.stop_after.is_some() => break Ok(Ended::Signal),
             _ = sigint.recv() => break Ok(Ended::Signal),
             _ = sigterm.recv() => break Ok(Ended::Signal),
         }

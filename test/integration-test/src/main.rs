@@ -11,6 +11,7 @@
 //! path: `lru`). With `--results`, the outcome is also
 //! written to FILE as data (see `report`). `integration-test helper ...` is how it
 //! runs its own helper processes (re-executing itself).
+mod baseline;
 mod checks;
 mod expect;
 mod failures;

@@ -170,6 +170,7 @@ fn kernel_wide(portwatch: &str, loadgen: Option<&str>, support: &[Support]) -> C
         None => println!("# storm and soak not run here: they run on the host's kernel (xtask passes --loadgen there)"),
     }
     crate::history::record_all(&mut checks, portwatch, loadgen, first);
+    crate::baseline::record_all(&mut checks, portwatch, loadgen, first);
     let refused: Vec<&str> = support
         .iter()
         .filter(|s| !s.available)

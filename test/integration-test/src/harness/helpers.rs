@@ -73,7 +73,17 @@ pub struct Helper {
 impl Helper {
     /// `integration-test helper ARGS`, with `env`, stdin piped when `stdin`.
     fn spawn(args: Vec<String>, env: &[(&str, &str)], stdin: bool) -> Result<Helper> {
-        let mut child = Command::new("/proc/self/exe")
+        Helper::spawn_as(&As::default(), args, env, stdin)
+    }
+
+    /// The same, run as `who` says.
+    fn spawn_as(who: &As, args: Vec<String>, env: &[(&str, &str)], stdin: bool) -> Result<Helper> {
+        let exe = who.exe.as_deref().unwrap_or(Path::new("/proc/self/exe"));
+        let mut command = Command::new(exe);
+        if let Some(uid) = who.uid {
+            command.uid(uid).gid(uid);
+        }
+        let mut child = command
             .arg("helper")
             .args(&args)
             // Its own process group, so `kill` reaches what it forks too.
@@ -163,8 +173,19 @@ fn end(numbers: &[u32], comm: &str, addr: IpAddr) -> End {
     }
 }
 
+/// Which executable a helper runs as (a copy of this test's binary, to be
+/// another program) and which user; by default this binary, as the test's user.
+#[derive(Debug, Clone, Default)]
+pub struct As {
+    pub exe: Option<std::path::PathBuf>,
+    /// uid (and gid) to run as.
+    pub uid: Option<u32>,
+}
+
 /// What a server helper is asked to do.
 pub struct ServerSpec<'a> {
+    /// The executable and user it runs as.
+    pub who: As,
     pub addr: IpAddr,
     /// Ports to try in order, comma-separated; 0 is any.
     pub ports: &'a str,
@@ -179,6 +200,7 @@ impl ServerSpec<'_> {
     /// Any port, `pw-listener` and `pw-acceptor`, one connection held 50 ms.
     pub fn new(addr: IpAddr) -> ServerSpec<'static> {
         ServerSpec {
+            who: As::default(),
             addr,
             ports: "0",
             listener: "pw-listener",
@@ -210,7 +232,7 @@ impl Server {
             spec.connections.to_string(),
             spec.hold.arg(),
         ];
-        let mut helper = Helper::spawn(args, &[], false)?;
+        let mut helper = Helper::spawn_as(&spec.who, args, &[], false)?;
         let listener = helper.report_end("listening", spec.listener, spec.addr)?;
         Ok(Server {
             helper,

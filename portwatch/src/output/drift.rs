@@ -1,0 +1,52 @@
+//! Drift records (`--baseline`): a `DRIFT` line in the table, a `drift` object in
+//! JSON with the whole triggering event.
+use std::io::{self, Write};
+
+use chrono::Utc;
+
+use super::{
+    escape::escape_control,
+    table_row::{Row, BOLD, MAGENTA},
+    time_text::LocalClock,
+};
+use crate::baseline::check::Drift;
+
+/// `HH:MM:SS.mmm DRIFT KIND reason`, the kind in magenta, after the line of the
+/// event that showed it.
+pub fn table_line(line: &mut Vec<u8>, clock: &mut LocalClock, d: &Drift, color: bool) {
+    let mut row = Row::new(line, color);
+    row.start(None);
+    let time = d.trigger.as_ref().map_or_else(Utc::now, |e| e.time);
+    clock.write(&time, row.line);
+    row.end();
+    row.cell("DRIFT", Some(MAGENTA));
+    row.start(Some(BOLD));
+    row.line.extend_from_slice(d.kind.name().as_bytes());
+    row.line.push(b':');
+    row.end();
+    row.start(None);
+    row.line
+        .extend_from_slice(escape_control(&d.reason).as_bytes());
+    row.finish();
+}
+
+/// `{"time":…,"event":"drift","drift":{"kind":…,"reason":…,"port":…},"trigger":EVENT}`;
+/// `event_json` is the triggering event's object (without its newline), or none.
+pub fn json_line(out: &mut impl Write, d: &Drift, event_json: Option<&[u8]>) -> io::Result<()> {
+    let head = serde_json::json!({
+        "time": d.trigger.as_ref().map_or_else(Utc::now, |e| e.time)
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        "event": "drift",
+        "drift": {"kind": d.kind.name(), "reason": d.reason, "port": d.port},
+    });
+    let mut text = serde_json::to_vec(&head)?;
+    // Re-open the object for the trigger.
+    text.pop();
+    text.extend_from_slice(b",\"trigger\":");
+    match event_json {
+        Some(e) => text.extend_from_slice(e),
+        None => text.extend_from_slice(b"null"),
+    }
+    text.extend_from_slice(b"}\n");
+    out.write_all(&text)
+}

@@ -33,16 +33,16 @@ pub fn table_line(line: &mut Vec<u8>, clock: &mut LocalClock, d: &Drift, color: 
 /// `{"time":…,"event":"drift","drift":{"kind":…,"reason":…,"port":…},"trigger":EVENT}`;
 /// `event_json` is the triggering event's object (without its newline), or none.
 pub fn json_line(out: &mut impl Write, d: &Drift, event_json: Option<&[u8]>) -> io::Result<()> {
-    let head = serde_json::json!({
-        "time": d.trigger.as_ref().map_or_else(Utc::now, |e| e.time)
-            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        "event": "drift",
-        "drift": {"kind": d.kind.name(), "reason": d.reason, "port": d.port},
-    });
-    let mut text = serde_json::to_vec(&head)?;
-    // Re-open the object for the trigger.
-    text.pop();
-    text.extend_from_slice(b",\"trigger\":");
+    let time = d
+        .trigger
+        .as_ref()
+        .map_or_else(Utc::now, |e| e.time)
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let drift = serde_json::json!({"kind": d.kind.name(), "reason": d.reason, "port": d.port});
+    // In the order of every other record: time, event, then what it is.
+    let mut text =
+        format!("{{\"time\":\"{time}\",\"event\":\"drift\",\"drift\":{drift},\"trigger\":")
+            .into_bytes();
     match event_json {
         Some(e) => text.extend_from_slice(e),
         None => text.extend_from_slice(b"null"),

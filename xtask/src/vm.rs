@@ -121,7 +121,9 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup
 ip link set lo up
 mkdir -p /etc
 echo 'root:x:0:0:root:/:/bin/sh' > /etc/passwd
+echo 'nobody:x:65534:65534:nobody:/:/bin/false' >> /etc/passwd
 echo 'root:x:0:' > /etc/group
+echo 'nogroup:x:65534:' >> /etc/group
 echo "PORTWATCH-VM-START $(uname -r)"
 PW_ONLY="$(cat /pw_only 2>/dev/null)" /integration-test --portwatch /portwatch RESULTS_ARG /results.jsonl
 code=$?

@@ -17,7 +17,7 @@ use crate::{
     checks::Checks,
     harness::{
         helpers::{As, Client, Hold, Server, ServerSpec, LOOPBACK},
-        launch::Launch,
+        launch::{discard, Launch},
         stderr::Line,
         tracer::Tracer,
     },
@@ -173,27 +173,18 @@ fn drift(portwatch: &str, loadgen: Option<&str>, mode: &str) -> Result<Vec<Strin
     let file_text = file.display().to_string();
     // Learnt from the snapshot, with --outbound from a few seconds of live events
     // in which a client of A connects.
-    let learning = {
-        let mut args = vec![
+    let mut learning = Launch::trace(portwatch, mode)
+        .args([
             "baseline",
             "learn",
             "--out",
             &file_text,
             "--duration",
-            "3s",
+            "5s",
             "--outbound",
-        ];
-        args.extend(&filter);
-        let portwatch = portwatch.to_string();
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        thread::spawn(move || {
-            run(
-                &portwatch,
-                &args.iter().map(String::as_str).collect::<Vec<_>>(),
-            )
-        })
-    };
-    thread::sleep(Duration::from_millis(1500));
+        ])
+        .args(&filter)
+        .start(discard)?;
     let mut client = Client::spawn(svc_a.listener.socket_addr(), "pw-learnt", Hold::Ms(500))?;
     client.connected()?;
     svc_a.accepted()?;
@@ -201,9 +192,11 @@ fn drift(portwatch: &str, loadgen: Option<&str>, mode: &str) -> Result<Vec<Strin
     if let Some(loadgen) = loadgen {
         crate::heavy::load(loadgen, 50, load_port)?;
     }
-    let (code, stderr, _) = learning
-        .join()
-        .map_err(|_| anyhow::anyhow!("learn panicked"))??;
+    let status = learning
+        .wait_exit(Duration::from_secs(60), || {})?
+        .context("baseline learn did not end after its duration")?;
+    let learnt = learning.finished(status)?;
+    let (code, stderr) = (learnt.status.code(), learnt.stderr);
     let mut failures = Vec::new();
     if code != Some(0) {
         failures.push(format!("baseline learn exited {code:?}: {stderr}"));

@@ -50,3 +50,33 @@ pub fn json_line(out: &mut impl Write, d: &Drift, event_json: Option<&[u8]>) -> 
     text.extend_from_slice(b"}\n");
     out.write_all(&text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::baseline::check::DriftKind;
+
+    fn hostile() -> Drift {
+        Drift {
+            kind: DriftKind::UnexpectedListener,
+            reason: "/tmp/\u{1b}[31mevil\nexe listens on 4444".into(),
+            port: 4444,
+            trigger: None,
+        }
+    }
+
+    #[test]
+    fn a_hostile_reason_is_escaped_in_the_table_and_exact_in_json() {
+        let mut line = Vec::new();
+        table_line(&mut line, &mut LocalClock::new(), &hostile(), false);
+        let text = String::from_utf8(line).unwrap();
+        assert!(!text.trim_end().contains(['\u{1b}', '\n']), "{text:?}");
+        assert!(text.contains("DRIFT") && text.contains("unexpected-listener:"));
+        let mut out = Vec::new();
+        json_line(&mut out, &hostile(), None).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["event"], "drift");
+        assert_eq!(v["drift"]["reason"], hostile().reason);
+        assert!(v["trigger"].is_null());
+    }
+}

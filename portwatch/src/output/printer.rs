@@ -86,12 +86,18 @@ pub fn stderr_drift(d: &Drift) -> io::Result<()> {
         .trigger
         .as_ref()
         .and_then(|e| e.owner.as_ref())
-        .map(|o| format!(" (pid {} {})", o.pid, super::escape_control(&o.comm)))
+        .map(|o| {
+            format!(
+                " (pid {} {})",
+                o.pid,
+                super::escape::escape_control(&o.comm)
+            )
+        })
         .unwrap_or_default();
     eprintln!(
         "portwatch: drift: {}: {}{who}",
         d.kind.name(),
-        super::escape_control(&d.reason)
+        super::escape::escape_control(&d.reason)
     );
     Ok(())
 }

@@ -229,31 +229,49 @@ fn drift(portwatch: &str, loadgen: Option<&str>, mode: &str) -> Result<Vec<Strin
             String::from_utf8_lossy(&stdout)
         ));
     }
+    let live = Live {
+        file: &file_text,
+        filter: &filter,
+        spare,
+        load: loadgen.map(|l| (l, load_port)),
+    };
     failures.extend(departures(
         portwatch,
         mode,
         &p,
-        &file_text,
-        &filter,
+        &live,
         (svc_a, svc_b, svc_c),
-        spare,
-        loadgen.map(|l| (l, load_port)),
     )?);
     let _ = std::fs::remove_dir_all(&p.dir);
     Ok(failures)
 }
 
 /// Live with the baseline: what is expected makes no drift, each departure one.
+/// What the live part of the check works with.
+struct Live<'a> {
+    /// The learnt baseline.
+    file: &'a str,
+    /// `--port` for each port of the check.
+    filter: &'a [&'a str],
+    /// A port nothing is expected on.
+    spare: u16,
+    /// The load generator and the port it learnt on, where there is one.
+    load: Option<(&'a str, u16)>,
+}
+
 fn departures(
     portwatch: &str,
     mode: &str,
     p: &Programs,
-    file: &str,
-    filter: &[&str],
+    live: &Live<'_>,
     (svc_a, svc_b, svc_c): (Server, Server, Server),
-    spare: u16,
-    load: Option<(&str, u16)>,
 ) -> Result<Vec<String>> {
+    let Live {
+        file,
+        filter,
+        spare,
+        load,
+    } = *live;
     let a = Programs::text(&p.a);
     let (pa, pb, pc) = (
         svc_a.listener.port,

@@ -43,6 +43,9 @@ struct Seen {
     pid: u64,
     tid: u64,
     pid_exact: bool,
+    /// The socket, and its ends (for saying which closes are missing).
+    sock_id: String,
+    ends: String,
 }
 
 /// What a counting reader keeps of portwatch's JSON stream (hundreds of thousands
@@ -71,6 +74,15 @@ fn count(stdout: ChildStdout, stream: &Mutex<Stream>) {
                 pid: v["pid"].as_u64().unwrap_or(0),
                 tid: v["tid"].as_u64().unwrap_or(0),
                 pid_exact: v["pid_exact"] == true,
+                sock_id: v["sock_id"].as_str().unwrap_or("").to_string(),
+                ends: format!(
+                    "{} {}:{} -> {} at {}",
+                    v["role"],
+                    v["local"]["addr"],
+                    v["local"]["port"],
+                    v["remote"]["port"],
+                    v["time"]
+                ),
             }),
             None => {}
         }
@@ -81,6 +93,7 @@ fn count(stdout: ChildStdout, stream: &Mutex<Stream>) {
 struct Run {
     running: Running<()>,
     stream: Arc<Mutex<Stream>>,
+    port: u16,
 }
 
 fn start(portwatch: &str, mode: &str, port: u16, extra: &[&str]) -> Result<Run> {
@@ -89,10 +102,15 @@ fn start(portwatch: &str, mode: &str, port: u16, extra: &[&str]) -> Result<Run> 
     let running = Launch::json_on_port(portwatch, mode, port)
         .args(extra)
         .start(move |stdout| count(stdout, &counted))?;
-    Ok(Run { running, stream })
+    Ok(Run {
+        running,
+        stream,
+        port,
+    })
 }
 
-/// Wait until the stream has been quiet for a second, then SIGINT; the stream and
+/// Wait until the stream has been quiet for a second and no socket on the run's
+/// port is left to close, then SIGINT; the stream and
 /// portwatch's closing counts.
 fn finish(run: Run) -> Result<(Stream, Closing)> {
     let mut last = usize::MAX;
@@ -100,7 +118,8 @@ fn finish(run: Run) -> Result<(Stream, Closing)> {
     loop {
         thread::sleep(Duration::from_secs(1));
         let n = run.stream.lock().unwrap().events.len();
-        if n == last || Instant::now() > deadline {
+        // Quiet, and no socket of the run left to close.
+        if (n == last && sock::open_on(run.port) == 0) || Instant::now() > deadline {
             break;
         }
         last = n;
@@ -155,6 +174,10 @@ fn totals(stream: &Stream, closing: &Closing, connections: u64) -> Vec<String> {
     }
     if printed + lost > expected || printed + lost + skipped < expected {
         failures.push(format!(
+            "sockets opened without a close: {:?}",
+            unclosed(stream)
+        ));
+        failures.push(format!(
             "{printed} printed + {lost} lost (+ up to {skipped} skipped) does not account for exactly {expected}: silent loss or duplicates (closing line: {closing:?})"
         ));
     }
@@ -173,6 +196,24 @@ fn totals(stream: &Stream, closing: &Closing, connections: u64) -> Vec<String> {
         failures.push(format!("{} lines printed are not JSON", stream.not_json));
     }
     failures
+}
+
+/// The sockets whose opening (listen, connect, accept) the stream has and whose
+/// close it does not: what is missing, when events are.
+fn unclosed(stream: &Stream) -> Vec<&str> {
+    let closed: std::collections::HashSet<&str> = stream
+        .events
+        .iter()
+        .filter(|e| e.event == "close")
+        .map(|e| e.sock_id.as_str())
+        .collect();
+    stream
+        .events
+        .iter()
+        .filter(|e| e.event != "close" && !closed.contains(e.sock_id.as_str()))
+        .map(|e| e.ends.as_str())
+        .take(10)
+        .collect()
 }
 
 /// Every connect and accept printed names the load generator and the thread that

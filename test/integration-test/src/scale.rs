@@ -184,7 +184,7 @@ fn run(portwatch: &str, hold: &str, mode: &str, extra: &[&str]) -> Result<Outcom
         h.close()?;
     }
     let expected = PAIRS as u64 * (4 * PER_PAIR + 2);
-    let peak_rss_kb = settle(&running, &counts, expected)?;
+    let peak_rss_kb = settle(&running, &counts, expected, port)?;
     let stopped = running.stop()?;
     let closing = stopped.stderr.closing()?;
     let mut tally = std::mem::take(&mut *counts.lock().unwrap());
@@ -242,13 +242,15 @@ fn hold_all(
 
 /// Wait until every expected event came or the stream is quiet; portwatch's peak
 /// RSS.
-fn settle(running: &Running<()>, counts: &Mutex<Tally>, expected: u64) -> Result<u64> {
+fn settle(running: &Running<()>, counts: &Mutex<Tally>, expected: u64, port: u16) -> Result<u64> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut last = 0;
     loop {
         thread::sleep(Duration::from_secs(1));
         let n = counts.lock().unwrap().events;
-        if n >= expected || n == last || Instant::now() > deadline {
+        // All seen; or quiet, with no socket of the run left to close.
+        let quiet = n == last && sock::open_on(port) == 0;
+        if n >= expected || quiet || Instant::now() > deadline {
             break;
         }
         last = n;

@@ -58,6 +58,29 @@ pub fn set_syn_count(fd: &OwnedFd, retries: i32) -> std::io::Result<()> {
     }
 }
 
+/// How many sockets with `port` at either end are still open: every TCP state
+/// but TIME_WAIT (whose sockets have already closed, as portwatch reports them),
+/// from /proc/net/tcp and tcp6. A test stops portwatch only once this is 0, so
+/// that no close is still to come.
+pub fn open_on(port: u16) -> usize {
+    const TIME_WAIT: &str = "06";
+    let port = format!("{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .map(|text| {
+            text.lines()
+                .skip(1)
+                .filter(|line| {
+                    let f: Vec<&str> = line.split_whitespace().collect();
+                    let port_of = |a: &str| a.rsplit(':').next() == Some(port.as_str());
+                    f.len() > 3 && f[3] != TIME_WAIT && (port_of(f[1]) || port_of(f[2]))
+                })
+                .count()
+        })
+        .sum()
+}
+
 /// A port nothing listens on: bound (never listened on, so portwatch sees nothing),
 /// its number read, and released.
 pub fn unused_port(ip: IpAddr) -> anyhow::Result<u16> {

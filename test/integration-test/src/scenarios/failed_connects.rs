@@ -16,10 +16,11 @@ use crate::{
 
 /// A connect to a port nobody listens on.
 pub fn refused(tracer: &Tracer, addr: IpAddr) -> Result<Vec<String>> {
+    let since = tracer.events().len();
     let target = SocketAddr::new(addr, sock::unused_port(addr)?);
     let (client, errno) = failing_connect("refused", target, "pw-refused")?;
     failed_connect(
-        tracer,
+        (tracer, since),
         &client,
         target,
         errno,
@@ -32,6 +33,7 @@ pub fn refused(tracer: &Tracer, addr: IpAddr) -> Result<Vec<String>> {
 /// times out. The connection filling the backlog was never accepted: its server
 /// side closes with the listener's owner, marked as inferred.
 pub fn timed_out(tracer: &Tracer, addr: IpAddr) -> Result<Vec<String>> {
+    let since = tracer.events().len();
     let hole = Blackhole::spawn(addr, "pw-blackhole")?;
     let (listener, filler_port) = (hole.listener.clone(), hole.filler_port);
     let (client, errno) = failing_connect("timeout", listener.socket_addr(), "pw-timeout")?;
@@ -45,7 +47,7 @@ pub fn timed_out(tracer: &Tracer, addr: IpAddr) -> Result<Vec<String>> {
         .named("close of a never-accepted connection (owner inferred)");
     let mut failures = expect::check(tracer, &[unaccepted]);
     failures.extend(failed_connect(
-        tracer,
+        (tracer, since),
         &client,
         listener.socket_addr(),
         errno,
@@ -57,8 +59,10 @@ pub fn timed_out(tracer: &Tracer, addr: IpAddr) -> Result<Vec<String>> {
 
 /// Check the connect-failed event of a client whose connect() to `target`
 /// returned `errno`, which must be `want_errno`.
+/// `(tracer, since)`: the tracer, and how many events it had when the scenario
+/// began.
 fn failed_connect(
-    tracer: &Tracer,
+    (tracer, since): (&Tracer, usize),
     client: &End,
     target: SocketAddr,
     errno: i32,
@@ -72,6 +76,11 @@ fn failed_connect(
     }
     let expected: Expected = expect::connect_failed(client, target, want_errno, reason);
     let mut failures = expect::check(tracer, &[expected]);
-    failures.extend(no_wrong_pids(tracer, &[client.port], &[client.proc.pid]));
+    failures.extend(no_wrong_pids(
+        tracer,
+        since,
+        &[client.port],
+        &[client.proc.pid],
+    ));
     Ok(failures)
 }

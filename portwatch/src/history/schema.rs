@@ -119,7 +119,8 @@ pub enum HistoryError {
 }
 
 impl HistoryError {
-    fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> HistoryError + '_ {
+    /// The error for `path`, with SQLite's "not a database" and "locked" told apart.
+    pub(super) fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> HistoryError + '_ {
         move |e| match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::NotADatabase) => HistoryError::NotPortwatch(path.into()),
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {

@@ -91,15 +91,6 @@ impl Writer {
         self.run_id
     }
 
-    fn err(&self) -> impl Fn(rusqlite::Error) -> HistoryError + '_ {
-        move |e| match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-                HistoryError::Locked(self.path.clone())
-            }
-            _ => HistoryError::Sqlite(self.path.clone(), e),
-        }
-    }
-
     /// Write what comes until `Stop` (or the queue closes), in batches.
     pub fn run(mut self, queue: Receiver<Message>) -> Result<Totals, HistoryError> {
         let mut last_retention = Instant::now();
@@ -161,7 +152,7 @@ impl Writer {
     }
 
     fn finish(self) -> Result<Totals, HistoryError> {
-        let err = self.err();
+        let err = HistoryError::sqlite(&self.path);
         let counts = [self.lost, self.skipped, self.dropped.get()];
         update_run(&self.conn, self.run_id, counts, true).map_err(&err)?;
         // Fold the WAL back into the file: a copied database is then whole.

@@ -171,6 +171,11 @@ kernel_offsets! {
     skc_state:           btf("sock", "__sk_common.skc_state")            => SockFields,
     skc_v6_daddr:        btf("sock", "__sk_common.skc_v6_daddr")         => SockFields,
     skc_v6_rcv_saddr:    btf("sock", "__sk_common.skc_v6_rcv_saddr")     => SockFields,
+    /// The socket's network namespace: `sock_common.skc_net` (a `possible_net_t`,
+    /// whose `net` pointer is its only member with network namespaces built in)
+    /// and that namespace's inode number.
+    skc_net:             btf("sock", "__sk_common.skc_net")              => NetNs,
+    net_ns_inum:         btf("net", "ns.inum")                           => NetNs,
     /// The current task's parent, its tgid, and the task's start time
     /// (`start_boottime` since Linux 5.5; `real_start_time` before).
     task_real_parent:    btf("task_struct", "real_parent")               => TaskFields,
@@ -188,7 +193,7 @@ mod tests {
     #[test]
     fn one_u32_per_offset_and_no_padding() {
         assert_eq!(size_of::<KernelOffsets>(), Offset::ALL.len() * 4);
-        assert_eq!(Offset::ALL.len(), 31);
+        assert_eq!(Offset::ALL.len(), 33);
         assert_eq!(KernelOffsets::zeroed(), KernelOffsets::default());
     }
 

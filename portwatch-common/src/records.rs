@@ -63,6 +63,9 @@ pub struct Event {
     pub comm: [u8; COMM_LEN],
     /// Parent process id (0 when the kernel's BTF did not give the offsets).
     pub ppid: u32,
+    /// The socket's network namespace, by inode number (0 when unknown).
+    pub netns: u32,
+    pub _pad1: u32,
     /// cgroup v2 id of the process (the inode number of its cgroup directory).
     pub cgroup_id: u64,
     /// The process's start time, ns since boot (`task_struct.start_boottime`; 0 when

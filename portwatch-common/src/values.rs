@@ -190,6 +190,9 @@ raw_enum! {
         /// State changes and accepts dropped because reading the kernel's memory
         /// failed (a helper refused a read): each may have been an event.
         Unreadable = 4,
+        /// Events put in the ring buffer (submitted): what userspace must
+        /// receive, so that a record lost between the two is seen.
+        Submitted = 5,
     }
 }
 
@@ -225,6 +228,9 @@ raw_enum! {
         /// owner in the `ACCEPTED` map, which the socket's next state change moves
         /// into its storage.
         AcceptsPending = 128,
+        /// `sock_common.skc_net` and `net.ns.inum` are valid: events carry their
+        /// socket's network namespace.
+        NetNs = 256,
     }
 }
 

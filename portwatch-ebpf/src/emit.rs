@@ -3,7 +3,14 @@
 use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use portwatch_common::{Counter, Event, EventKind, SockInfo};
 
-use crate::{config::setting, counters::count, filter, kernel::now_ns, maps::EVENTS, tuple::Tuple};
+use crate::{
+    config::setting,
+    counters::count,
+    filter,
+    kernel::{self, now_ns},
+    maps::EVENTS,
+    tuple::Tuple,
+};
 
 /// What an event says beyond its endpoints and owner.
 pub struct Detail {
@@ -88,10 +95,14 @@ pub fn emit(tuple: &Tuple, owner: &SockInfo, detail: &Detail) {
                 (*e).daddr = tuple.daddr;
                 (*e).comm = owner.comm;
                 (*e).ppid = owner.ppid;
+                (*e)._pad1 = 0;
+                // task_start_ns is the scratch space, written after.
+                kernel::sock_netns_into(detail.sock_id, &mut (*e).netns, &mut (*e).task_start_ns);
                 (*e).cgroup_id = owner.cgroup_id;
                 (*e).task_start_ns = owner.task_start_ns;
             }
             entry.submit(wakeup_flags());
+            count(Counter::Submitted);
         }
         None => {
             count(Counter::Lost);

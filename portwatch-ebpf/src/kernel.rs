@@ -65,6 +65,34 @@ pub fn sock_family(sk: u64) -> Result<u16, i64> {
     unsafe { read(sk, setting!(offsets.skc_family)) }
 }
 
+/// The inode number of `sk`'s network namespace into `*out` (left 0 where the
+/// kernel's BTF gave no offsets or a read fails), `*scratch` holding the `struct
+/// net` pointer on the way: both in the event being filled, so that no stack is
+/// used (the BTF state program has none to spare on Linux 6.1).
+///
+/// # Safety
+/// `out` and `scratch` must be writable: 4 and 8 bytes.
+#[inline(always)]
+pub unsafe fn sock_netns_into(sk: u64, out: *mut u32, scratch: *mut u64) {
+    use aya_ebpf::helpers::generated::bpf_probe_read_kernel as read_raw;
+    // SAFETY: the caller's pointers are writable; the helper fails rather than
+    // faults on the kernel addresses.
+    unsafe {
+        *out = 0;
+        if !has(ConfigFlag::NetNs) {
+            return;
+        }
+        let net = (sk + setting!(offsets.skc_net) as u64) as *const core::ffi::c_void;
+        if read_raw(scratch.cast(), 8, net) != 0 || *scratch == 0 {
+            return;
+        }
+        let inum = (*scratch + setting!(offsets.net_ns_inum) as u64) as *const core::ffi::c_void;
+        if read_raw(out.cast(), 4, inum) != 0 {
+            *out = 0;
+        }
+    }
+}
+
 /// `sk->sk_state`.
 #[inline(always)]
 pub fn sock_state(sk: u64) -> Result<u8, i64> {

@@ -113,6 +113,8 @@ impl Gen {
             process: Some(details.clone()),
             notes: Vec::new(),
             lifetime: None,
+            inferred: false,
+            netns: None,
         }))
     }
 

@@ -181,6 +181,12 @@ fn unattributed(stats: &Stats) -> String {
     if stats.owners_unstored > 0 {
         text.push_str(&format!(", {} owners not stored", stats.owners_unstored));
     }
+    if stats.inferred > 0 {
+        text.push_str(&format!(
+            ", {} closes inferred (not reported by the kernel)",
+            stats.inferred
+        ));
+    }
     text
 }
 

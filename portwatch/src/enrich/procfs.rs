@@ -45,6 +45,13 @@ pub fn read_exe(pid: u32) -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
+/// The network namespace (`/proc/PID/ns/net`), by its inode; `self` for this
+/// process.
+pub fn read_netns(pid: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(format!("/proc/{pid}/ns/net")).ok().map(|m| m.ino())
+}
+
 /// The command line (`/proc/PID/cmdline`), one string per argument.
 pub fn read_cmdline(pid: u32) -> Option<Vec<String>> {
     fs::read(format!("/proc/{pid}/cmdline"))

@@ -79,6 +79,11 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// The host's ephemeral port range the events are classified with.
+    pub fn range(&self) -> EphemeralRange {
+        self.range
+    }
+
     pub fn new(clock: Clock, range: EphemeralRange) -> Decoder {
         Decoder {
             clock,
@@ -160,11 +165,13 @@ fn decode(raw: &Event, decoder: &Decoder) -> Result<ConnEvent, DecodeError> {
         state,
         old_state,
         sock_id: decoder.sock_id(raw),
+        netns: (raw.netns != 0).then_some(raw.netns),
         duration,
         error,
         process: None,
         notes: Vec::new(),
         lifetime: None,
+        inferred: false,
     };
     event.notes = notes::notes(&event, range);
     Ok(event)
@@ -209,6 +216,8 @@ pub(crate) mod tests {
             daddr,
             comm,
             ppid: 4000,
+            netns: 4026531840,
+            _pad1: 0,
             cgroup_id: 1234,
             task_start_ns: 5_000_000_000,
         }

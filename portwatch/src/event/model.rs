@@ -231,6 +231,9 @@ pub struct ConnEvent {
     pub state: TcpState,
     pub old_state: TcpState,
     pub sock_id: u64,
+    /// The socket's network namespace (the inode number `ls -l /proc/PID/ns/net`
+    /// shows); None where the kernel side could not read it.
+    pub netns: Option<u32>,
     /// Connect: the handshake. Close: the connection's lifetime.
     pub duration: Option<Duration>,
     pub error: Option<ConnectError>,
@@ -241,6 +244,9 @@ pub struct ConnEvent {
     pub notes: Vec<Note>,
     /// A socket read back from the history (`portwatch query`): its lifetime.
     pub lifetime: Option<Lifetime>,
+    /// A close the kernel side never reported, inferred because the kernel no
+    /// longer has the socket (see `pipeline::reconcile`).
+    pub inferred: bool,
 }
 
 /// When a recorded socket opened and closed.

@@ -301,6 +301,7 @@ fn to_event(r: &Row<'_>, range: EphemeralRange, at: Option<i64>) -> rusqlite::Re
             Role::Client => TcpState::SynSent,
         },
         sock_id: r.get::<_, i64>(13)? as u64,
+        netns: None,
         duration: match (Some(start), closed) {
             (Some(a), Some(b)) if b >= a => Some(Duration::from_nanos((b - a) as u64)),
             _ => None,
@@ -315,6 +316,7 @@ fn to_event(r: &Row<'_>, range: EphemeralRange, at: Option<i64>) -> rusqlite::Re
             opened: opened.map(from_ns),
             closed: closed.map(from_ns),
         }),
+        inferred: false,
     };
     event.notes = notes::notes(&event, range);
     Ok(event)

@@ -181,6 +181,9 @@ fn without(feature: ConfigFlag) -> Option<&'static str> {
             "events carry no parent pid, and process details cannot be checked against pid reuse",
         ),
         ConfigFlag::SkErr => Some("connect failures carry no reason"),
+        ConfigFlag::NetNs => Some(
+            "events carry no network namespace, and closes the kernel does not report are inferred only for snapshot sockets",
+        ),
         // A bitfield before Linux 5.6; then accept() relies on the family check alone.
         ConfigFlag::SkProtocol => None,
         ConfigFlag::AcceptHooked | ConfigFlag::SockStorage | ConfigFlag::AcceptsPending => None,
@@ -254,6 +257,7 @@ mod tests {
             ConfigFlag::TaskFields,
             ConfigFlag::SkErr,
             ConfigFlag::SkProtocol,
+            ConfigFlag::NetNs,
         ] {
             assert!(feature.is_set(config.flags), "{feature:?} is off");
         }

@@ -43,7 +43,7 @@ pub struct DiagSocket {
     pub cookie: u64,
 }
 
-fn dump(family: u8) -> Result<Vec<DiagSocket>, SockDiagError> {
+fn dump(family: u8, states: StateFlags) -> Result<Vec<DiagSocket>, SockDiagError> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(SockDiagError::Socket)?;
     socket.bind_auto().map_err(SockDiagError::Socket)?;
     socket
@@ -57,7 +57,7 @@ fn dump(family: u8) -> Result<Vec<DiagSocket>, SockDiagError> {
             family,
             protocol: IPPROTO_TCP,
             extensions: ExtensionFlags::empty(),
-            states: StateFlags::LISTEN | StateFlags::ESTABLISHED,
+            states,
             socket_id: if family == AF_INET {
                 SocketId::new_v4()
             } else {
@@ -113,8 +113,28 @@ fn dump(family: u8) -> Result<Vec<DiagSocket>, SockDiagError> {
 /// the dump fails with ENOENT), from /proc/net/tcp and /proc/net/tcp6 as netstat
 /// reads them.
 pub fn tcp_sockets() -> Result<Vec<DiagSocket>, SockDiagError> {
-    let diag = dump(AF_INET).and_then(|mut v4| {
-        v4.extend(dump(AF_INET6)?);
+    sockets_in(StateFlags::LISTEN | StateFlags::ESTABLISHED)
+}
+
+/// Every TCP socket that is still a socket: every state but TIME_WAIT (a
+/// timewait entry stands in for a closed socket) and CLOSE.
+pub fn tcp_sockets_open() -> Result<Vec<DiagSocket>, SockDiagError> {
+    sockets_in(
+        StateFlags::ESTABLISHED
+            | StateFlags::SYN_SENT
+            | StateFlags::SYN_RECV
+            | StateFlags::FIN_WAIT1
+            | StateFlags::FIN_WAIT2
+            | StateFlags::CLOSE_WAIT
+            | StateFlags::LAST_ACK
+            | StateFlags::LISTEN
+            | StateFlags::CLOSING,
+    )
+}
+
+fn sockets_in(states: StateFlags) -> Result<Vec<DiagSocket>, SockDiagError> {
+    let diag = dump(AF_INET, states.clone()).and_then(|mut v4| {
+        v4.extend(dump(AF_INET6, states.clone())?);
         Ok(v4)
     });
     match diag {
@@ -123,7 +143,11 @@ pub fn tcp_sockets() -> Result<Vec<DiagSocket>, SockDiagError> {
             let mut all = Vec::new();
             for (path, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
                 match fs::read_to_string(path) {
-                    Ok(text) => all.extend(parse_proc_net_tcp(&text, v6)),
+                    Ok(text) => all.extend(
+                        parse_proc_net_tcp(&text, v6)
+                            .into_iter()
+                            .filter(|s| states.bits() & (1 << s.state) != 0),
+                    ),
                     // No IPv6 in this kernel: nothing to list there.
                     Err(_) if v6 => {}
                     Err(source) => {

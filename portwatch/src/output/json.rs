@@ -73,8 +73,14 @@ impl<W: Write> JsonPrinter<W> {
         o.out.push(b'"');
         append::hex16(o.out, e.sock_id);
         o.out.push(b'"');
+        if let Some(netns) = e.netns {
+            o.field("netns", &netns);
+        }
         if let Some(d) = e.duration {
             o.field("duration_ms", &(d.as_nanos() as f64 / 1e6));
+        }
+        if e.inferred {
+            o.field("inferred", &true);
         }
         if let Some(err) = &e.error {
             o.key("error");
@@ -315,6 +321,8 @@ mod tests {
             socket_map_cap: Some(262_144),
             listener_map_entries: 1,
             process_cache_entries: 3,
+            open_sockets: 5,
+            inferred_closes: 1,
             rss_kb: 4000,
         })
         .unwrap();
@@ -336,6 +344,7 @@ mod tests {
         assert_eq!(lines[1]["socket_store"], "socket storage");
         assert_eq!(lines[1]["socket_map_cap"], 262_144);
         assert_eq!(lines[1]["rss_kb"], 4000);
+        assert_eq!(lines[1]["inferred_closes"], 1);
         assert_eq!(lines[1]["time"], "1970-01-01T00:00:00.000000000Z");
     }
 

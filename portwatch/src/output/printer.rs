@@ -50,6 +50,10 @@ pub struct StatsReport {
     pub socket_map_cap: Option<u32>,
     pub listener_map_entries: u64,
     pub process_cache_entries: u64,
+    /// Sockets shown open and followed until their close.
+    pub open_sockets: u64,
+    /// Closes shown that the kernel never reported (inferred).
+    pub inferred_closes: u64,
     pub rss_kb: u64,
 }
 
@@ -105,7 +109,7 @@ pub fn stderr_drift(d: &Drift) -> io::Result<()> {
 /// `--stats` as a stderr line (the table's way, and a recording's).
 pub fn stderr_stats(report: &StatsReport) -> io::Result<()> {
     eprintln!(
-        "portwatch: stats: {} received, {} printed, {} lost, {} skipped ({} of them caught by the twin program), owners in {} ({} map entries of {}), {} listeners tracked in the kernel, {} processes cached, RSS {} kB",
+        "portwatch: stats: {} received, {} printed, {} lost, {} skipped ({} of them caught by the twin program), owners in {} ({} map entries of {}), {} listeners tracked in the kernel, {} processes cached, {} sockets open, {} closes inferred, RSS {} kB",
         report.received,
         report.printed,
         report.lost_total,
@@ -118,6 +122,8 @@ pub fn stderr_stats(report: &StatsReport) -> io::Result<()> {
             .map_or_else(|| "no cap".to_string(), |c| c.to_string()),
         report.listener_map_entries,
         report.process_cache_entries,
+        report.open_sockets,
+        report.inferred_closes,
         report.rss_kb
     );
     Ok(())

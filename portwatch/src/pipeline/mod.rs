@@ -2,6 +2,7 @@
 //! to the printer: decode -> classify -> enrich -> filter -> output. Every output
 //! is fed from here.
 pub mod reader;
+pub mod reconcile;
 pub mod snapshot;
 
 use std::io::{self, Write};
@@ -13,10 +14,17 @@ use crate::{
         classify::EphemeralRange,
         decode::{parse_record, Clock, Decoder},
         filter::Filter,
-        model::ConnEvent,
+        model::{ConnEvent, EventKind},
     },
+    kernel::sockdiag::DiagSocket,
     output::Printer,
 };
+use reconcile::OpenSockets;
+
+/// Test hook (`PORTWATCH_FAULT_DROP_CLOSES=N`): every Nth close record read from
+/// the kernel is dropped unseen, as if the kernel had never reported it, to check
+/// that its close is still inferred.
+const FAULT_DROP_CLOSES: &str = "PORTWATCH_FAULT_DROP_CLOSES";
 
 /// What went through the pipeline.
 #[derive(Debug, Default)]
@@ -39,6 +47,9 @@ pub struct Stats {
     /// tracing began, or their owner was not kept (evicted from the LRU map, or
     /// not stored).
     pub without_process: u64,
+    /// Closes shown that the kernel side never reported: the kernel no longer had
+    /// the socket (`reconcile`).
+    pub inferred: u64,
 }
 
 pub struct Pipeline<'p> {
@@ -49,6 +60,10 @@ pub struct Pipeline<'p> {
     stats: Stats,
     /// `--baseline`: every event shown is checked against it.
     checker: Option<Checker>,
+    /// The sockets shown open and not yet closed.
+    open: OpenSockets,
+    /// The fault injection hook's period, and the closes read so far.
+    drop_closes: Option<(u64, u64)>,
 }
 
 impl<'p> Pipeline<'p> {
@@ -60,6 +75,12 @@ impl<'p> Pipeline<'p> {
             decoder: Decoder::new(Clock::now(), EphemeralRange::of_host()),
             stats: Stats::default(),
             checker: None,
+            open: OpenSockets::default(),
+            drop_closes: std::env::var(FAULT_DROP_CLOSES)
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .filter(|n| *n > 0)
+                .map(|n| (n, 0)),
         }
     }
 
@@ -74,6 +95,9 @@ impl<'p> Pipeline<'p> {
     pub fn record(&mut self, bytes: &[u8], err: &mut impl Write) -> io::Result<()> {
         self.stats.received += 1;
         let decoded = parse_record(bytes).and_then(|raw| self.decoder.decode(&raw));
+        if self.dropped_by_fault(&decoded) {
+            return Ok(());
+        }
         match decoded {
             Ok(event) => {
                 let unowned = event.owner.is_none();
@@ -91,6 +115,18 @@ impl<'p> Pipeline<'p> {
         }
     }
 
+    /// Whether the fault injection hook drops this record.
+    fn dropped_by_fault(&mut self, decoded: &Result<ConnEvent, crate::event::decode::DecodeError>) -> bool {
+        let Some((every, seen)) = self.drop_closes.as_mut() else {
+            return false;
+        };
+        if !matches!(decoded, Ok(e) if e.kind == EventKind::Close) {
+            return false;
+        }
+        *seen += 1;
+        *seen % *every == 0
+    }
+
     /// A decoded event: enriched, filtered and printed. Whether it was printed.
     fn deliver(&mut self, mut event: ConnEvent) -> io::Result<bool> {
         self.enricher.enrich(&mut event);
@@ -98,6 +134,7 @@ impl<'p> Pipeline<'p> {
             return Ok(false);
         }
         self.printer.event(&event)?;
+        self.open.follow(&event);
         if let Some(drift) = self.checker.as_mut().and_then(|c| c.check(&event)) {
             self.printer.drift(&drift)?;
         }
@@ -127,6 +164,28 @@ impl<'p> Pipeline<'p> {
             self.deliver(event)?;
         }
         self.printer.flush()
+    }
+
+    /// Compare the sockets shown open with those the kernel has (`sockets`, listed
+    /// after the ring buffer was drained): a close the kernel never reported is
+    /// shown, inferred, once the socket is missing from two listings in a row.
+    pub fn reconcile(&mut self, sockets: &[DiagSocket]) -> io::Result<()> {
+        let alive = reconcile::alive(sockets);
+        let closed = self.open.reconcile(&alive, chrono::Utc::now());
+        for id in closed {
+            if let Some(close) = self.open.close(id, self.decoder.range()) {
+                if self.deliver(close)? {
+                    self.stats.events += 1;
+                    self.stats.inferred += 1;
+                }
+            }
+        }
+        self.printer.flush()
+    }
+
+    /// Sockets shown open and not closed yet.
+    pub fn open_sockets(&self) -> usize {
+        self.open.len()
     }
 
     /// Processes described in the enrichment cache now.

@@ -19,6 +19,15 @@ use crate::{
 /// How often the ring buffer is drained without a wakeup.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 
+/// How often the sockets shown open are compared with the kernel's (a close the
+/// kernel never reported is inferred at the second look that misses the socket).
+pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// At the end, the pause between the two last looks at the kernel's sockets: far
+/// longer than a socket's close takes to reach the ring buffer once the kernel has
+/// unlisted it.
+const LAST_LOOK_PAUSE: Duration = Duration::from_millis(200);
+
 /// How a trace ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ended {
@@ -43,6 +52,25 @@ fn drain(
         p.printer.flush()?;
     }
     Ok(())
+}
+
+/// Look at the kernel's sockets and show the closes it never reported; a listing
+/// that fails is said once on stderr, and reconciling stops.
+fn reconcile(pipeline: &mut Pipeline<'_>, failed: &mut bool) -> io::Result<()> {
+    if *failed || pipeline.open_sockets() == 0 {
+        return Ok(());
+    }
+    match crate::kernel::sockdiag::tcp_sockets_open() {
+        Ok(sockets) => pipeline.reconcile(&sockets),
+        Err(e) => {
+            *failed = true;
+            eprintln!(
+                "portwatch: warning: cannot list the kernel's sockets ({}): a close the kernel does not report will not be inferred",
+                crate::one_line(&e)
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Report what the owner store could not keep since the last look: on stderr.
@@ -122,6 +150,8 @@ fn report_stats(tracer: &Tracer, pipeline: &mut Pipeline<'_>) -> io::Result<()> 
         socket_map_cap: tracer.store.map_cap,
         listener_map_entries: tracer.listener_map_entries(),
         process_cache_entries: pipeline.cached_processes(),
+        open_sockets: pipeline.open_sockets() as u64,
+        inferred_closes: pipeline.stats.inferred,
         rss_kb: procfs::own_rss_kb(),
     };
     pipeline.printer.stats(&report)?;
@@ -203,6 +233,10 @@ pub async fn run(
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut stats_tick = tokio::time::interval(stats_every.unwrap_or(Duration::from_secs(3600)));
     stats_tick.tick().await;
+    let mut reconcile_tick = tokio::time::interval(RECONCILE_INTERVAL);
+    reconcile_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    reconcile_tick.tick().await;
+    let mut listing_failed = false;
 
     let outcome = loop {
         tokio::select! {
@@ -225,6 +259,14 @@ pub async fn run(
                     break Err(e);
                 }
             }
+            _ = reconcile_tick.tick() => {
+                // Drained first: a close already in the buffer is not inferred.
+                let result = drain(ring.get_mut(), &mut pipeline)
+                    .and_then(|()| reconcile(&mut pipeline, &mut listing_failed));
+                if let Err(e) = result {
+                    break Err(e);
+                }
+            }
             _ = stats_tick.tick(), if stats_every.is_some() => {
                 if let Err(e) = report_stats(tracer, &mut pipeline) {
                     break Err(e);
@@ -243,9 +285,19 @@ pub async fn run(
     let outcome = match outcome {
         // Events already in the buffer when the signal came are still printed, and
         // the last losses reported.
-        Ok(Ended::Signal) => drain(ring.get_mut(), &mut pipeline)
-            .and_then(|()| report_loss(tracer, &mut pipeline))
-            .map(|()| Ended::Signal),
+        Ok(Ended::Signal) => {
+            // Two last looks at the kernel's sockets, the buffer drained before each.
+            let mut last_looks = drain(ring.get_mut(), &mut pipeline)
+                .and_then(|()| reconcile(&mut pipeline, &mut listing_failed));
+            if last_looks.is_ok() {
+                tokio::time::sleep(LAST_LOOK_PAUSE).await;
+                last_looks = drain(ring.get_mut(), &mut pipeline)
+                    .and_then(|()| reconcile(&mut pipeline, &mut listing_failed));
+            }
+            last_looks
+                .and_then(|()| report_loss(tracer, &mut pipeline))
+                .map(|()| Ended::Signal)
+        }
         other => other,
     };
     let ended = match outcome {

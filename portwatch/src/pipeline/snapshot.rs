@@ -57,6 +57,8 @@ pub fn events(sockets: &[DiagSocket], range: EphemeralRange) -> Vec<ConnEvent> {
     let mut ordered: Vec<&DiagSocket> = sockets.iter().collect();
     ordered.sort_by_key(|s| (s.state != TCP_LISTEN, s.local.1, s.remote.1));
     let now = Utc::now();
+    // sock_diag lists this process's network namespace only.
+    let netns = procfs::read_netns("self").map(|n| n as u32);
     ordered
         .into_iter()
         .filter(|s| s.state == TCP_LISTEN || s.state == TCP_ESTABLISHED)
@@ -95,11 +97,13 @@ pub fn events(sockets: &[DiagSocket], range: EphemeralRange) -> Vec<ConnEvent> {
                 } else {
                     s.inode as u64
                 },
+                netns,
                 duration: None,
                 error: None,
                 process: None,
                 notes: Vec::new(),
                 lifetime: None,
+                inferred: false,
             };
             event.notes = notes::notes(&event, range);
             event

@@ -32,27 +32,32 @@ pub fn record_all(checks: &mut Checks, portwatch: &str, loadgen: &str, mode: &st
         &format!("[{mode}] soak: 100,000 connections, kernel map emptied, RSS flat"),
         || soak(portwatch, loadgen, mode),
     );
+    crate::inferred::record(checks, portwatch, loadgen, mode);
     crate::identity::record(checks, portwatch, loadgen, mode, &[]);
     crate::identity::record(checks, portwatch, loadgen, mode, &["--socket-store", "lru"]);
     crate::scale::record(checks, portwatch, loadgen, mode);
 }
 
 /// One event as the counting reader keeps it.
-struct Seen {
-    event: String,
-    pid: u64,
-    tid: u64,
-    pid_exact: bool,
+pub(crate) struct Seen {
+    pub event: String,
+    pub pid: u64,
+    pub tid: u64,
+    pub pid_exact: bool,
+    /// A close the kernel did not report, inferred by portwatch.
+    pub inferred: bool,
     /// The socket, and its ends (for saying which closes are missing).
-    sock_id: String,
-    ends: String,
+    pub sock_id: String,
+    pub ends: String,
+    pub role: String,
+    pub netns: Option<u64>,
 }
 
 /// What a counting reader keeps of portwatch's JSON stream (hundreds of thousands
 /// of lines: not the whole events).
 #[derive(Default)]
-struct Stream {
-    events: Vec<Seen>,
+pub(crate) struct Stream {
+    pub events: Vec<Seen>,
     stats: Vec<Value>,
     /// The sum of the `lost` records.
     lost_records: u64,
@@ -74,6 +79,9 @@ fn count(stdout: ChildStdout, stream: &Mutex<Stream>) {
                 pid: v["pid"].as_u64().unwrap_or(0),
                 tid: v["tid"].as_u64().unwrap_or(0),
                 pid_exact: v["pid_exact"] == true,
+                inferred: v["inferred"] == true,
+                role: v["role"].as_str().unwrap_or("").to_string(),
+                netns: v["netns"].as_u64(),
                 sock_id: v["sock_id"].as_str().unwrap_or("").to_string(),
                 ends: format!(
                     "{} {}:{} -> {} at {}",
@@ -90,18 +98,21 @@ fn count(stdout: ChildStdout, stream: &Mutex<Stream>) {
 }
 
 /// portwatch on `port` only, counting what it prints.
-struct Run {
+pub(crate) struct Run {
     running: Running<()>,
     stream: Arc<Mutex<Stream>>,
     port: u16,
 }
 
 fn start(portwatch: &str, mode: &str, port: u16, extra: &[&str]) -> Result<Run> {
+    start_launch(Launch::json_on_port(portwatch, mode, port).args(extra), port)
+}
+
+/// `launch` (portwatch on `port` only, in JSON) started, its stream counted.
+pub(crate) fn start_launch(launch: Launch, port: u16) -> Result<Run> {
     let stream = Arc::new(Mutex::new(Stream::default()));
     let counted = stream.clone();
-    let running = Launch::json_on_port(portwatch, mode, port)
-        .args(extra)
-        .start(move |stdout| count(stdout, &counted))?;
+    let running = launch.start(move |stdout| count(stdout, &counted))?;
     Ok(Run {
         running,
         stream,
@@ -112,7 +123,7 @@ fn start(portwatch: &str, mode: &str, port: u16, extra: &[&str]) -> Result<Run> 
 /// Wait until the stream has been quiet for a second and no socket on the run's
 /// port is left to close, then SIGINT; the stream and
 /// portwatch's closing counts.
-fn finish(run: Run) -> Result<(Stream, Closing)> {
+pub(crate) fn finish(run: Run) -> Result<(Stream, Closing)> {
     let mut last = usize::MAX;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -124,6 +135,11 @@ fn finish(run: Run) -> Result<(Stream, Closing)> {
         }
         last = n;
     }
+    stop(run)
+}
+
+/// SIGINT now; the stream and portwatch's closing counts.
+pub(crate) fn stop(run: Run) -> Result<(Stream, Closing)> {
     let stopped = run.running.stop()?;
     if !stopped.status.success() {
         bail!(
@@ -150,15 +166,17 @@ pub fn load(loadgen: &str, connections: u64, port: u16) -> Result<Value> {
 }
 
 /// Every event of a storm of `connections`: per connection a connect, an accept and
-/// two closes, plus the listener's listen and close. What was printed plus what
-/// was reported lost (ring buffer full) never exceeds that, and falls short of it
-/// by no more than the program runs the kernel reported skipping (its recursion
-/// guard).
+/// two closes, plus the listener's listen and close. Each socket shown open is
+/// shown closed exactly once: by the kernel's event, or by a close portwatch
+/// inferred when the kernel no longer had the socket. What the kernel reported
+/// plus what it said it lost never exceeds the total, and falls short of it by no
+/// more than the runs it said it skipped plus the closes inferred.
 fn totals(stream: &Stream, closing: &Closing, connections: u64) -> Vec<String> {
     let Closing {
         events: printed,
         lost,
         received,
+        inferred,
         ..
     } = *closing;
     // Every run the kernel side could not complete is counted, each possibly an
@@ -172,18 +190,27 @@ fn totals(stream: &Stream, closing: &Closing, connections: u64) -> Vec<String> {
             stream.events.len()
         ));
     }
-    if printed + lost > expected || printed + lost + skipped < expected {
+    let shown_inferred = stream.events.iter().filter(|e| e.inferred).count() as u64;
+    if shown_inferred != inferred {
         failures.push(format!(
-            "sockets opened without a close: {:?}",
-            unclosed(stream)
-        ));
-        failures.push(format!(
-            "{printed} printed + {lost} lost (+ up to {skipped} skipped) does not account for exactly {expected}: silent loss or duplicates (closing line: {closing:?})"
+            "{shown_inferred} closes marked inferred in the stream, the closing line says {inferred}"
         ));
     }
-    if received != printed {
+    let (unclosed, twice) = closes(stream);
+    if !unclosed.is_empty() || !twice.is_empty() {
         failures.push(format!(
-            "{received} received but {printed} printed: the kernel filter let others through"
+            "sockets opened without a close: {unclosed:?}; closed twice: {twice:?}"
+        ));
+    }
+    let reported = printed - inferred;
+    if reported + lost > expected || reported + lost + skipped + inferred < expected {
+        failures.push(format!(
+            "{reported} reported by the kernel + {lost} lost (+ up to {skipped} skipped, + {inferred} inferred) does not account for exactly {expected}: silent loss or duplicates (closing line: {closing:?})"
+        ));
+    }
+    if received != reported {
+        failures.push(format!(
+            "{received} received but {reported} printed from the kernel: the kernel filter let others through"
         ));
     }
     if stream.lost_records != lost {
@@ -199,21 +226,25 @@ fn totals(stream: &Stream, closing: &Closing, connections: u64) -> Vec<String> {
 }
 
 /// The sockets whose opening (listen, connect, accept) the stream has and whose
-/// close it does not: what is missing, when events are.
-fn unclosed(stream: &Stream) -> Vec<&str> {
-    let closed: std::collections::HashSet<&str> = stream
-        .events
-        .iter()
-        .filter(|e| e.event == "close")
-        .map(|e| e.sock_id.as_str())
-        .collect();
-    stream
-        .events
-        .iter()
-        .filter(|e| e.event != "close" && !closed.contains(e.sock_id.as_str()))
+/// close it does not, and those it closes more than once (at most 10 of each).
+pub(crate) fn closes(stream: &Stream) -> (Vec<&str>, Vec<&str>) {
+    let mut closed: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+    for e in stream.events.iter().filter(|e| e.event == "close") {
+        *closed.entry(e.sock_id.as_str()).or_default() += 1;
+    }
+    let opened = stream.events.iter().filter(|e| e.event != "close");
+    let unclosed = opened
+        .clone()
+        .filter(|e| !closed.contains_key(e.sock_id.as_str()))
         .map(|e| e.ends.as_str())
         .take(10)
-        .collect()
+        .collect();
+    let twice = opened
+        .filter(|e| closed.get(e.sock_id.as_str()).is_some_and(|n| *n > 1))
+        .map(|e| e.ends.as_str())
+        .take(10)
+        .collect();
+    (unclosed, twice)
 }
 
 /// Every connect and accept printed names the load generator and the thread that
@@ -253,11 +284,12 @@ fn account(stream: &Stream, closing: &Closing, lg: &Value, connections: u64) -> 
         *kinds.entry(e.event.as_str()).or_default() += 1;
     }
     println!(
-        "# {connections} connections at {:.0}/s: {} events printed ({kinds:?}), {} lost and {} skipped runs, all reported",
+        "# {connections} connections at {:.0}/s: {} events printed ({kinds:?}), {} lost and {} skipped runs, {} closes inferred, all reported",
         lg["rate"].as_f64().unwrap_or(0.0),
         closing.events,
         closing.lost,
-        closing.skipped
+        closing.skipped,
+        closing.inferred
     );
     failures
 }

@@ -156,6 +156,19 @@ fn timeout(args: &[String]) {
     ));
 }
 
+/// `netns-listener PORT HOLD`: in a network namespace of its own, listen on
+/// 0.0.0.0:PORT and hold (see `hold`); says its namespace's inode.
+fn netns_listener(args: &[String]) {
+    use std::os::unix::fs::MetadataExt;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+    let port: u16 = args[0].parse().unwrap();
+    let listener = TcpListener::bind(("0.0.0.0", port)).expect("bind");
+    let netns = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+    say(format!("listening {} {netns}", getpid()));
+    hold(&args[1]);
+    drop(listener);
+}
+
 pub fn main(args: &[String]) -> ExitCode {
     match args.first().map(String::as_str) {
         Some("server") => server(&args[1..]),
@@ -163,6 +176,7 @@ pub fn main(args: &[String]) -> ExitCode {
         Some("refused") => refused(&args[1..]),
         Some("blackhole") => blackhole(&args[1..]),
         Some("timeout") => timeout(&args[1..]),
+        Some("netns-listener") => netns_listener(&args[1..]),
         other => {
             eprintln!("unknown helper {other:?}");
             return ExitCode::from(2);

@@ -20,6 +20,7 @@ mod heavy;
 mod helper;
 mod history;
 mod identity;
+mod inferred;
 mod investigate;
 mod modes;
 mod report;

@@ -387,3 +387,16 @@ impl Blackhole {
         self.helper.finish()
     }
 }
+
+/// A listener on 0.0.0.0:`port` in a network namespace of its own, held for
+/// `hold_ms`: the helper, its pid and its namespace's inode number.
+pub fn netns_listener(port: u16, hold_ms: u64) -> Result<(Helper, u32, u32)> {
+    let args = vec![
+        "netns-listener".into(),
+        port.to_string(),
+        hold_ms.to_string(),
+    ];
+    let mut helper = Helper::spawn(args, &[], false)?;
+    let said = helper.report("listening", 2)?;
+    Ok((helper, said[0], said[1]))
+}

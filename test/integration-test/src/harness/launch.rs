@@ -92,6 +92,12 @@ impl Launch {
         self
     }
 
+    /// Set an environment variable of portwatch's.
+    pub fn env(mut self, key: &str, value: &str) -> Launch {
+        self.cmd.env(key, value);
+        self
+    }
+
     /// Run as this user and group instead of root.
     pub fn run_as(mut self, uid: u32, gid: u32) -> Launch {
         self.cmd.uid(uid).gid(gid);

@@ -49,6 +49,9 @@ pub struct Closing {
     pub unreadable: u64,
     /// Socket owners the kernel side could not store.
     pub owners_not_stored: u64,
+    /// Closes printed that the kernel never reported, inferred from the sockets
+    /// it lists.
+    pub inferred: u64,
 }
 
 /// One stderr line of portwatch.
@@ -133,12 +136,16 @@ fn parse_closing(text: &str) -> Result<Closing> {
         ..Closing::default()
     };
     // The optional counts, each at most once, in this order.
-    let optional: [(&str, &mut u64); 5] = [
+    let optional: [(&str, &mut u64); 6] = [
         ("undecodable", &mut closing.undecodable),
         ("without a process", &mut closing.without_process),
         ("accepts not kept exact", &mut closing.accepts_not_exact),
         ("unreadable in the kernel", &mut closing.unreadable),
         ("owners not stored", &mut closing.owners_not_stored),
+        (
+            "closes inferred (not reported by the kernel)",
+            &mut closing.inferred,
+        ),
     ];
     let rest: Vec<&str> = parts.collect();
     let mut next = rest.iter().peekable();

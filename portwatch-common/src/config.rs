@@ -69,7 +69,7 @@ mod tests {
         // filter_family, wakeup_bytes, flags.
         let words = Offset::ALL.len() + 1 + 3 * (FILTER_MAX + 1) + 3;
         assert_eq!(size_of::<Config>(), words * 4);
-        assert_eq!(size_of::<Config>(), 248);
+        assert_eq!(size_of::<Config>(), 256);
         assert_eq!(Config::zeroed(), Config::default());
     }
 }

@@ -174,7 +174,7 @@ kernel_offsets! {
     /// The socket's network namespace: `sock_common.skc_net` (a `possible_net_t`,
     /// whose `net` pointer is its only member with network namespaces built in)
     /// and that namespace's inode number.
-    skc_net:             btf("sock", "__sk_common.skc_net")              => NetNs,
+    sock_net:            btf("sock", "__sk_common.skc_net")              => NetNs,
     net_ns_inum:         btf("net", "ns.inum")                           => NetNs,
     /// The current task's parent, its tgid, and the task's start time
     /// (`start_boottime` since Linux 5.5; `real_start_time` before).
@@ -242,6 +242,8 @@ mod tests {
     fn btf_offsets_keep_their_members_and_features() {
         use ConfigFlag::*;
         let expected: &[(Offset, &str, &str, ConfigFlag)] = &[
+            (Offset::sock_net, "sock", "__sk_common.skc_net", NetNs),
+            (Offset::net_ns_inum, "net", "ns.inum", NetNs),
             (Offset::task_files, "task_struct", "files", FdWalk),
             (Offset::files_fdt, "files_struct", "fdt", FdWalk),
             (Offset::fdt_max_fds, "fdtable", "max_fds", FdWalk),

@@ -159,15 +159,15 @@ mod tests {
 
     #[test]
     fn layouts_have_no_hidden_padding() {
-        // Event: 5 u64s, 4 u32s, 3 u16s, 6 u8s, 3 [u8; 16], a u32, 2 u64s.
+        // Event: 5 u64s, 4 u32s, 3 u16s, 6 u8s, 3 [u8; 16], 3 u32s, 2 u64s.
         assert_eq!(
             size_of::<Event>(),
-            5 * 8 + 4 * 4 + 3 * 2 + 6 + 3 * 16 + 4 + 2 * 8
+            5 * 8 + 4 * 4 + 3 * 2 + 6 + 3 * 16 + 3 * 4 + 2 * 8
         );
-        assert_eq!(Event::SIZE, 136);
+        assert_eq!(Event::SIZE, 144);
         assert_eq!(offset_of!(Event, sock_born_ns), 16);
         assert_eq!(offset_of!(Event, sock_cookie), 24);
-        assert_eq!(offset_of!(Event, cgroup_id), 120);
+        assert_eq!(offset_of!(Event, cgroup_id), 128);
         // SockInfo: 2 u64s, 3 u32s, 2 u8s, a u16, [u8; 16], 2 u32s, 2 u64s.
         assert_eq!(
             size_of::<SockInfo>(),
@@ -202,6 +202,8 @@ mod tests {
             daddr: [0; 16],
             comm: [0; COMM_LEN],
             ppid: 0,
+            netns: 0,
+            _pad1: 0,
             cgroup_id: 0,
             task_start_ns: 0,
         }

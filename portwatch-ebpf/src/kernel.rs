@@ -82,7 +82,7 @@ pub unsafe fn sock_netns_into(sk: u64, out: *mut u32, scratch: *mut u64) {
         if !has(ConfigFlag::NetNs) {
             return;
         }
-        let net = (sk + setting!(offsets.skc_net) as u64) as *const core::ffi::c_void;
+        let net = (sk + setting!(offsets.sock_net) as u64) as *const core::ffi::c_void;
         if read_raw(scratch.cast(), 8, net) != 0 || *scratch == 0 {
             return;
         }

@@ -49,7 +49,9 @@ pub fn read_exe(pid: u32) -> Option<String> {
 /// process.
 pub fn read_netns(pid: &str) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
-    fs::metadata(format!("/proc/{pid}/ns/net")).ok().map(|m| m.ino())
+    fs::metadata(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .map(|m| m.ino())
 }
 
 /// The command line (`/proc/PID/cmdline`), one string per argument.

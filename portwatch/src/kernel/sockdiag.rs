@@ -43,7 +43,11 @@ pub struct DiagSocket {
     pub cookie: u64,
 }
 
-fn dump(family: u8, states: StateFlags) -> Result<Vec<DiagSocket>, SockDiagError> {
+fn dump(
+    family: u8,
+    states: StateFlags,
+    each: &mut dyn FnMut(DiagSocket),
+) -> Result<(), SockDiagError> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(SockDiagError::Socket)?;
     socket.bind_auto().map_err(SockDiagError::Socket)?;
     socket
@@ -71,7 +75,6 @@ fn dump(family: u8, states: StateFlags) -> Result<Vec<DiagSocket>, SockDiagError
     packet.serialize(&mut buf[..]);
     socket.send(&buf[..], 0).map_err(SockDiagError::Socket)?;
 
-    let mut sockets = Vec::new();
     let mut rx = vec![0u8; 64 * 1024];
     loop {
         let size = socket
@@ -84,7 +87,7 @@ fn dump(family: u8, states: StateFlags) -> Result<Vec<DiagSocket>, SockDiagError
             match message.payload {
                 NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
                     let h = &r.header;
-                    sockets.push(DiagSocket {
+                    each(DiagSocket {
                         state: h.state,
                         local: (h.socket_id.source_address, h.socket_id.source_port),
                         remote: (
@@ -96,7 +99,7 @@ fn dump(family: u8, states: StateFlags) -> Result<Vec<DiagSocket>, SockDiagError
                         cookie: u64::from_ne_bytes(h.socket_id.cookie),
                     });
                 }
-                NetlinkPayload::Done(_) => return Ok(sockets),
+                NetlinkPayload::Done(_) => return Ok(()),
                 NetlinkPayload::Error(e) => return Err(SockDiagError::Kernel(e)),
                 _ => {}
             }
@@ -113,12 +116,17 @@ fn dump(family: u8, states: StateFlags) -> Result<Vec<DiagSocket>, SockDiagError
 /// the dump fails with ENOENT), from /proc/net/tcp and /proc/net/tcp6 as netstat
 /// reads them.
 pub fn tcp_sockets() -> Result<Vec<DiagSocket>, SockDiagError> {
-    sockets_in(StateFlags::LISTEN | StateFlags::ESTABLISHED)
+    let mut all = Vec::new();
+    sockets_in(StateFlags::LISTEN | StateFlags::ESTABLISHED, &mut |s| {
+        all.push(s)
+    })?;
+    Ok(all)
 }
 
-/// Every TCP socket that is still a socket: every state but TIME_WAIT (a
-/// timewait entry stands in for a closed socket) and CLOSE.
-pub fn tcp_sockets_open() -> Result<Vec<DiagSocket>, SockDiagError> {
+/// Each TCP socket that is still a socket, handed to `each` as it is read (a
+/// host may have hundreds of thousands): every state but TIME_WAIT (a timewait
+/// entry stands in for a closed socket) and CLOSE.
+pub fn each_open_tcp_socket(each: &mut dyn FnMut(DiagSocket)) -> Result<(), SockDiagError> {
     sockets_in(
         StateFlags::ESTABLISHED
             | StateFlags::SYN_SENT
@@ -129,39 +137,34 @@ pub fn tcp_sockets_open() -> Result<Vec<DiagSocket>, SockDiagError> {
             | StateFlags::LAST_ACK
             | StateFlags::LISTEN
             | StateFlags::CLOSING,
+        each,
     )
 }
 
-fn sockets_in(states: StateFlags) -> Result<Vec<DiagSocket>, SockDiagError> {
-    let diag = dump(AF_INET, states.clone()).and_then(|mut v4| {
-        v4.extend(dump(AF_INET6, states.clone())?);
-        Ok(v4)
-    });
-    match diag {
-        Ok(all) => Ok(all),
-        Err(diag_error) => {
-            let mut all = Vec::new();
-            for (path, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
-                match fs::read_to_string(path) {
-                    Ok(text) => all.extend(
-                        parse_proc_net_tcp(&text, v6)
-                            .into_iter()
-                            .filter(|s| states.bits() & (1 << s.state) != 0),
-                    ),
-                    // No IPv6 in this kernel: nothing to list there.
-                    Err(_) if v6 => {}
-                    Err(source) => {
-                        return Err(SockDiagError::Fallback {
-                            diag: Box::new(diag_error),
-                            path,
-                            source,
-                        })
-                    }
-                }
+fn sockets_in(states: StateFlags, each: &mut dyn FnMut(DiagSocket)) -> Result<(), SockDiagError> {
+    let diag =
+        dump(AF_INET, states.clone(), each).and_then(|()| dump(AF_INET6, states.clone(), each));
+    let Err(diag_error) = diag else {
+        return Ok(());
+    };
+    for (path, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
+        match fs::read_to_string(path) {
+            Ok(text) => parse_proc_net_tcp(&text, v6)
+                .into_iter()
+                .filter(|s| states.bits() & (1 << s.state) != 0)
+                .for_each(&mut *each),
+            // No IPv6 in this kernel: nothing to list there.
+            Err(_) if v6 => {}
+            Err(source) => {
+                return Err(SockDiagError::Fallback {
+                    diag: Box::new(diag_error),
+                    path,
+                    source,
+                })
             }
-            Ok(all)
         }
     }
+    Ok(())
 }
 
 /// An address as /proc/net/tcp prints it: 32-bit words in the kernel's byte order.

@@ -97,7 +97,9 @@ fn detail(out: &mut Vec<u8>, e: &ConnEvent) {
         }
     };
     if e.inferred {
-        out.extend_from_slice(b"inferred: the kernel no longer has the socket, its close was not reported");
+        out.extend_from_slice(
+            b"inferred: the kernel no longer has the socket, its close was not reported",
+        );
     }
     for n in &e.notes {
         sep(out);

@@ -16,7 +16,6 @@ use crate::{
         filter::Filter,
         model::{ConnEvent, EventKind},
     },
-    kernel::sockdiag::DiagSocket,
     output::Printer,
 };
 use reconcile::OpenSockets;
@@ -116,7 +115,10 @@ impl<'p> Pipeline<'p> {
     }
 
     /// Whether the fault injection hook drops this record.
-    fn dropped_by_fault(&mut self, decoded: &Result<ConnEvent, crate::event::decode::DecodeError>) -> bool {
+    fn dropped_by_fault(
+        &mut self,
+        decoded: &Result<ConnEvent, crate::event::decode::DecodeError>,
+    ) -> bool {
         let Some((every, seen)) = self.drop_closes.as_mut() else {
             return false;
         };
@@ -166,12 +168,11 @@ impl<'p> Pipeline<'p> {
         self.printer.flush()
     }
 
-    /// Compare the sockets shown open with those the kernel has (`sockets`, listed
-    /// after the ring buffer was drained): a close the kernel never reported is
+    /// Compare the sockets shown open with those the kernel has (`alive`: their
+    /// fingerprints, listed after the ring buffer was drained): a close the kernel never reported is
     /// shown, inferred, once the socket is missing from two listings in a row.
-    pub fn reconcile(&mut self, sockets: &[DiagSocket]) -> io::Result<()> {
-        let alive = reconcile::alive(sockets);
-        let closed = self.open.reconcile(&alive, chrono::Utc::now());
+    pub fn reconcile(&mut self, alive: &reconcile::Fingerprints) -> io::Result<()> {
+        let closed = self.open.reconcile(alive, chrono::Utc::now());
         for id in closed {
             if let Some(close) = self.open.close(id, self.decoder.range()) {
                 if self.deliver(close)? {

@@ -23,6 +23,11 @@ pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 /// kernel never reported is inferred at the second look that misses the socket).
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// A look at the kernel's sockets costs time in proportion to their number (a
+/// second or so for a million): the next one waits at least this many times
+/// as long as the last one took, so looks never take more than 1/20 of a CPU.
+const LOOK_SPACING: u32 = 20;
+
 /// At the end, the pause between the two last looks at the kernel's sockets: far
 /// longer than a socket's close takes to reach the ring buffer once the kernel has
 /// unlisted it.
@@ -60,8 +65,12 @@ fn reconcile(pipeline: &mut Pipeline<'_>, failed: &mut bool) -> io::Result<()> {
     if *failed || pipeline.open_sockets() == 0 {
         return Ok(());
     }
-    match crate::kernel::sockdiag::tcp_sockets_open() {
-        Ok(sockets) => pipeline.reconcile(&sockets),
+    let mut alive = super::reconcile::Fingerprints::default();
+    let listed = crate::kernel::sockdiag::each_open_tcp_socket(&mut |s| {
+        alive.extend(super::reconcile::listed(&s));
+    });
+    match listed {
+        Ok(()) => pipeline.reconcile(&alive),
         Err(e) => {
             *failed = true;
             eprintln!(
@@ -237,6 +246,7 @@ pub async fn run(
     reconcile_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     reconcile_tick.tick().await;
     let mut listing_failed = false;
+    let mut next_look = std::time::Instant::now();
 
     let outcome = loop {
         tokio::select! {
@@ -259,10 +269,12 @@ pub async fn run(
                     break Err(e);
                 }
             }
-            _ = reconcile_tick.tick() => {
+            _ = reconcile_tick.tick(), if std::time::Instant::now() >= next_look => {
+                let began = std::time::Instant::now();
                 // Drained first: a close already in the buffer is not inferred.
                 let result = drain(ring.get_mut(), &mut pipeline)
                     .and_then(|()| reconcile(&mut pipeline, &mut listing_failed));
+                next_look = began + began.elapsed() * LOOK_SPACING;
                 if let Err(e) = result {
                     break Err(e);
                 }

@@ -105,7 +105,10 @@ pub(crate) struct Run {
 }
 
 fn start(portwatch: &str, mode: &str, port: u16, extra: &[&str]) -> Result<Run> {
-    start_launch(Launch::json_on_port(portwatch, mode, port).args(extra), port)
+    start_launch(
+        Launch::json_on_port(portwatch, mode, port).args(extra),
+        port,
+    )
 }
 
 /// `launch` (portwatch on `port` only, in JSON) started, its stream counted.

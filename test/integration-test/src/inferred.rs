@@ -77,7 +77,12 @@ fn run(portwatch: &str, loadgen: &str, mode: &str) -> Result<Vec<String>> {
         ));
     }
     let is_close = |e: &&Seen| e.event == "close";
-    let reported = stream.events.iter().filter(is_close).filter(|e| !e.inferred).count() as u64;
+    let reported = stream
+        .events
+        .iter()
+        .filter(is_close)
+        .filter(|e| !e.inferred)
+        .count() as u64;
     // The hook dropped every EVERY-th of the closes read: `dropped` such that
     // (reported + dropped) / EVERY == dropped.
     let dropped = (0..=reported)
@@ -110,8 +115,14 @@ fn owners(events: &[Seen]) -> Vec<String> {
     let mut failures = Vec::new();
     for close in events.iter().filter(|e| e.inferred) {
         match opened.get(close.sock_id.as_str()) {
-            None => failures.push(format!("inferred close of a socket never opened: {}", close.ends)),
-            Some(open) if (open.role.as_str(), open.pid, open.tid) != (close.role.as_str(), close.pid, close.tid) => {
+            None => failures.push(format!(
+                "inferred close of a socket never opened: {}",
+                close.ends
+            )),
+            Some(open)
+                if (open.role.as_str(), open.pid, open.tid)
+                    != (close.role.as_str(), close.pid, close.tid) =>
+            {
                 failures.push(format!(
                     "inferred close names {} pid {} tid {}, its opening {} pid {} tid {}",
                     close.role, close.pid, close.tid, open.role, open.pid, open.tid

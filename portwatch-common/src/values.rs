@@ -190,9 +190,6 @@ raw_enum! {
         /// State changes and accepts dropped because reading the kernel's memory
         /// failed (a helper refused a read): each may have been an event.
         Unreadable = 4,
-        /// Events put in the ring buffer (submitted): what userspace must
-        /// receive, so that a record lost between the two is seen.
-        Submitted = 5,
     }
 }
 

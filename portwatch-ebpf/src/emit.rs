@@ -102,7 +102,6 @@ pub fn emit(tuple: &Tuple, owner: &SockInfo, detail: &Detail) {
                 (*e).task_start_ns = owner.task_start_ns;
             }
             entry.submit(wakeup_flags());
-            count(Counter::Submitted);
         }
         None => {
             count(Counter::Lost);

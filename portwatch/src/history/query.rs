@@ -6,7 +6,10 @@ use std::{net::IpAddr, sync::Arc, time::Duration};
 use rusqlite::{types::Value, Connection, Row};
 
 use super::{
-    schema::{OUTCOME_CONNECT_FAILED, ROLE_CLIENT, ROLE_LISTENER, ROLE_SERVER, SPAN_OPEN},
+    schema::{
+        OUTCOME_CLOSED_INFERRED, OUTCOME_CONNECT_FAILED, ROLE_CLIENT, ROLE_LISTENER, ROLE_SERVER,
+        SPAN_OPEN,
+    },
     time::from_ns,
 };
 use crate::event::{
@@ -316,7 +319,7 @@ fn to_event(r: &Row<'_>, range: EphemeralRange, at: Option<i64>) -> rusqlite::Re
             opened: opened.map(from_ns),
             closed: closed.map(from_ns),
         }),
-        inferred: false,
+        inferred: outcome == OUTCOME_CLOSED_INFERRED,
     };
     event.notes = notes::notes(&event, range);
     Ok(event)

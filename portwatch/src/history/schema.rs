@@ -27,6 +27,9 @@ pub const ROLE_CLIENT: i64 = 2;
 pub const OUTCOME_OPEN: i64 = 0;
 pub const OUTCOME_CLOSED: i64 = 1;
 pub const OUTCOME_CONNECT_FAILED: i64 = 2;
+/// Closed, the close inferred: the kernel never reported it (see
+/// `pipeline::reconcile`).
+pub const OUTCOME_CLOSED_INFERRED: i64 = 3;
 
 /// `sockets.span` of a socket not closed (yet): its end is its run's end.
 pub const SPAN_OPEN: i64 = 63;

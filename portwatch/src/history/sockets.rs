@@ -11,8 +11,8 @@ use lru::LruCache;
 use rusqlite::{params, Transaction};
 
 use super::schema::{
-    span, HistoryError, OUTCOME_CLOSED, OUTCOME_CONNECT_FAILED, ROLE_CLIENT, ROLE_LISTENER,
-    ROLE_SERVER, SPAN_OPEN,
+    span, HistoryError, OUTCOME_CLOSED, OUTCOME_CLOSED_INFERRED, OUTCOME_CONNECT_FAILED,
+    ROLE_CLIENT, ROLE_LISTENER, ROLE_SERVER, SPAN_OPEN,
 };
 use crate::{
     event::model::{ConnEvent, EventKind, Family, Role},
@@ -202,8 +202,13 @@ impl Batch<'_, '_> {
     }
 
     fn close(&mut self, e: &ConnEvent, t: i64, began: Option<i64>) -> Result<(), HistoryError> {
+        let outcome = if e.inferred {
+            OUTCOME_CLOSED_INFERRED
+        } else {
+            OUTCOME_CLOSED
+        };
         if let Some(p) = self.pending.remove(&e.sock_id) {
-            let ended = Some((t, OUTCOME_CLOSED, None));
+            let ended = Some((t, outcome, None));
             return self
                 .insert(&p.event, p.opened, Some(p.opened), p.established, ended)
                 .map(drop);
@@ -220,14 +225,14 @@ impl Batch<'_, '_> {
                     .prepare_cached(
                         "UPDATE sockets SET closed = ?2, outcome = ?3, span = ?4 WHERE id = ?1",
                     )
-                    .and_then(|mut s| s.execute(params![row, t, OUTCOME_CLOSED, span(t - seen)]))
+                    .and_then(|mut s| s.execute(params![row, t, outcome, span(t - seen)]))
                     .map_err(self.sqlite())?;
                 Ok(())
             }
             // Opened before recording and not in the snapshot (or a connection
             // closed before anyone accepted it): its lifetime from the close.
             None => {
-                let ended = Some((t, OUTCOME_CLOSED, None));
+                let ended = Some((t, outcome, None));
                 self.insert(e, began.unwrap_or(t), began, None, ended)
                     .map(drop)
             }

@@ -29,6 +29,59 @@ pub fn record(checks: &mut Checks, portwatch: &str, loadgen: &str, mode: &str) {
         &format!("[{mode}] inferred closes: a listener of another network namespace, alive at the end, is not closed"),
         || other_namespace(portwatch, mode),
     );
+    checks.run(
+        &format!("[{mode}] inferred closes: recorded in the history as closed, marked inferred"),
+        || recorded(portwatch, loadgen, mode),
+    );
+}
+
+/// `portwatch record` with the hook: every socket of the load is stored closed,
+/// and as many are marked inferred as the closing line says were inferred.
+fn recorded(portwatch: &str, loadgen: &str, mode: &str) -> Result<Vec<String>> {
+    const SOCKETS: usize = 2 * 300 + 1;
+    let dir = std::env::temp_dir().join(format!("pw-inferred-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let db = dir.join("history.db");
+    let port = sock::unused_port(LOOPBACK)?.to_string();
+    let recording = Launch::trace(portwatch, mode)
+        .env("PORTWATCH_FAULT_DROP_CLOSES", &EVERY.to_string())
+        .args(["record", "--port", &port, "--db"])
+        .arg(&db)
+        .start(|_| ())?;
+    heavy::load(loadgen, 300, port.parse()?)?;
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let stopped = recording.stop()?;
+    let closing = stopped.stderr.closing()?;
+    let out = Launch::new(portwatch)
+        .args(["query", "--format", "json", "--port", &port, "--db"])
+        .arg(&db)
+        .run()?;
+    let stored: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    let open = stored.iter().filter(|s| s["closed"].is_null()).count();
+    let inferred = stored.iter().filter(|s| s["inferred"] == true).count() as u64;
+    println!(
+        "# inferred, recorded: {} sockets stored, {open} open, {inferred} marked inferred, {} inferred",
+        stored.len(),
+        closing.inferred
+    );
+    let mut failures = Vec::new();
+    if stored.len() != SOCKETS || open != 0 {
+        failures.push(format!(
+            "{} sockets stored, {open} of them open; expected {SOCKETS}, all closed",
+            stored.len()
+        ));
+    }
+    if inferred != closing.inferred || inferred == 0 {
+        failures.push(format!(
+            "{inferred} sockets stored with an inferred close, the closing line says {} were inferred",
+            closing.inferred
+        ));
+    }
+    Ok(failures)
 }
 
 /// portwatch ends while a listener of another network namespace lives: its

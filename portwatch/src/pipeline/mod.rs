@@ -83,6 +83,15 @@ impl<'p> Pipeline<'p> {
         }
     }
 
+    /// Whether every event of a socket carries the same socket id (the kernel's
+    /// cookie, with socket storage), so that another id on the same endpoints is
+    /// another socket. On the LRU store it may not be (an owner entry evicted or
+    /// recorded late changes it): endpoints alone then say which socket it is.
+    pub fn with_socket_ids(mut self, per_socket: bool) -> Self {
+        self.open.ids_per_socket = per_socket;
+        self
+    }
+
     /// Check every event shown against a baseline, and report drift.
     pub fn with_baseline(mut self, checker: Option<Checker>) -> Self {
         self.checker = checker;
@@ -172,16 +181,20 @@ impl<'p> Pipeline<'p> {
     /// fingerprints, listed after the ring buffer was drained): a close the kernel never reported is
     /// shown, inferred, once the socket is missing from two listings in a row.
     pub fn reconcile(&mut self, alive: &reconcile::Fingerprints) -> io::Result<()> {
-        let closed = self.open.reconcile(alive, chrono::Utc::now());
-        for id in closed {
-            if let Some(close) = self.open.close(id, self.decoder.range()) {
-                if self.deliver(close)? {
-                    self.stats.events += 1;
-                    self.stats.inferred += 1;
-                }
+        let range = self.decoder.range();
+        for close in self.open.reconcile(alive, chrono::Utc::now(), range) {
+            if self.deliver(close)? {
+                self.stats.events += 1;
+                self.stats.inferred += 1;
             }
         }
         self.printer.flush()
+    }
+
+    /// Whether no socket is followed (open, or set aside until its close is
+    /// inferred): nothing to compare with the kernel's.
+    pub fn nothing_to_reconcile(&self) -> bool {
+        self.open.is_empty()
     }
 
     /// Sockets shown open and not closed yet.

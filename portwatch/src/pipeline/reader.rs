@@ -62,7 +62,7 @@ fn drain(
 /// Look at the kernel's sockets and show the closes it never reported; a listing
 /// that fails is said once on stderr, and reconciling stops.
 fn reconcile(pipeline: &mut Pipeline<'_>, failed: &mut bool) -> io::Result<()> {
-    if *failed || pipeline.open_sockets() == 0 {
+    if *failed || pipeline.nothing_to_reconcile() {
         return Ok(());
     }
     let mut alive = super::reconcile::Fingerprints::default();

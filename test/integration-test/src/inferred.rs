@@ -123,7 +123,7 @@ fn run(portwatch: &str, loadgen: &str, mode: &str) -> Result<Vec<String>> {
     heavy::load(loadgen, CONNECTIONS, port)?;
     let (stream, closing) = heavy::finish(run)?;
     let mut failures = Vec::new();
-    let (unclosed, twice) = heavy::closes(&stream);
+    let (unclosed, twice) = heavy::closes(&stream, closing.lost);
     if !unclosed.is_empty() || !twice.is_empty() {
         failures.push(format!(
             "sockets opened without a close: {unclosed:?}; closed twice: {twice:?}"

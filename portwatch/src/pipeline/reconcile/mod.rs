@@ -1,0 +1,333 @@
+//! Closes the kernel side never reported. Every socket an event opened is kept
+//! until its close comes; a socket the kernel no longer has (absent from two
+//! sock_diag listings in a row, the ring buffer drained before each) whose close
+//! still has not come is closed here, with an event marked `inferred`. So no
+//! socket stays open forever in the output or the history because its close went
+//! missing: lost in a full ring buffer, or a state change the kernel ran no
+//! program for without counting a miss.
+//!
+//! Sockets are known by their endpoints, the same in an event, in the kernel's
+//! listing and under either owner store (whose socket ids differ), through a
+//! 64-bit fingerprint: a collision can only keep a socket open longer, never close
+//! a live one. A live socket's endpoints are unique in its network namespace, so
+//! only sockets of this one (the namespace sock_diag lists) are followed.
+use std::{
+    collections::HashSet,
+    hash::BuildHasher,
+    net::{IpAddr, Ipv6Addr},
+    sync::Arc,
+};
+
+use foldhash::{fast::FixedState, HashMap};
+
+use chrono::{DateTime, Utc};
+
+use crate::{
+    event::{
+        address::plain,
+        classify::{endpoint, EphemeralRange},
+        model::{ConnEvent, EventKind, Family, Owner, Role, TcpState},
+        notes,
+    },
+    kernel::sockdiag::DiagSocket,
+};
+
+/// One end, compactly: the address as IPv6 (IPv4 mapped), and the port.
+type End = ([u8; 16], u16);
+
+fn end(addr: IpAddr, port: u16) -> End {
+    let v6 = match plain(addr) {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    (v6.octets(), port)
+}
+
+fn addr_of(end: &End) -> IpAddr {
+    plain(IpAddr::V6(Ipv6Addr::from(end.0)))
+}
+
+/// One socket's endpoints as a number, the same from an event and from the
+/// kernel's listing.
+fn fingerprint(local: &End, remote: &End) -> u64 {
+    FixedState::with_seed(0x706f_7274_7761_7463).hash_one((local, remote))
+}
+
+/// Sets of fingerprints (already hashes: hashed again, cheaply).
+pub type Fingerprints = HashSet<u64, foldhash::fast::RandomState>;
+
+/// The fingerprint of a socket of the kernel's listing, unless it stands for a
+/// closed one (TIME_WAIT, CLOSE).
+pub fn listed(s: &DiagSocket) -> Option<u64> {
+    const TIME_WAIT: u8 = TcpState::TimeWait as u8;
+    const CLOSE: u8 = TcpState::Close as u8;
+    (s.state != TIME_WAIT && s.state != CLOSE)
+        .then(|| fingerprint(&end(s.local.0, s.local.1), &end(s.remote.0, s.remote.1)))
+}
+
+/// What is kept of an open socket to close it later: about 80 bytes.
+struct Open {
+    sock_id: u64,
+    /// When it opened, ns since the epoch.
+    opened_ns: i64,
+    local: End,
+    remote: End,
+    /// 0: not known.
+    netns: u32,
+    role: Role,
+    family: Family,
+    pid_exact: bool,
+    /// Opened by the start-up snapshot (its id is sock_diag's cookie).
+    from_snapshot: bool,
+    /// Shared by the sockets of one owner.
+    owner: Option<Arc<Owner>>,
+    /// When the last listing, absent from it, was taken (ns since the epoch); 0
+    /// when it was there.
+    absent_ns: i64,
+}
+
+/// A socket set aside: closed by the time of `by`.
+struct Aside {
+    open: Open,
+    /// Its endpoints' fingerprint.
+    key: u64,
+    by: DateTime<Utc>,
+    /// A look has been taken since.
+    looked: bool,
+}
+
+/// The sockets the stream has opened and not yet closed, of this network
+/// namespace.
+pub struct OpenSockets {
+    /// This process's network namespace; None: unknown, only snapshot sockets
+    /// are followed.
+    netns: Option<u64>,
+    /// By fingerprint.
+    open: HashMap<u64, Open>,
+    /// Sockets whose endpoints a later socket took, by socket id: closed, their
+    /// close perhaps still to come.
+    aside: HashMap<u64, Aside>,
+    /// Whether socket ids name sockets exactly (see `Pipeline::with_socket_ids`):
+    /// only then is another id on the same endpoints another socket.
+    pub ids_per_socket: bool,
+    /// The last owner stored, shared with the next socket of the same owner.
+    last_owner: Option<Arc<Owner>>,
+}
+
+impl Default for OpenSockets {
+    fn default() -> Self {
+        OpenSockets {
+            netns: crate::enrich::procfs::read_netns("self"),
+            open: HashMap::default(),
+            aside: HashMap::default(),
+            ids_per_socket: true,
+            last_owner: None,
+        }
+    }
+}
+
+impl OpenSockets {
+    /// Whether the socket of `e` is in this network namespace, the one sock_diag
+    /// lists: a snapshot's is; a live event's says which it is. A socket of
+    /// another namespace, or of one not known, is not followed: this namespace's
+    /// listing could not vouch for it.
+    fn here(&self, e: &ConnEvent) -> bool {
+        e.kind == EventKind::Snapshot
+            || (self.netns.is_some() && e.netns.map(u64::from) == self.netns)
+    }
+
+    fn shared_owner(&mut self, owner: &Option<Owner>) -> Option<Arc<Owner>> {
+        let owner = owner.as_ref()?;
+        match &self.last_owner {
+            Some(last) if **last == *owner => Some(last.clone()),
+            _ => {
+                let shared = Arc::new(owner.clone());
+                self.last_owner = Some(shared.clone());
+                Some(shared)
+            }
+        }
+    }
+
+    /// Follow one event shown: an opening one starts a socket, a closing one ends
+    /// it. Two live sockets never share their endpoints, so (where socket ids are
+    /// exact) a socket whose endpoints another one opens with, or closes with, has
+    /// closed: unreported
+    /// (its close lost in a full ring buffer, say), or reported later (the kernel
+    /// frees the endpoints a moment before the close's event is written, so the
+    /// next socket's events can come first). It is set aside, and its close
+    /// inferred at the next look but one unless its own close comes by then. A
+    /// close without an owner is taken as the open socket's own close.
+    pub fn follow(&mut self, e: &ConnEvent) {
+        let local = end(e.local.addr, e.local.port);
+        let remote = end(e.remote.addr, e.remote.port);
+        let key = fingerprint(&local, &remote);
+        match e.kind {
+            EventKind::Listen | EventKind::Accept | EventKind::Connect | EventKind::Snapshot
+                if self.here(e) =>
+            {
+                let owner = self.shared_owner(&e.owner);
+                let open = Open {
+                    sock_id: e.sock_id,
+                    opened_ns: e.time.timestamp_nanos_opt().unwrap_or(0),
+                    local,
+                    remote,
+                    netns: e.netns.unwrap_or(0),
+                    role: e.role,
+                    family: e.family,
+                    pid_exact: e.pid_exact,
+                    from_snapshot: e.kind == EventKind::Snapshot,
+                    owner,
+                    absent_ns: 0,
+                };
+                if let Some(before) = self.open.insert(key, open) {
+                    // A socket opens once: another opening is another socket. But a
+                    // snapshot's socket id is sock_diag's cookie, which live events
+                    // on the LRU store do not carry: the same socket, perhaps.
+                    let same = before.sock_id == e.sock_id
+                        || (before.from_snapshot && !self.ids_per_socket);
+                    if !same {
+                        self.set_aside(before, key, e.time);
+                    }
+                }
+            }
+            EventKind::Close | EventKind::ConnectFailed => {
+                // The late close of a socket set aside: by its id; without exact
+                // ids, the first close on its endpoints (the next socket's close
+                // comes after its own).
+                if self.aside.remove(&e.sock_id).is_some() {
+                    return;
+                }
+                if !self.ids_per_socket {
+                    let late = self
+                        .aside
+                        .iter()
+                        .find(|(_, a)| a.key == key)
+                        .map(|(id, _)| *id);
+                    if let Some(id) = late {
+                        self.aside.remove(&id);
+                        return;
+                    }
+                }
+                let Some(before) = self.open.remove(&key) else {
+                    return;
+                };
+                if self.ids_per_socket
+                    && before.sock_id != e.sock_id
+                    && e.owner.is_some()
+                    && !before.from_snapshot
+                {
+                    self.set_aside(before, key, e.time);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn set_aside(&mut self, open: Open, key: u64, by: DateTime<Utc>) {
+        self.aside.insert(
+            open.sock_id,
+            Aside {
+                open,
+                key,
+                by,
+                looked: false,
+            },
+        );
+    }
+
+    /// Sockets open in the stream now.
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Whether no socket is open in the stream, and none set aside.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty() && self.aside.is_empty()
+    }
+
+    /// Compare with the kernel's sockets (`alive`: the fingerprints of a listing
+    /// taken at `now`, after the ring buffer was drained): the sockets absent from
+    /// this listing and from the one before are closed, and those set aside before
+    /// the last look; their close events (`range` to classify their ports) are
+    /// returned. The others absent now are looked at again next time.
+    pub fn reconcile(
+        &mut self,
+        alive: &Fingerprints,
+        now: DateTime<Utc>,
+        range: EphemeralRange,
+    ) -> Vec<ConnEvent> {
+        let now_ns = now.timestamp_nanos_opt().unwrap_or(1);
+        let mut gone = Vec::new();
+        for (key, open) in self.open.iter_mut() {
+            if alive.contains(key) {
+                open.absent_ns = 0;
+            } else if open.absent_ns != 0 {
+                gone.push(*key);
+            } else {
+                open.absent_ns = now_ns;
+            }
+        }
+        let mut closes: Vec<ConnEvent> = gone
+            .iter()
+            .filter_map(|key| self.open.remove(key))
+            // Closed at its first absence at the latest.
+            .map(|open| {
+                let time = DateTime::from_timestamp_nanos(open.absent_ns);
+                closed_event(open, time, range)
+            })
+            .collect();
+        let aged: Vec<u64> = self
+            .aside
+            .iter_mut()
+            .filter_map(|(id, aside)| {
+                let old = aside.looked;
+                aside.looked = true;
+                old.then_some(*id)
+            })
+            .collect();
+        for id in aged {
+            if let Some(aside) = self.aside.remove(&id) {
+                closes.push(closed_event(aside.open, aside.by, range));
+            }
+        }
+        // Memory back once a crowd of sockets is gone.
+        if self.open.capacity() > 4 * self.open.len() + 1024 {
+            self.open.shrink_to(2 * self.open.len());
+        }
+        closes
+    }
+}
+
+/// The inferred close of `open`, which had closed by `time`.
+fn closed_event(open: Open, time: DateTime<Utc>, range: EphemeralRange) -> ConnEvent {
+    let opened = DateTime::from_timestamp_nanos(open.opened_ns);
+    let mut event = ConnEvent {
+        time,
+        kind: EventKind::Close,
+        role: open.role,
+        family: open.family,
+        owner: open.owner.map(|o| (*o).clone()),
+        pid_exact: open.pid_exact,
+        local: endpoint(addr_of(&open.local), open.local.1, range),
+        remote: endpoint(addr_of(&open.remote), open.remote.1, range),
+        state: TcpState::Close,
+        old_state: if open.role == Role::Listener {
+            TcpState::Listen
+        } else {
+            TcpState::Established
+        },
+        sock_id: open.sock_id,
+        netns: (open.netns != 0).then_some(open.netns),
+        duration: (time - opened).to_std().ok(),
+        error: None,
+        process: None,
+        notes: Vec::new(),
+        lifetime: None,
+        inferred: true,
+    };
+    event.notes = notes::notes(&event, range);
+    event
+}
+
+#[cfg(test)]
+mod tests;

@@ -115,6 +115,7 @@ impl Gen {
             lifetime: None,
             inferred: false,
             netns: None,
+            cookie_id: false,
         }))
     }
 

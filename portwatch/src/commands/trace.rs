@@ -75,10 +75,7 @@ pub fn session<'o>(
             .checker
             .as_ref()
             .map(|_| Duration::from_secs(cli.baseline_interval));
-        let ids_per_socket = tracer.store.store == crate::kernel::store::SocketStore::Storage;
-        let mut pipeline = Pipeline::new(printer.as_mut(), filter)
-            .with_baseline(options.checker)
-            .with_socket_ids(ids_per_socket);
+        let mut pipeline = Pipeline::new(printer.as_mut(), filter).with_baseline(options.checker);
         // Attached first, then the sockets that already exist: nothing falls between.
         // Tracing goes on without them if they cannot be read.
         if !cli.no_snapshot {

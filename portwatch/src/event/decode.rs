@@ -165,6 +165,7 @@ fn decode(raw: &Event, decoder: &Decoder) -> Result<ConnEvent, DecodeError> {
         state,
         old_state,
         sock_id: decoder.sock_id(raw),
+        cookie_id: raw.sock_cookie != 0,
         netns: (raw.netns != 0).then_some(raw.netns),
         duration,
         error,

@@ -231,6 +231,9 @@ pub struct ConnEvent {
     pub state: TcpState,
     pub old_state: TcpState,
     pub sock_id: u64,
+    /// `sock_id` is the kernel's socket cookie (the same in every event of the
+    /// socket), not an id portwatch made.
+    pub cookie_id: bool,
     /// The socket's network namespace (the inode number `ls -l /proc/PID/ns/net`
     /// shows); None where the kernel side could not read it.
     pub netns: Option<u32>,

@@ -304,6 +304,7 @@ fn to_event(r: &Row<'_>, range: EphemeralRange, at: Option<i64>) -> rusqlite::Re
             Role::Client => TcpState::SynSent,
         },
         sock_id: r.get::<_, i64>(13)? as u64,
+        cookie_id: false,
         netns: None,
         duration: match (Some(start), closed) {
             (Some(a), Some(b)) if b >= a => Some(Duration::from_nanos((b - a) as u64)),

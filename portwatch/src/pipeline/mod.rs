@@ -83,15 +83,6 @@ impl<'p> Pipeline<'p> {
         }
     }
 
-    /// Whether every event of a socket carries the same socket id (the kernel's
-    /// cookie, with socket storage), so that another id on the same endpoints is
-    /// another socket. On the LRU store it may not be (an owner entry evicted or
-    /// recorded late changes it): endpoints alone then say which socket it is.
-    pub fn with_socket_ids(mut self, per_socket: bool) -> Self {
-        self.open.ids_per_socket = per_socket;
-        self
-    }
-
     /// Check every event shown against a baseline, and report drift.
     pub fn with_baseline(mut self, checker: Option<Checker>) -> Self {
         self.checker = checker;

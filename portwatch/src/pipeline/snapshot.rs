@@ -97,6 +97,7 @@ pub fn events(sockets: &[DiagSocket], range: EphemeralRange) -> Vec<ConnEvent> {
                 } else {
                     s.inode as u64
                 },
+                cookie_id: s.cookie != 0,
                 netns,
                 duration: None,
                 error: None,

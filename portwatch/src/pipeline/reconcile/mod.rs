@@ -77,8 +77,10 @@ struct Open {
     role: Role,
     family: Family,
     pid_exact: bool,
-    /// Opened by the start-up snapshot (its id is sock_diag's cookie).
+    /// Opened by the start-up snapshot.
     from_snapshot: bool,
+    /// Its id is the kernel's socket cookie.
+    cookie_id: bool,
     /// Shared by the sockets of one owner.
     owner: Option<Arc<Owner>>,
     /// When the last listing, absent from it, was taken (ns since the epoch); 0
@@ -107,9 +109,6 @@ pub struct OpenSockets {
     /// Sockets whose endpoints a later socket took, by socket id: closed, their
     /// close perhaps still to come.
     aside: HashMap<u64, Aside>,
-    /// Whether socket ids name sockets exactly (see `Pipeline::with_socket_ids`):
-    /// only then is another id on the same endpoints another socket.
-    pub ids_per_socket: bool,
     /// The last owner stored, shared with the next socket of the same owner.
     last_owner: Option<Arc<Owner>>,
 }
@@ -120,7 +119,6 @@ impl Default for OpenSockets {
             netns: crate::enrich::procfs::read_netns("self"),
             open: HashMap::default(),
             aside: HashMap::default(),
-            ids_per_socket: true,
             last_owner: None,
         }
     }
@@ -149,14 +147,13 @@ impl OpenSockets {
     }
 
     /// Follow one event shown: an opening one starts a socket, a closing one ends
-    /// it. Two live sockets never share their endpoints, so (where socket ids are
-    /// exact) a socket whose endpoints another one opens with, or closes with, has
-    /// closed: unreported
+    /// it. Two live sockets never share their endpoints, so a socket whose
+    /// endpoints another one opens with (or closes with, both ids being the
+    /// kernel's cookies) has closed: unreported
     /// (its close lost in a full ring buffer, say), or reported later (the kernel
     /// frees the endpoints a moment before the close's event is written, so the
     /// next socket's events can come first). It is set aside, and its close
-    /// inferred at the next look but one unless its own close comes by then. A
-    /// close without an owner is taken as the open socket's own close.
+    /// inferred at the next look but one unless its own close comes by then.
     pub fn follow(&mut self, e: &ConnEvent) {
         let local = end(e.local.addr, e.local.port);
         let remote = end(e.remote.addr, e.remote.port);
@@ -176,28 +173,29 @@ impl OpenSockets {
                     family: e.family,
                     pid_exact: e.pid_exact,
                     from_snapshot: e.kind == EventKind::Snapshot,
+                    cookie_id: e.cookie_id,
                     owner,
                     absent_ns: 0,
                 };
                 if let Some(before) = self.open.insert(key, open) {
                     // A socket opens once: another opening is another socket. But a
-                    // snapshot's socket id is sock_diag's cookie, which live events
-                    // on the LRU store do not carry: the same socket, perhaps.
+                    // snapshot's socket id is sock_diag's cookie, which a live event
+                    // may not carry: without two cookies, the same socket perhaps.
                     let same = before.sock_id == e.sock_id
-                        || (before.from_snapshot && !self.ids_per_socket);
+                        || (before.from_snapshot && !(before.cookie_id && e.cookie_id));
                     if !same {
                         self.set_aside(before, key, e.time);
                     }
                 }
             }
             EventKind::Close | EventKind::ConnectFailed => {
-                // The late close of a socket set aside: by its id; without exact
-                // ids, the first close on its endpoints (the next socket's close
-                // comes after its own).
+                // The late close of a socket set aside: by its id; without the
+                // cookie for an id, the first close on its endpoints (the next
+                // socket's close comes after its own).
                 if self.aside.remove(&e.sock_id).is_some() {
                     return;
                 }
-                if !self.ids_per_socket {
+                if !e.cookie_id {
                     let late = self
                         .aside
                         .iter()
@@ -211,11 +209,10 @@ impl OpenSockets {
                 let Some(before) = self.open.remove(&key) else {
                     return;
                 };
-                if self.ids_per_socket
-                    && before.sock_id != e.sock_id
-                    && e.owner.is_some()
-                    && !before.from_snapshot
-                {
+                // Two cookies that differ: two sockets. An id made otherwise (the
+                // LRU store; an accept program that found no cookie yet) may
+                // differ between one socket's events.
+                if before.cookie_id && e.cookie_id && before.sock_id != e.sock_id {
                     self.set_aside(before, key, e.time);
                 }
             }
@@ -317,6 +314,7 @@ fn closed_event(open: Open, time: DateTime<Utc>, range: EphemeralRange) -> ConnE
             TcpState::Established
         },
         sock_id: open.sock_id,
+        cookie_id: open.cookie_id,
         netns: (open.netns != 0).then_some(open.netns),
         duration: (time - opened).to_std().ok(),
         error: None,

@@ -8,6 +8,8 @@ fn event(kind: EventKind, netns: Option<u32>) -> ConnEvent {
     let mut e = sample_event();
     e.kind = kind;
     e.netns = netns.or_else(|| crate::enrich::procfs::read_netns("self").map(|n| n as u32));
+    // Ids from the kernel's cookie, as with socket storage.
+    e.cookie_id = true;
     e
 }
 
@@ -128,8 +130,9 @@ fn endpoints_taken_by_another_socket_close_the_first_unless_its_close_comes() {
 }
 
 #[test]
-fn an_ownerless_close_or_a_snapshot_socket_may_carry_another_id() {
-    // The LRU store names a socket whose entry was evicted differently.
+fn an_id_not_from_the_cookie_may_differ_between_one_sockets_events() {
+    // The LRU store names a socket whose entry was evicted differently; an accept
+    // program that found no cookie yet makes an id of its own.
     let now = Utc::now();
     let mut open = OpenSockets::default();
     let e = event(EventKind::Accept, None);
@@ -137,17 +140,17 @@ fn an_ownerless_close_or_a_snapshot_socket_may_carry_another_id() {
     let mut close = e.clone();
     close.kind = EventKind::Close;
     close.sock_id ^= 1;
-    close.owner = None;
+    close.cookie_id = false;
     open.follow(&close);
     assert!(open.is_empty());
     assert!(look(&mut open, &[], now).is_empty() && look(&mut open, &[], now).is_empty());
     // A snapshot's id is the cookie; a live event's on the LRU store is not.
-    open.ids_per_socket = false;
     let mut snap = e.clone();
     snap.kind = EventKind::Snapshot;
     open.follow(&snap);
     let mut live = e.clone();
     live.sock_id ^= 2;
+    live.cookie_id = false;
     open.follow(&live);
     assert!(look(&mut open, &[&live], now).is_empty());
     assert!(look(&mut open, &[&live], now).is_empty());
@@ -171,11 +174,9 @@ fn ipv4_mapped_addresses_match_ipv4() {
 fn without_exact_ids_endpoints_alone_name_the_socket() {
     // The LRU store: the same socket's close may carry another id, owner or not.
     let now = Utc::now();
-    let mut open = OpenSockets {
-        ids_per_socket: false,
-        ..OpenSockets::default()
-    };
-    let e = event(EventKind::Accept, None);
+    let mut open = OpenSockets::default();
+    let mut e = event(EventKind::Accept, None);
+    e.cookie_id = false;
     open.follow(&e);
     let mut close = e.clone();
     close.kind = EventKind::Close;
@@ -188,11 +189,9 @@ fn without_exact_ids_endpoints_alone_name_the_socket() {
 #[test]
 fn without_exact_ids_another_opening_still_proves_the_first_socket_closed() {
     let now = Utc::now();
-    let mut open = OpenSockets {
-        ids_per_socket: false,
-        ..OpenSockets::default()
-    };
-    let a = event(EventKind::Connect, None);
+    let mut open = OpenSockets::default();
+    let mut a = event(EventKind::Connect, None);
+    a.cookie_id = false;
     open.follow(&a);
     let mut b = a.clone();
     b.sock_id ^= 1;

@@ -87,6 +87,14 @@ impl Tracer {
         self.stop_with(Signal::SIGINT)
     }
 
+    /// SIGINT, and every event printed, those of the exit included.
+    pub fn stop_with_events(self) -> Result<(Stopped<()>, Vec<Value>)> {
+        let stdout = self.stdout.clone();
+        let stopped = self.stop()?;
+        let events = stdout.lock().unwrap().events.clone();
+        Ok((stopped, events))
+    }
+
     pub fn stop_with(self, signal: Signal) -> Result<Stopped<()>> {
         let stopped = self.running.stop_with(signal)?;
         let not_json = self.stdout.lock().unwrap().not_json.clone();

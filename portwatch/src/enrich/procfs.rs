@@ -45,13 +45,13 @@ pub fn read_exe(pid: u32) -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
-/// The network namespace (`/proc/PID/ns/net`), by its inode; `self` for this
-/// process.
-pub fn read_netns(pid: &str) -> Option<u64> {
+/// This process's network namespace (`/proc/self/ns/net`), by its inode number
+/// (the kernel's `ns.inum`, an unsigned int: what events carry).
+pub fn own_netns() -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
-    fs::metadata(format!("/proc/{pid}/ns/net"))
+    fs::metadata("/proc/self/ns/net")
         .ok()
-        .map(|m| m.ino())
+        .and_then(|m| u32::try_from(m.ino()).ok())
 }
 
 /// The command line (`/proc/PID/cmdline`), one string per argument.

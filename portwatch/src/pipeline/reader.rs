@@ -59,9 +59,15 @@ fn drain(
     Ok(())
 }
 
-/// Look at the kernel's sockets and show the closes it never reported; a listing
-/// that fails is said once on stderr, and reconciling stops.
-fn reconcile(pipeline: &mut Pipeline<'_>, failed: &mut bool) -> io::Result<()> {
+/// Drain the ring buffer, then look at the kernel's sockets and show the closes
+/// it never reported (drained first: a close already in the buffer is not
+/// inferred); a listing that fails is said once on stderr, and looks stop.
+fn look(
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    pipeline: &mut Pipeline<'_>,
+    failed: &mut bool,
+) -> io::Result<()> {
+    drain(ring, pipeline)?;
     if *failed || pipeline.nothing_to_reconcile() {
         return Ok(());
     }
@@ -271,9 +277,7 @@ pub async fn run(
             }
             _ = reconcile_tick.tick(), if std::time::Instant::now() >= next_look => {
                 let began = std::time::Instant::now();
-                // Drained first: a close already in the buffer is not inferred.
-                let result = drain(ring.get_mut(), &mut pipeline)
-                    .and_then(|()| reconcile(&mut pipeline, &mut listing_failed));
+                let result = look(ring.get_mut(), &mut pipeline, &mut listing_failed);
                 next_look = began + began.elapsed() * LOOK_SPACING;
                 if let Err(e) = result {
                     break Err(e);
@@ -298,13 +302,11 @@ pub async fn run(
         // Events already in the buffer when the signal came are still printed, and
         // the last losses reported.
         Ok(Ended::Signal) => {
-            // Two last looks at the kernel's sockets, the buffer drained before each.
-            let mut last_looks = drain(ring.get_mut(), &mut pipeline)
-                .and_then(|()| reconcile(&mut pipeline, &mut listing_failed));
+            // Two last looks at the kernel's sockets.
+            let mut last_looks = look(ring.get_mut(), &mut pipeline, &mut listing_failed);
             if last_looks.is_ok() {
                 tokio::time::sleep(LAST_LOOK_PAUSE).await;
-                last_looks = drain(ring.get_mut(), &mut pipeline)
-                    .and_then(|()| reconcile(&mut pipeline, &mut listing_failed));
+                last_looks = look(ring.get_mut(), &mut pipeline, &mut listing_failed);
             }
             last_looks
                 .and_then(|()| report_loss(tracer, &mut pipeline))

@@ -58,7 +58,7 @@ pub fn events(sockets: &[DiagSocket], range: EphemeralRange) -> Vec<ConnEvent> {
     ordered.sort_by_key(|s| (s.state != TCP_LISTEN, s.local.1, s.remote.1));
     let now = Utc::now();
     // sock_diag lists this process's network namespace only.
-    let netns = procfs::read_netns("self").map(|n| n as u32);
+    let netns = procfs::own_netns();
     ordered
         .into_iter()
         .filter(|s| s.state == TCP_LISTEN || s.state == TCP_ESTABLISHED)

@@ -103,7 +103,7 @@ struct Aside {
 pub struct OpenSockets {
     /// This process's network namespace; None: unknown, only snapshot sockets
     /// are followed.
-    netns: Option<u64>,
+    netns: Option<u32>,
     /// By fingerprint.
     open: HashMap<u64, Open>,
     /// Sockets whose endpoints a later socket took, by socket id: closed, their
@@ -116,7 +116,7 @@ pub struct OpenSockets {
 impl Default for OpenSockets {
     fn default() -> Self {
         OpenSockets {
-            netns: crate::enrich::procfs::read_netns("self"),
+            netns: crate::enrich::procfs::own_netns(),
             open: HashMap::default(),
             aside: HashMap::default(),
             last_owner: None,
@@ -130,8 +130,7 @@ impl OpenSockets {
     /// another namespace, or of one not known, is not followed: this namespace's
     /// listing could not vouch for it.
     fn here(&self, e: &ConnEvent) -> bool {
-        e.kind == EventKind::Snapshot
-            || (self.netns.is_some() && e.netns.map(u64::from) == self.netns)
+        e.kind == EventKind::Snapshot || (self.netns.is_some() && e.netns == self.netns)
     }
 
     fn shared_owner(&mut self, owner: &Option<Owner>) -> Option<Arc<Owner>> {
@@ -273,19 +272,14 @@ impl OpenSockets {
                 closed_event(open, time, range)
             })
             .collect();
+        // Set aside before the last look: their own close did not come since.
         let aged: Vec<u64> = self
             .aside
             .iter_mut()
-            .filter_map(|(id, aside)| {
-                let old = aside.looked;
-                aside.looked = true;
-                old.then_some(*id)
-            })
+            .filter_map(|(id, aside)| std::mem::replace(&mut aside.looked, true).then_some(*id))
             .collect();
-        for id in aged {
-            if let Some(aside) = self.aside.remove(&id) {
-                closes.push(closed_event(aside.open, aside.by, range));
-            }
+        for aside in aged.iter().filter_map(|id| self.aside.remove(id)) {
+            closes.push(closed_event(aside.open, aside.by, range));
         }
         // Memory back once a crowd of sockets is gone.
         if self.open.capacity() > 4 * self.open.len() + 1024 {

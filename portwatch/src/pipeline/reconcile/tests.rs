@@ -7,7 +7,7 @@ use crate::event::decode::tests::sample_event;
 fn event(kind: EventKind, netns: Option<u32>) -> ConnEvent {
     let mut e = sample_event();
     e.kind = kind;
-    e.netns = netns.or_else(|| crate::enrich::procfs::read_netns("self").map(|n| n as u32));
+    e.netns = netns.or_else(crate::enrich::procfs::own_netns);
     // Ids from the kernel's cookie, as with socket storage.
     e.cookie_id = true;
     e

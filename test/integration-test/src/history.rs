@@ -57,7 +57,7 @@ pub fn record_all(checks: &mut Checks, portwatch: &str, loadgen: Option<&str>, m
 }
 
 /// A fresh directory for one check's database.
-fn fresh_db(name: &str) -> Result<PathBuf> {
+pub(crate) fn fresh_db(name: &str) -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("pw-history-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     Ok(dir.join("history.db"))
@@ -73,7 +73,7 @@ fn record(portwatch: &str, mode: &str, db: &Path, extra: &[&str]) -> Result<Runn
 }
 
 /// `portwatch query --format json ARGS`: its JSON lines.
-fn query(portwatch: &str, db: &Path, args: &[&str]) -> Result<Vec<Value>> {
+pub(crate) fn query(portwatch: &str, db: &Path, args: &[&str]) -> Result<Vec<Value>> {
     let out = Launch::new(portwatch)
         .arg("query")
         .arg("--db")

@@ -39,9 +39,7 @@ pub fn record(checks: &mut Checks, portwatch: &str, loadgen: &str, mode: &str) {
 /// and as many are marked inferred as the closing line says were inferred.
 fn recorded(portwatch: &str, loadgen: &str, mode: &str) -> Result<Vec<String>> {
     const SOCKETS: usize = 2 * 300 + 1;
-    let dir = std::env::temp_dir().join(format!("pw-inferred-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let db = dir.join("history.db");
+    let db = crate::history::fresh_db("inferred")?;
     let port = sock::unused_port(LOOPBACK)?.to_string();
     let recording = Launch::trace(portwatch, mode)
         .env("PORTWATCH_FAULT_DROP_CLOSES", &EVERY.to_string())
@@ -52,15 +50,10 @@ fn recorded(portwatch: &str, loadgen: &str, mode: &str) -> Result<Vec<String>> {
     std::thread::sleep(std::time::Duration::from_secs(1));
     let stopped = recording.stop()?;
     let closing = stopped.stderr.closing()?;
-    let out = Launch::new(portwatch)
-        .args(["query", "--format", "json", "--port", &port, "--db"])
-        .arg(&db)
-        .run()?;
-    let stored: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let _ = std::fs::remove_dir_all(&dir);
+    let stored = crate::history::query(portwatch, &db, &["--port", &port])?;
+    if let Some(dir) = db.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     let open = stored.iter().filter(|s| s["closed"].is_null()).count();
     let inferred = stored.iter().filter(|s| s["inferred"] == true).count() as u64;
     println!(

@@ -192,6 +192,13 @@ fn run_helpers() -> Result<Truth> {
     for c in clients {
         c.finish()?;
     }
+    // The helpers have closed their sockets; the kernel closes them once the
+    // last FIN and ACK are through, which an emulated guest can take longer
+    // than a moment to do: `after` is once none is left.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while crate::sock::open_on(listener.port) > 0 && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
     thread::sleep(Duration::from_millis(50));
     Ok(Truth {
         listener,

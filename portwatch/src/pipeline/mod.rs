@@ -174,9 +174,11 @@ impl<'p> Pipeline<'p> {
     pub fn reconcile(&mut self, alive: &reconcile::Fingerprints) -> io::Result<()> {
         let range = self.decoder.range();
         for close in self.open.reconcile(alive, chrono::Utc::now(), range) {
+            let unowned = close.owner.is_none();
             if self.deliver(close)? {
                 self.stats.events += 1;
                 self.stats.inferred += 1;
+                self.stats.without_process += u64::from(unowned);
             }
         }
         self.printer.flush()

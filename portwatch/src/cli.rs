@@ -50,6 +50,11 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub stats: Option<u64>,
 
+    /// Serve Prometheus metrics on ADDR:PORT (`/metrics`, text format): events
+    /// by kind, role and family, losses, listeners, occupancy.
+    #[arg(long, value_name = "ADDR:PORT", global = true)]
+    pub metrics: Option<std::net::SocketAddr>,
+
     /// Add to each table row the sentence the ports notes would write for it.
     #[arg(long, global = true)]
     pub explain: bool,

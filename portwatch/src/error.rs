@@ -19,6 +19,13 @@ pub enum Error {
     Baseline(#[from] BaselineError),
     #[error("reading the existing sockets")]
     Snapshot(#[source] SockDiagError),
+    /// `--metrics ADDR:PORT` cannot be served (the address is taken, say).
+    #[error("serving metrics on {addr}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: io::Error,
+    },
     /// Writing output, or the event loop's own I/O. A closed stdout is not an
     /// error: [`Error::is_closed_output`].
     #[error(transparent)]

@@ -12,6 +12,7 @@ pub mod commands;
 pub mod enrich;
 pub mod error;
 pub mod event;
+pub mod export;
 pub mod history;
 pub mod kernel;
 pub mod output;

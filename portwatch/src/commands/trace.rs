@@ -75,7 +75,18 @@ pub fn session<'o>(
             .checker
             .as_ref()
             .map(|_| Duration::from_secs(cli.baseline_interval));
-        let mut pipeline = Pipeline::new(printer.as_mut(), filter).with_baseline(options.checker);
+        let metrics = match cli.metrics {
+            Some(addr) => {
+                let (metrics, registry) = crate::export::metrics::Metrics::new(tracer.mode.name());
+                crate::export::metrics::serve(addr, registry)
+                    .map_err(|source| Error::Metrics { addr, source })?;
+                Some(metrics)
+            }
+            None => None,
+        };
+        let mut pipeline = Pipeline::new(printer.as_mut(), filter)
+            .with_baseline(options.checker)
+            .with_metrics(metrics);
         // Attached first, then the sockets that already exist: nothing falls between.
         // Tracing goes on without them if they cannot be read.
         if !cli.no_snapshot {

@@ -61,6 +61,8 @@ pub struct Pipeline<'p> {
     checker: Option<Checker>,
     /// The sockets shown open and not yet closed.
     open: OpenSockets,
+    /// `--metrics`: every event shown is counted there.
+    metrics: Option<crate::export::metrics::Metrics>,
     /// The fault injection hook's period, and the closes read so far.
     drop_closes: Option<(u64, u64)>,
 }
@@ -75,12 +77,24 @@ impl<'p> Pipeline<'p> {
             stats: Stats::default(),
             checker: None,
             open: OpenSockets::default(),
+            metrics: None,
             drop_closes: std::env::var(FAULT_DROP_CLOSES)
                 .ok()
                 .and_then(|n| n.parse().ok())
                 .filter(|n| *n > 0)
                 .map(|n| (n, 0)),
         }
+    }
+
+    /// Count every event shown in `metrics`.
+    pub fn with_metrics(mut self, metrics: Option<crate::export::metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The metrics events are counted in, if any.
+    pub fn metrics(&self) -> Option<&crate::export::metrics::Metrics> {
+        self.metrics.as_ref()
     }
 
     /// Check every event shown against a baseline, and report drift.
@@ -137,6 +151,9 @@ impl<'p> Pipeline<'p> {
         }
         self.printer.event(&event)?;
         self.open.follow(&event);
+        if let Some(m) = &self.metrics {
+            m.observe(&event);
+        }
         if let Some(drift) = self.checker.as_mut().and_then(|c| c.check(&event)) {
             self.printer.drift(&drift)?;
         }

@@ -124,6 +124,15 @@ fn report_loss(tracer: &Tracer, pipeline: &mut Pipeline<'_>) -> io::Result<()> {
     let per_cpu = tracer.lost_per_cpu();
     let total: u64 = per_cpu.iter().sum();
     let skipped = tracer.skipped_runs();
+    if let Some(m) = pipeline.metrics() {
+        m.kernel(
+            &per_cpu,
+            skipped,
+            pipeline.open_sockets() as u64,
+            pipeline.cached_processes(),
+            tracer.socket_map_entries(),
+        );
+    }
     if total > pipeline.stats.lost || skipped > pipeline.stats.skipped {
         let delta = total - pipeline.stats.lost;
         if delta > 0 {

@@ -23,9 +23,12 @@ mod identity;
 mod inferred;
 mod investigate;
 mod modes;
+mod otlp;
+mod prometheus;
 mod report;
 mod scale;
 mod scenarios;
+mod service;
 mod sock;
 
 use std::{io::Write, process::ExitCode};

@@ -171,6 +171,14 @@ fn kernel_wide(portwatch: &str, loadgen: Option<&str>, support: &[Support]) -> C
     }
     crate::history::record_all(&mut checks, portwatch, loadgen, first);
     crate::baseline::record_all(&mut checks, portwatch, loadgen, first);
+    // Fleet export and running as a service need tools installed on the host
+    // (xtask installs them): run there, in the first pass (given the load
+    // generator), not in the guests.
+    if loadgen.is_some() {
+        crate::otlp::record_all(&mut checks, portwatch, first);
+        crate::prometheus::record_all(&mut checks, portwatch, first);
+        crate::service::record_all(&mut checks, portwatch, first);
+    }
     let refused: Vec<&str> = support
         .iter()
         .filter(|s| !s.available)

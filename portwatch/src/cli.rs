@@ -55,6 +55,25 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR:PORT", global = true)]
     pub metrics: Option<std::net::SocketAddr>,
 
+    /// Send every event (and loss report and drift) as an OpenTelemetry log
+    /// record over OTLP/HTTP (protobuf) to the collector at URL
+    /// (`http://collector:4318`; `/v1/logs` is appended). Default: the
+    /// OTEL_EXPORTER_OTLP_ENDPOINT variable; OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
+    /// _HEADERS, _TIMEOUT and OTEL_RESOURCE_ATTRIBUTES are read as the
+    /// specification says.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        global = true
+    )]
+    pub otlp_endpoint: Option<String>,
+
+    /// Records the OTLP exporter holds while the collector is slow or down
+    /// (spooled and in flight); beyond, new records are dropped and counted.
+    #[arg(long, value_name = "RECORDS", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1..=16_777_216), global = true)]
+    pub otlp_buffer: u64,
+
     /// Add to each table row the sentence the ports notes would write for it.
     #[arg(long, global = true)]
     pub explain: bool,

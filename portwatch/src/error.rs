@@ -26,6 +26,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// `--otlp-endpoint` cannot be used (a usage error, exit 2).
+    #[error(transparent)]
+    Otlp(#[from] crate::export::otlp::OtlpError),
     /// Writing output, or the event loop's own I/O. A closed stdout is not an
     /// error: [`Error::is_closed_output`].
     #[error(transparent)]
@@ -38,10 +41,12 @@ impl Error {
         matches!(self, Error::Io(e) if e.kind() == io::ErrorKind::BrokenPipe)
     }
 
-    /// The exit code: 2 for what the user gave wrong (a baseline file), 1 else.
+    /// The exit code: 2 for what the user gave wrong (a baseline file, an OTLP
+    /// endpoint), 1 else.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Baseline(_) => 2,
+            Error::Otlp(e) if !matches!(e, crate::export::otlp::OtlpError::Thread(_)) => 2,
             _ => 1,
         }
     }

@@ -8,6 +8,10 @@ use crate::{
     cli::Cli,
     error::Error,
     event::{filter::Filter, model::Family},
+    export::{
+        metrics::Metrics,
+        otlp::{Otlp, OtlpConfig},
+    },
     kernel::{
         filter::{KernelFamily, KernelFilter},
         load::{self, LoadOptions},
@@ -75,18 +79,11 @@ pub fn session<'o>(
             .checker
             .as_ref()
             .map(|_| Duration::from_secs(cli.baseline_interval));
-        let metrics = match cli.metrics {
-            Some(addr) => {
-                let (metrics, registry) = crate::export::metrics::Metrics::new(tracer.mode.name());
-                crate::export::metrics::serve(addr, registry)
-                    .map_err(|source| Error::Metrics { addr, source })?;
-                Some(metrics)
-            }
-            None => None,
-        };
+        let (metrics, otlp) = exports(cli, tracer.mode.name())?;
         let mut pipeline = Pipeline::new(printer.as_mut(), filter)
             .with_baseline(options.checker)
-            .with_metrics(metrics);
+            .with_metrics(metrics)
+            .with_otlp(otlp.clone());
         // Attached first, then the sockets that already exist: nothing falls between.
         // Tracing goes on without them if they cannot be read.
         if !cli.no_snapshot {
@@ -105,10 +102,55 @@ pub fn session<'o>(
         };
         let (ended, stats) = reader::run(&mut tracer, pipeline, timers, signals).await?;
         drop(printer);
+        if let Some(otlp) = otlp {
+            otlp.finish(crate::export::otlp::EXIT_DEADLINE);
+        }
         // Dropping the tracer detaches every program.
         drop(tracer);
         Ok((ended, stats))
     })
+}
+
+/// `--metrics` served and `--otlp-endpoint` started, as asked (the exporter's
+/// counters among the metrics).
+fn exports(cli: &Cli, attach_mode: &'static str) -> Result<(Option<Metrics>, Option<Otlp>), Error> {
+    let mut metrics = cli.metrics.map(|addr| (addr, Metrics::new(attach_mode)));
+    let otlp = match otlp_endpoint(cli) {
+        Some(endpoint) => Some(Otlp::start(
+            OtlpConfig {
+                endpoint,
+                capacity: cli.otlp_buffer as usize,
+                attach_mode,
+            },
+            metrics.as_mut().map(|(_, (_, registry))| registry),
+        )?),
+        None => None,
+    };
+    let metrics = match metrics {
+        Some((addr, (metrics, registry))) => {
+            crate::export::metrics::serve(addr, registry)
+                .map_err(|source| Error::Metrics { addr, source })?;
+            Some(metrics)
+        }
+        None => None,
+    };
+    Ok((metrics, otlp))
+}
+
+/// Whether to export, and where: `--otlp-endpoint` (a base URL), else
+/// OTEL_EXPORTER_OTLP_LOGS_ENDPOINT (a full URL, read by the exporter itself:
+/// `Some(None)`), else OTEL_EXPORTER_OTLP_ENDPOINT (through clap, as the flag).
+fn otlp_endpoint(cli: &Cli) -> Option<Option<String>> {
+    let logs_var = std::env::var("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let generic_var = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok();
+    match &cli.otlp_endpoint {
+        Some(flag) if logs_var.is_none() || generic_var.as_ref() != Some(flag) => {
+            Some(Some(flag.clone()))
+        }
+        _ => logs_var.map(|_| None),
+    }
 }
 
 /// Load and attach as the command line asks; say how on stderr.

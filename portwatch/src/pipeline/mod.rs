@@ -63,6 +63,8 @@ pub struct Pipeline<'p> {
     open: OpenSockets,
     /// `--metrics`: every event shown is counted there.
     metrics: Option<crate::export::metrics::Metrics>,
+    /// `--otlp-endpoint`: every event, drift and loss report shown is sent there.
+    otlp: Option<crate::export::otlp::Otlp>,
     /// The fault injection hook's period, and the closes read so far.
     drop_closes: Option<(u64, u64)>,
 }
@@ -78,6 +80,7 @@ impl<'p> Pipeline<'p> {
             checker: None,
             open: OpenSockets::default(),
             metrics: None,
+            otlp: None,
             drop_closes: std::env::var(FAULT_DROP_CLOSES)
                 .ok()
                 .and_then(|n| n.parse().ok())
@@ -89,6 +92,12 @@ impl<'p> Pipeline<'p> {
     /// Count every event shown in `metrics`.
     pub fn with_metrics(mut self, metrics: Option<crate::export::metrics::Metrics>) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Send every event, drift and loss report shown to `otlp`.
+    pub fn with_otlp(mut self, otlp: Option<crate::export::otlp::Otlp>) -> Self {
+        self.otlp = otlp;
         self
     }
 
@@ -154,10 +163,30 @@ impl<'p> Pipeline<'p> {
         if let Some(m) = &self.metrics {
             m.observe(&event);
         }
+        if let Some(o) = &self.otlp {
+            o.event(&event);
+        }
         if let Some(drift) = self.checker.as_mut().and_then(|c| c.check(&event)) {
-            self.printer.drift(&drift)?;
+            self.drift(&drift)?;
         }
         Ok(true)
+    }
+
+    /// A departure from the baseline, to every output.
+    fn drift(&mut self, drift: &crate::baseline::check::Drift) -> io::Result<()> {
+        if let Some(o) = &self.otlp {
+            o.drift(drift);
+        }
+        self.printer.drift(drift)
+    }
+
+    /// Events the kernel side lost, to every output.
+    pub fn lost(&mut self, report: &crate::output::LossReport) -> io::Result<()> {
+        if let Some(o) = &self.otlp {
+            o.lost(report);
+        }
+        self.printer.lost(report)?;
+        self.printer.flush()
     }
 
     /// The listeners the baseline expects that are gone (`existing`: the sockets
@@ -171,7 +200,7 @@ impl<'p> Pipeline<'p> {
         }
         let missing = learn::missing(checker.expected(), &existing, &self.filter.ports);
         for drift in checker.confirm_missing(missing) {
-            self.printer.drift(&drift)?;
+            self.drift(&drift)?;
         }
         self.printer.flush()
     }

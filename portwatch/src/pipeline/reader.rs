@@ -148,14 +148,13 @@ fn report_loss(tracer: &Tracer, pipeline: &mut Pipeline<'_>) -> io::Result<()> {
         }
         pipeline.stats.lost = total;
         pipeline.stats.skipped = skipped;
-        pipeline.printer.lost(&LossReport {
+        pipeline.lost(&LossReport {
             time: chrono::Utc::now(),
             lost: delta,
             lost_total: total,
             per_cpu,
             skipped_total: skipped,
         })?;
-        pipeline.printer.flush()?;
     }
     Ok(())
 }

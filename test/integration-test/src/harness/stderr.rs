@@ -228,6 +228,11 @@ impl Stderr {
         Stderr::new(self.lines[attached.map_or(0, |i| i + 1)..].to_vec())
     }
 
+    /// The lines, as written.
+    pub fn lines(&self) -> &[String] {
+        &self.lines
+    }
+
     /// Whether Rust's panic message is among the lines.
     pub fn panicked(&self) -> bool {
         self.lines

@@ -61,6 +61,11 @@ impl Tracer {
         self.running.attached()
     }
 
+    /// What portwatch wrote on stderr so far.
+    pub fn stderr(&self) -> crate::harness::stderr::Stderr {
+        self.running.stderr()
+    }
+
     pub fn events(&self) -> Vec<Value> {
         self.stdout.lock().unwrap().events.clone()
     }

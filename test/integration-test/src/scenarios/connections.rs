@@ -14,11 +14,11 @@ use crate::{
 };
 
 /// What the helpers reported.
-struct Truth {
-    listener: End,
-    acceptor: Proc,
+pub struct Truth {
+    pub listener: End,
+    pub acceptor: Proc,
     /// Each client's end of its connection.
-    clients: Vec<End>,
+    pub clients: Vec<End>,
 }
 
 impl Truth {
@@ -57,7 +57,7 @@ pub fn listener_acceptor_clients(
 }
 
 /// Run the server and the clients to their end; what they reported.
-fn run_helpers(
+pub fn run_helpers(
     listen_ip: IpAddr,
     ports: &str,
     connect_ip: IpAddr,
@@ -101,7 +101,7 @@ fn run_helpers(
 /// The listener's listen and close; per client, its connect and close and the
 /// acceptor's accept and close, both closes after the time the helpers held the
 /// connection.
-fn expected_events(truth: &Truth) -> Vec<Expected> {
+pub fn expected_events(truth: &Truth) -> Vec<Expected> {
     let lifetime_ms = HOLD_MS as f64 * 0.8;
     let mut expected = vec![
         expect::listen(&truth.listener),

@@ -2,7 +2,7 @@
 //! takes their own account of what they did as ground truth, and checks that
 //! portwatch reported exactly that.
 mod accept_hook;
-mod connections;
+pub mod connections;
 mod failed_connects;
 mod inexact_accept;
 

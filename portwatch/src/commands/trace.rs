@@ -19,7 +19,7 @@ use crate::{
     },
     output::{self, Printer, RunInfo},
     pipeline::{
-        reader::{self, Ended, Signals, Timers},
+        reader::{self, Ended, Reload, Signals, Timers},
         Pipeline, Stats,
     },
 };
@@ -100,7 +100,10 @@ pub fn session<'o>(
             missing_listeners: baseline_interval,
             stop_after: options.stop_after,
         };
-        let (ended, stats) = reader::run(&mut tracer, pipeline, timers, signals).await?;
+        let reload = Reload {
+            baseline: cli.baseline.clone(),
+        };
+        let (ended, stats) = reader::run(&mut tracer, pipeline, timers, reload, signals).await?;
         drop(printer);
         if let Some(otlp) = otlp {
             otlp.finish(crate::export::otlp::EXIT_DEADLINE);

@@ -189,6 +189,42 @@ impl<'p> Pipeline<'p> {
         self.printer.flush()
     }
 
+    /// SIGHUP: read the baseline file again. The new one is checked at once
+    /// against the listeners that exist now (`existing`); one that cannot be read
+    /// is said on stderr and the one in use is kept.
+    pub fn reload_baseline(
+        &mut self,
+        path: Option<&std::path::Path>,
+        mut existing: Vec<ConnEvent>,
+    ) -> io::Result<()> {
+        let Some(path) = path else {
+            eprintln!("portwatch: SIGHUP: nothing to reload (no --baseline)");
+            return Ok(());
+        };
+        let expected = match crate::baseline::file::load(path) {
+            Ok((_, expected)) => expected,
+            Err(e) => {
+                eprintln!(
+                    "portwatch: warning: SIGHUP: baseline not reloaded, the one in use is kept: {e}"
+                );
+                return Ok(());
+            }
+        };
+        eprintln!("portwatch: SIGHUP: baseline {} reloaded", path.display());
+        let mut checker = Checker::new(expected);
+        for event in &mut existing {
+            self.enricher.enrich(event);
+            if !self.filter.matches(event) {
+                continue;
+            }
+            if let Some(drift) = checker.check(event) {
+                self.drift(&drift)?;
+            }
+        }
+        self.checker = Some(checker);
+        self.printer.flush()
+    }
+
     /// The listeners the baseline expects that are gone (`existing`: the sockets
     /// that exist now) at this look and the one before, each reported once per run.
     pub fn missing_listeners(&mut self, mut existing: Vec<ConnEvent>) -> io::Result<()> {

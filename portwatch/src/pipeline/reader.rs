@@ -188,10 +188,11 @@ fn watch<T: std::os::fd::AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
     Ok(unsafe { AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }?)
 }
 
-/// SIGINT and SIGTERM, caught.
+/// SIGINT and SIGTERM (the end), and SIGHUP (reload), caught.
 pub struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -199,6 +200,7 @@ impl Signals {
         Ok(Signals {
             int: signal(SignalKind::interrupt())?,
             term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 }
@@ -212,6 +214,13 @@ pub struct Timers {
     pub missing_listeners: Option<Duration>,
     /// Stop after this long, as on SIGINT (`baseline learn --duration`).
     pub stop_after: Option<Duration>,
+}
+
+/// What SIGHUP reloads.
+#[derive(Debug, Default, Clone)]
+pub struct Reload {
+    /// `--baseline`: the file read again.
+    pub baseline: Option<std::path::PathBuf>,
 }
 
 /// The listeners of the sockets that exist now, for the baseline's check; none
@@ -232,6 +241,7 @@ pub async fn run(
     tracer: &mut Tracer,
     mut pipeline: Pipeline<'_>,
     timers: Timers,
+    reload: Reload,
     signals: Signals,
 ) -> io::Result<(Ended, Stats)> {
     let stats_every = timers.stats;
@@ -243,6 +253,7 @@ pub async fn run(
     let Signals {
         int: mut sigint,
         term: mut sigterm,
+        hup: mut sighup,
     } = signals;
     let events = tracer
         .events
@@ -304,6 +315,11 @@ pub async fn run(
             _ = &mut stop, if timers.stop_after.is_some() => break Ok(Ended::Signal),
             _ = sigint.recv() => break Ok(Ended::Signal),
             _ = sigterm.recv() => break Ok(Ended::Signal),
+            _ = sighup.recv() => {
+                if let Err(e) = pipeline.reload_baseline(reload.baseline.as_deref(), listeners_now()) {
+                    break Err(e);
+                }
+            }
         }
     };
     let outcome = match outcome {

@@ -25,6 +25,7 @@ mod investigate;
 mod modes;
 mod otlp;
 mod prometheus;
+mod reload;
 mod report;
 mod scale;
 mod scenarios;

@@ -177,6 +177,7 @@ fn kernel_wide(portwatch: &str, loadgen: Option<&str>, support: &[Support]) -> C
     if loadgen.is_some() {
         crate::otlp::record_all(&mut checks, portwatch, first);
         crate::prometheus::record_all(&mut checks, portwatch, first);
+        crate::reload::record_all(&mut checks, portwatch, first);
         crate::service::record_all(&mut checks, portwatch, first);
     }
     let refused: Vec<&str> = support

@@ -61,6 +61,11 @@ impl Tracer {
         self.running.attached()
     }
 
+    /// portwatch's pid.
+    pub fn pid(&self) -> u32 {
+        self.running.pid()
+    }
+
     /// What portwatch wrote on stderr so far.
     pub fn stderr(&self) -> crate::harness::stderr::Stderr {
         self.running.stderr()

@@ -4,18 +4,16 @@
 //! JSON shape, match what the processes themselves know; and a receiver stopped
 //! during a burst and started again gets what was spooled, with every record
 //! either delivered once or counted dropped.
-use std::{
-    collections::{BTreeSet, HashMap},
-    io::{BufRead, BufReader},
-    net::{SocketAddr, TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    thread,
-    time::{Duration, Instant},
-};
+mod outage;
+mod receiver;
 
-use anyhow::{bail, Context, Result};
+use std::{collections::BTreeSet, net::SocketAddr};
+
+use anyhow::{Context, Result};
 use serde_json::{json, Value};
+
+use receiver::{delivery_line, seq};
+pub use receiver::{records, temp_dir, Receiver};
 
 use crate::{
     checks::Checks,
@@ -36,78 +34,8 @@ pub fn record_all(checks: &mut Checks, portwatch: &str, mode: &str) {
     );
     checks.run(
         &format!("[{mode}] otlp: receiver stopped during a burst and restarted: what was spooled is delivered, every record delivered once or counted dropped, the gaps exactly the drops"),
-        || outage(portwatch, mode),
+        || outage::outage(portwatch, mode),
     );
-}
-
-/// The receiver, a Python process writing one JSON line per record to `out`.
-struct Receiver {
-    child: Child,
-    port: u16,
-}
-
-fn var(name: &str) -> Result<String> {
-    std::env::var(name).with_context(|| {
-        format!("{name} is not set: `cargo xtask test` installs the OTLP receiver and sets it")
-    })
-}
-
-impl Receiver {
-    fn start(out: &Path, port: u16) -> Result<Receiver> {
-        let mut child = Command::new(var("PORTWATCH_TEST_PYTHON")?)
-            .arg(var("PORTWATCH_TEST_OTLP_RECEIVER")?)
-            .arg("--out")
-            .arg(out)
-            .args(["--port", &port.to_string()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("starting the OTLP receiver")?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().context("receiver stdout")?).read_line(&mut line)?;
-        let port = line
-            .strip_prefix("listening ")
-            .and_then(|p| p.trim().parse().ok())
-            .with_context(|| format!("the receiver said {line:?}, not `listening PORT`"))?;
-        Ok(Receiver { child, port })
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// SIGTERM and wait: requests being handled are answered first.
-    fn stop(mut self) -> Result<()> {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )?;
-        let status = self.child.wait()?;
-        if !status.success() {
-            bail!("the receiver exited with {status}");
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Every record the receiver wrote.
-fn records(out: &Path) -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(out).unwrap_or_default();
-    text.lines()
-        .map(|l| serde_json::from_str(l).with_context(|| format!("receiver line {l}")))
-        .collect()
-}
-
-fn seq(record: &Value) -> u64 {
-    record["attributes"]["portwatch.sequence"]
-        .as_u64()
-        .unwrap_or(0)
 }
 
 /// A record's attributes read back into the fields of portwatch's JSON event,
@@ -228,26 +156,6 @@ fn now_ns() -> u128 {
         .unwrap_or(0)
 }
 
-fn temp_dir(name: &str) -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("pw-otlp-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
-/// The closing stderr line's counts: delivered, then each dropped count.
-fn delivery_line(stderr: &crate::harness::stderr::Stderr) -> Result<Vec<u64>> {
-    let line = stderr
-        .lines()
-        .iter()
-        .find(|l| l.starts_with("portwatch: otlp: ") && l.contains("records delivered"))
-        .with_context(|| format!("no otlp delivery line on stderr: {stderr}"))?;
-    Ok(line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|n| n.parse().ok())
-        .collect())
-}
-
 /// portwatch in `mode`, seeing only port `port`, no snapshot.
 fn on_port(portwatch: &str, mode: &str, port: u16) -> Launch {
     Launch::trace(portwatch, mode).args(["--no-snapshot", "--port", &port.to_string()])
@@ -316,7 +224,7 @@ fn ground_truth(portwatch: &str, mode: &str) -> Result<Vec<String>> {
     }
     let instance =
         &records.first().context("no records at all")?["resource"]["service.instance.id"];
-    if !instance.as_str().is_some_and(|s| s.len() >= 16) {
+    if instance.as_str().is_none_or(|s| s.len() < 16) {
         failures.push(format!("service.instance.id {instance}"));
     }
     for r in &records {
@@ -381,116 +289,5 @@ fn bad_settings(portwatch: &str, mode: &str) -> Result<Vec<String>> {
             ));
         }
     }
-    Ok(failures)
-}
-
-/// `n` connections to `listener` from this process, each accepted and closed.
-fn burst(listener: &TcpListener, n: usize) -> Result<()> {
-    let addr = listener.local_addr()?;
-    for _ in 0..n {
-        let c = TcpStream::connect(addr)?;
-        let (a, _) = listener.accept()?;
-        drop(c);
-        drop(a);
-    }
-    Ok(())
-}
-
-/// Poll the receiver's file until `done` holds or `timeout` passes.
-fn wait_records(out: &Path, timeout: Duration, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let start = Instant::now();
-    loop {
-        let r = records(out).unwrap_or_default();
-        if done(&r) || start.elapsed() > timeout {
-            return r;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The spool's size in the outage run: the burst overflows it.
-const SPOOL: usize = 3000;
-
-fn outage(portwatch: &str, mode: &str) -> Result<Vec<String>> {
-    let dir = temp_dir("outage")?;
-    let out = dir.join("records.jsonl");
-    let receiver = Receiver::start(&out, 0)?;
-    let receiver_port = receiver.port;
-    let listener = TcpListener::bind((LOOPBACK, 0))?;
-    let port = listener.local_addr()?.port();
-    let tracer = Tracer::start(
-        on_port(portwatch, mode, port)
-            .args(["--otlp-endpoint", &receiver.url()])
-            .args(["--otlp-buffer", &SPOOL.to_string()])
-            .args(["--ringbuf-size", "16777216"]),
-    )?;
-    let mut failures = Vec::new();
-    // Before: delivered as it comes.
-    burst(&listener, 100)?;
-    let before = wait_records(&out, Duration::from_secs(10), |r| r.len() >= 400);
-    let delivered_before = before.iter().map(seq).max().unwrap_or(0);
-    receiver.stop()?;
-    // During: more than the spool holds.
-    burst(&listener, 2 * SPOOL)?;
-    let start = Instant::now();
-    while !tracer.stderr().mentions("spool full") && start.elapsed() < Duration::from_secs(20) {
-        thread::sleep(Duration::from_millis(100));
-    }
-    thread::sleep(Duration::from_millis(500));
-    // After: the same port again; what was spooled arrives.
-    let receiver = Receiver::start(&out, receiver_port)?;
-    let after = wait_records(&out, Duration::from_secs(30), |r| {
-        r.iter().filter(|x| seq(x) > delivered_before).count() >= SPOOL
-    });
-    let (stopped, json_events) = tracer.stop_with_events()?;
-    receiver.stop()?;
-    if !stopped.status.success() {
-        failures.push(format!("portwatch exited {} after SIGINT", stopped.status));
-    }
-    let all = records(&out)?;
-    let spooled = after.iter().filter(|x| seq(x) > delivered_before).count();
-    if spooled < SPOOL {
-        failures.push(format!(
-            "{spooled} records numbered after the outage began arrived once the receiver was back, expected at least the spool's {SPOOL}"
-        ));
-    }
-    let mut seen: HashMap<u64, usize> = HashMap::new();
-    for r in &all {
-        *seen.entry(seq(r)).or_default() += 1;
-    }
-    let duplicates: Vec<u64> = seen
-        .iter()
-        .filter(|(_, n)| **n > 1)
-        .map(|(s, _)| *s)
-        .collect();
-    if !duplicates.is_empty() {
-        failures.push(format!(
-            "{} sequence numbers delivered more than once",
-            duplicates.len()
-        ));
-    }
-    let produced = json_events.len() as u64;
-    let counts = delivery_line(&stopped.stderr)?;
-    let [delivered, dropped, full, rejected, at_exit] = counts.as_slice() else {
-        bail!("delivery line counts {counts:?}");
-    };
-    let missing = (1..=produced).filter(|s| !seen.contains_key(s)).count() as u64;
-    if *delivered != seen.len() as u64 || delivered + dropped != produced || missing != *dropped {
-        failures.push(format!(
-            "{produced} records produced (events printed), {} received, {missing} numbers missing; portwatch says {delivered} delivered and {dropped} dropped",
-            seen.len()
-        ));
-    }
-    if *full == 0 || *rejected != 0 || *at_exit != 0 {
-        failures.push(format!(
-            "dropped: {full} spool full (expected some), {rejected} refused and {at_exit} at exit (expected none)"
-        ));
-    }
-    for said in ["cannot deliver", "spool full", "takes records again"] {
-        if !stopped.stderr.mentions(said) {
-            failures.push(format!("stderr never said `{said}`: {}", stopped.stderr));
-        }
-    }
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(failures)
 }

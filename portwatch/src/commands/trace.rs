@@ -1,6 +1,6 @@
 //! Live tracing (portwatch without a command): attach, list the sockets that
 //! already exist, then print events until SIGINT/SIGTERM or a closed stdout.
-use std::{io, time::Duration};
+use std::{io, os::fd::AsRawFd, time::Duration};
 
 use super::snapshot::print_existing;
 use crate::{
@@ -15,6 +15,7 @@ use crate::{
     kernel::{
         filter::{KernelFamily, KernelFilter},
         load::{self, LoadOptions},
+        ringfill::RingFill,
         tracer::Tracer,
     },
     output::{self, Printer, RunInfo},
@@ -79,7 +80,7 @@ pub fn session<'o>(
             .checker
             .as_ref()
             .map(|_| Duration::from_secs(cli.baseline_interval));
-        let (metrics, otlp) = exports(cli, tracer.mode.name())?;
+        let (metrics, otlp) = exports(cli, &tracer)?;
         let mut pipeline = Pipeline::new(printer.as_mut(), filter)
             .with_baseline(options.checker)
             .with_metrics(metrics)
@@ -116,7 +117,8 @@ pub fn session<'o>(
 
 /// `--metrics` served and `--otlp-endpoint` started, as asked (the exporter's
 /// counters among the metrics).
-fn exports(cli: &Cli, attach_mode: &'static str) -> Result<(Option<Metrics>, Option<Otlp>), Error> {
+fn exports(cli: &Cli, tracer: &Tracer) -> Result<(Option<Metrics>, Option<Otlp>), Error> {
+    let attach_mode = tracer.mode.name();
     let mut metrics = cli.metrics.map(|addr| (addr, Metrics::new(attach_mode)));
     let otlp = match otlp_endpoint(cli) {
         Some(endpoint) => Some(Otlp::start(
@@ -131,13 +133,34 @@ fn exports(cli: &Cli, attach_mode: &'static str) -> Result<(Option<Metrics>, Opt
     };
     let metrics = match metrics {
         Some((addr, (metrics, registry))) => {
-            crate::export::metrics::serve(addr, registry)
+            let fill = ring_fill(tracer);
+            let scraped = metrics.clone();
+            let before_scrape = Box::new(move || {
+                if let Some(f) = &fill {
+                    scraped.ringbuf_used(f.used_ratio());
+                }
+            });
+            crate::export::metrics::serve(addr, registry, before_scrape)
                 .map_err(|source| Error::Metrics { addr, source })?;
             Some(metrics)
         }
         None => None,
     };
     Ok((metrics, otlp))
+}
+
+/// The ring buffer's fill level, read at each scrape (none, said once, if it
+/// cannot be mapped).
+fn ring_fill(tracer: &Tracer) -> Option<RingFill> {
+    let ring = tracer.events.as_ref()?;
+    // SAFETY: the ring buffer's fd is open while the tracer lives; the mapping
+    // made from it does not need the fd afterwards.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(ring.as_raw_fd()) };
+    RingFill::new(fd)
+        .map_err(|e| {
+            eprintln!("portwatch: warning: the ring buffer's fill level is not reported: {e}")
+        })
+        .ok()
 }
 
 /// Whether to export, and where: `--otlp-endpoint` (a base URL), else

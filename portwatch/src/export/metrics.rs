@@ -41,6 +41,7 @@ pub struct Metrics {
     open_sockets: Gauge,
     process_cache: Gauge,
     socket_map: Gauge,
+    ringbuf_used: Gauge<f64, AtomicU64>,
 }
 
 impl Metrics {
@@ -60,6 +61,7 @@ impl Metrics {
             open_sockets: Gauge::default(),
             process_cache: Gauge::default(),
             socket_map: Gauge::default(),
+            ringbuf_used: Gauge::default(),
         };
         registry.register(
             "events",
@@ -110,6 +112,11 @@ impl Metrics {
             "socket_map_entries",
             "Entries of the kernel's owner map in use",
             m.socket_map.clone(),
+        );
+        registry.register(
+            "ringbuf_used_ratio",
+            "Share of the ring buffer holding records not read yet (0 to 1), at the scrape",
+            m.ringbuf_used.clone(),
         );
         let info = prometheus_client::metrics::info::Info::new(vec![
             ("version", env!("CARGO_PKG_VERSION").to_string()),
@@ -218,10 +225,21 @@ impl Metrics {
         self.process_cache.set(process_cache as i64);
         self.socket_map.set(socket_map as i64);
     }
+
+    /// The ring buffer's fill level (0 to 1).
+    pub fn ringbuf_used(&self, ratio: f64) {
+        self.ringbuf_used.set(ratio);
+    }
 }
 
-/// Serve `registry` on `addr` (`/metrics`, text format) from a thread of its own.
-pub fn serve(addr: SocketAddr, registry: Registry) -> std::io::Result<SocketAddr> {
+/// Serve `registry` on `addr` (`/metrics`, text format) from a thread of its own;
+/// `before_scrape` runs before each (for what is read at the scrape, not by the
+/// reader, which may be busy).
+pub fn serve(
+    addr: SocketAddr,
+    registry: Registry,
+    before_scrape: Box<dyn Fn() + Send>,
+) -> std::io::Result<SocketAddr> {
     let server = tiny_http::Server::http(addr).map_err(std::io::Error::other)?;
     let bound = server
         .server_addr()
@@ -231,6 +249,7 @@ pub fn serve(addr: SocketAddr, registry: Registry) -> std::io::Result<SocketAddr
     thread::Builder::new().name("metrics".into()).spawn(move || {
         for request in server.incoming_requests() {
             let response = if request.url() == "/metrics" {
+                before_scrape();
                 let mut body = String::new();
                 match encode(&mut body, &registry) {
                     Ok(()) => tiny_http::Response::from_string(body).with_header(

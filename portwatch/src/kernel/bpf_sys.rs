@@ -98,3 +98,18 @@ pub fn recursion_misses(fd: BorrowedFd<'_>) -> u64 {
         Err(_) => 0,
     }
 }
+
+/// `bpf_map_info.max_entries` of a map: a ring buffer's size in bytes.
+pub fn map_max_entries(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    // SAFETY: both are plain data; all zeros is a valid value.
+    let mut info: aya_obj::generated::bpf_map_info = unsafe { std::mem::zeroed() };
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: writing the fields of the union's BPF_OBJ_GET_INFO_BY_FD member.
+    let get = unsafe { &mut attr.info };
+    get.bpf_fd = fd.as_raw_fd() as u32;
+    get.info_len = std::mem::size_of_val(&info) as u32;
+    get.info = &mut info as *mut _ as u64;
+    // SAFETY: info points to a buffer of info_len bytes that outlives the call.
+    unsafe { bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
+    Ok(info.max_entries)
+}

@@ -11,6 +11,7 @@ pub mod inspect;
 pub mod load;
 pub mod lsm;
 pub mod plan;
+pub mod ringfill;
 pub mod sockdiag;
 pub mod store;
 pub mod tracefs;

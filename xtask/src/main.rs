@@ -11,6 +11,7 @@ mod results;
 mod run;
 mod services;
 mod test;
+mod test_tools;
 mod toolchain;
 mod util;
 mod vm;

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{bail, Result};
 
-use crate::{build, report, results::Suite, toolchain, util, vm};
+use crate::{build, report, results::Suite, test_tools, toolchain, util, vm};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -38,6 +38,7 @@ fn integration_test(binary: &std::path::Path) -> Result<Command> {
 /// LRU socket map, `--socket-store lru`), as on a kernel without BTF tracepoints
 /// or socket storage.
 fn on_this_machine(object: &std::path::Path) -> Result<Vec<Suite>> {
+    let tools = test_tools::ensure()?;
     util::run(build::userspace_cargo(object).args([
         "build",
         "--package",
@@ -65,6 +66,7 @@ fn on_this_machine(object: &std::path::Path) -> Result<Vec<Suite>> {
         let _ = std::fs::remove_file(&results);
         let exited_ok = util::run(
             integration_test(&target.join("integration-test"))?
+                .envs(tools.env())
                 .arg("--portwatch")
                 .arg(target.join("portwatch"))
                 .args(&extra)

@@ -1,4 +1,574 @@
-//! (being written)
-use crate::checks::Checks;
+//! `--metrics` against a real Prometheus server (`$PORTWATCH_TEST_PROMETHEUS`,
+//! installed by xtask): portwatch traces only the test's two ports, Prometheus
+//! scrapes it every second, and what Prometheus' query API answers must equal the
+//! helpers' ground truth: events by kind, role and family, connect failures by
+//! reason, the test's listeners (port, family, executable) while they listen and
+//! none once closed, and the build info naming the version and attach mode.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Write as _,
+    io::{Read, Write},
+    net::{IpAddr, SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
 
-pub fn record_all(_checks: &mut Checks, _portwatch: &str, _mode: &str) {}
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::{
+    checks::Checks,
+    harness::{
+        helpers::{failing_connect, Client, Hold, Server, ServerSpec, LOOPBACK, LOOPBACK6},
+        launch::Launch,
+        tracer::Tracer,
+    },
+    sock,
+};
+
+/// The Prometheus server to test with.
+const PROMETHEUS_VAR: &str = "PORTWATCH_TEST_PROMETHEUS";
+/// Client processes per family: different, so that a family mixed up shows.
+const CLIENTS_V4: u64 = 5;
+const CLIENTS_V6: u64 = 3;
+/// How long the scraped values may take to reach the ground truth.
+const SCRAPED_WITHIN: Duration = Duration::from_secs(20);
+/// How long Prometheus may take to be ready.
+const READY_WITHIN: Duration = Duration::from_secs(30);
+
+pub fn record_all(checks: &mut Checks, portwatch: &str, mode: &str) {
+    checks.run(
+        &format!("[{mode}] Prometheus scraping --metrics: events by kind, role and family, connect failures by reason, the listeners (port, exe) and build info equal the ground truth"),
+        || scraped(portwatch, mode),
+    );
+}
+
+/// Events by (event, role, family).
+type EventCounts = BTreeMap<(String, String, String), u64>;
+
+/// What the helpers did, counted as portwatch's metrics count it.
+#[derive(Default)]
+struct Truth {
+    events: EventCounts,
+    failures: BTreeMap<String, u64>,
+}
+
+impl Truth {
+    fn add(&mut self, event: &str, role: &str, family: &str, n: u64) {
+        *self
+            .events
+            .entry((event.into(), role.into(), family.into()))
+            .or_default() += n;
+    }
+}
+
+fn family(addr: IpAddr) -> &'static str {
+    if addr.is_ipv4() {
+        "ipv4"
+    } else {
+        "ipv6"
+    }
+}
+
+/// The whole check: ground truth made while portwatch traces and Prometheus
+/// scrapes, compared while the listeners listen, and again once all is closed.
+fn scraped(portwatch: &str, mode: &str) -> Result<Vec<String>> {
+    let server_bin = std::env::var(PROMETHEUS_VAR).with_context(|| {
+        format!("{PROMETHEUS_VAR} is not set: it names the Prometheus server to test with (cargo xtask test installs one and sets it)")
+    })?;
+    let version = portwatch_version(portwatch)?;
+    // Four different port numbers: the test's (one per family; traced), then
+    // portwatch's metrics and Prometheus' web port (not traced).
+    let mut ports: Vec<u16> = Vec::new();
+    for addr in [LOOPBACK, LOOPBACK6, LOOPBACK, LOOPBACK] {
+        let port = loop {
+            let port = sock::unused_port(addr)?;
+            if !ports.contains(&port) {
+                break port;
+            }
+        };
+        ports.push(port);
+    }
+    let [p4, p6, metrics_port, web_port] = ports[..] else {
+        unreachable!("four ports")
+    };
+    let metrics = SocketAddr::new(LOOPBACK, metrics_port);
+    let tracer = Tracer::start(Launch::trace(portwatch, mode).args([
+        "--no-snapshot".to_string(),
+        "--port".into(),
+        p4.to_string(),
+        "--port".into(),
+        p6.to_string(),
+        "--metrics".into(),
+        metrics.to_string(),
+    ]))?;
+    let prometheus = Prometheus::start(Path::new(&server_bin), metrics, web_port)?;
+    let mut truth = Truth::default();
+    let exe = std::env::current_exe()?.display().to_string();
+    let mut servers = Servers(Vec::new());
+    for (addr, port, clients) in [(LOOPBACK, p4, CLIENTS_V4), (LOOPBACK6, p6, CLIENTS_V6)] {
+        // Refused: nothing listens on the port yet.
+        let (_, errno) =
+            failing_connect("refused", SocketAddr::new(addr, port), "pw-prom-refused")?;
+        if errno != libc::ECONNREFUSED {
+            bail!("the connect to {addr} port {port} failed with errno {errno}, not ECONNREFUSED: the scenario did not happen");
+        }
+        truth.add("connect-failed", "client", family(addr), 1);
+        *truth.failures.entry("refused".into()).or_default() += 1;
+        // A listener whose forked acceptor holds every connection until killed;
+        // each client process connects and closes its end at once.
+        let ports = port.to_string();
+        servers.0.push(Server::spawn(&ServerSpec {
+            ports: &ports,
+            listener: "pw-prom-listen",
+            acceptor: "pw-prom-accept",
+            connections: clients as usize,
+            hold: Hold::UntilKilled,
+            ..ServerSpec::new(addr)
+        })?);
+        let server = servers.0.last_mut().expect("just pushed");
+        if server.listener.port != port {
+            bail!(
+                "the server listens on {}, not on the test's port {port}",
+                server.listener.port
+            );
+        }
+        truth.add("listen", "listener", family(addr), 1);
+        for _ in 0..clients {
+            let mut client =
+                Client::spawn(server.listener.socket_addr(), "pw-prom-client", Hold::Ms(0))?;
+            client.connected()?;
+            server.accepted()?;
+            client.finish()?;
+        }
+        truth.add("connect", "client", family(addr), clients);
+        truth.add("accept", "server", family(addr), clients);
+    }
+    let expected = Expected {
+        ports: [(p4, "ipv4"), (p6, "ipv6")],
+        exe: &exe,
+        version: &version,
+        mode,
+    };
+    // While listening: the closes may be on their way (the clients' ends), so
+    // only the rest is compared.
+    let mut failures: Vec<String> = prometheus
+        .until_matched(|p| expected.compare(p, &truth, Phase::Listening))
+        .into_iter()
+        .map(|f| format!("while listening: {f}"))
+        .collect();
+
+    // All closed: the servers killed, their sockets closed by the kernel.
+    drop(servers);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sock::open_on(p4) + sock::open_on(p6) > 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    for (port, family, clients) in [(p4, "ipv4", CLIENTS_V4), (p6, "ipv6", CLIENTS_V6)] {
+        if sock::open_on(port) > 0 {
+            failures.push(format!(
+                "sockets on port {port} still open 10 s after the server was killed"
+            ));
+        }
+        truth.add("close", "client", family, clients);
+        truth.add("close", "server", family, clients);
+        truth.add("close", "listener", family, 1);
+    }
+    failures.extend(
+        prometheus
+            .until_matched(|p| expected.compare(p, &truth, Phase::Closed))
+            .into_iter()
+            .map(|f| format!("all closed: {f}")),
+    );
+    prometheus.stop();
+    let (stopped, events) = tracer.stop_with_events()?;
+    if !stopped.status.success() {
+        failures.push(format!(
+            "portwatch exited with {} after SIGINT: {}",
+            stopped.status, stopped.stderr
+        ));
+    }
+    // portwatch's own stream, the per-event account: it must show the same, or
+    // the fault is not the exporter's.
+    let printed = count_printed(&events);
+    let keys: BTreeSet<_> = truth.events.keys().chain(printed.keys()).collect();
+    for key @ (e, r, f) in keys {
+        let (want, have) = (truth.events.get(key), printed.get(key));
+        if want != have {
+            failures.push(format!(
+                "portwatch printed {} {e} events of role {r}, family {f}: expected {}",
+                shown(have),
+                shown(want)
+            ));
+        }
+    }
+    Ok(failures)
+}
+
+/// `portwatch --version`: its version.
+fn portwatch_version(portwatch: &str) -> Result<String> {
+    let out = Launch::new(portwatch).arg("--version").run()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    match text.strip_prefix("portwatch ") {
+        Some(v) if out.status.success() => Ok(v.to_string()),
+        _ => bail!("portwatch --version said {text:?} ({})", out.status),
+    }
+}
+
+/// Helper servers, killed (with what they forked) when dropped.
+struct Servers(Vec<Server>);
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for server in self.0.drain(..) {
+            server.kill();
+        }
+    }
+}
+
+/// The events portwatch printed, counted by (event, role, family).
+fn count_printed(events: &[Value]) -> EventCounts {
+    let mut counts = EventCounts::new();
+    for e in events {
+        let label = |k: &str| e[k].as_str().unwrap_or("?").to_string();
+        *counts
+            .entry((label("event"), label("role"), label("family")))
+            .or_default() += 1;
+    }
+    counts
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Phase {
+    /// The listeners listen, their acceptors hold the connections.
+    Listening,
+    /// Everything on the test's ports closed.
+    Closed,
+}
+
+/// What Prometheus must answer besides the counts of the [`Truth`].
+#[derive(Clone, Copy)]
+struct Expected<'a> {
+    /// The test's listening ports and their families.
+    ports: [(u16, &'static str); 2],
+    /// The listeners' executable.
+    exe: &'a str,
+    version: &'a str,
+    mode: &'a str,
+}
+
+impl Expected<'_> {
+    /// Every difference between what Prometheus answers and what is expected.
+    fn compare(&self, p: &Prometheus, truth: &Truth, phase: Phase) -> Result<Vec<String>> {
+        let mut failures = Vec::new();
+
+        let mut got = EventCounts::new();
+        for (labels, value) in p.query("portwatch_events_total")? {
+            let label = |k: &str| labels.get(k).cloned().unwrap_or_default();
+            got.insert(
+                (label("event"), label("role"), label("family")),
+                value as u64,
+            );
+        }
+        let keys: BTreeSet<_> = truth.events.keys().chain(got.keys()).collect();
+        for key in keys {
+            // While listening, closes may or may not have come yet.
+            if phase == Phase::Listening && key.0 == "close" {
+                continue;
+            }
+            let (want, have) = (truth.events.get(key), got.get(key));
+            if want.copied().unwrap_or(0) != have.copied().unwrap_or(0) {
+                let (e, r, f) = key;
+                failures.push(format!(
+                    "portwatch_events_total{{event=\"{e}\",role=\"{r}\",family=\"{f}\"}}: expected {}, got {}",
+                    shown(want), shown(have)
+                ));
+            }
+        }
+
+        let mut got = BTreeMap::new();
+        for (labels, value) in p.query("portwatch_connect_failures_total")? {
+            got.insert(
+                labels.get("reason").cloned().unwrap_or_default(),
+                value as u64,
+            );
+        }
+        let keys: BTreeSet<_> = truth.failures.keys().chain(got.keys()).collect();
+        for reason in keys {
+            let (want, have) = (truth.failures.get(reason), got.get(reason));
+            if want != have {
+                failures.push(format!(
+                    "portwatch_connect_failures_total{{reason=\"{reason}\"}}: expected {}, got {}",
+                    shown(want),
+                    shown(have)
+                ));
+            }
+        }
+
+        let listeners = p.query("portwatch_listeners")?;
+        for (port, family) in self.ports {
+            let port_text = port.to_string();
+            let series: Vec<&(BTreeMap<String, String>, f64)> = listeners
+                .iter()
+                .filter(|(labels, _)| labels.get("port") == Some(&port_text))
+                .collect();
+            match (phase, series.as_slice()) {
+                (Phase::Listening, [(labels, value)]) => {
+                    let want: BTreeMap<&str, &str> =
+                        [("port", port_text.as_str()), ("family", family), ("exe", self.exe)].into();
+                    let have: BTreeMap<&str, &str> = ["port", "family", "exe"]
+                        .into_iter()
+                        .map(|k| (k, labels.get(k).map_or("(none)", String::as_str)))
+                        .collect();
+                    if have != want || *value != 1.0 {
+                        failures.push(format!(
+                            "portwatch_listeners for port {port}: expected {want:?} 1, got {have:?} {value}"
+                        ));
+                    }
+                }
+                (Phase::Listening, _) => failures.push(format!(
+                    "portwatch_listeners for port {port}: expected one series of value 1 (family {family}, exe {}), got {}",
+                    self.exe,
+                    show_series(&series)
+                )),
+                (Phase::Closed, _) => {
+                    if series.iter().any(|(_, value)| *value != 0.0) {
+                        failures.push(format!(
+                            "portwatch_listeners for port {port} after the listener closed: expected none, got {}",
+                            show_series(&series)
+                        ));
+                    }
+                }
+            }
+        }
+
+        let info = p.query("portwatch_build_info")?;
+        let matches = |labels: &BTreeMap<String, String>, value: f64| {
+            labels.get("version").map(String::as_str) == Some(self.version)
+                && labels.get("attach_mode").map(String::as_str) == Some(self.mode)
+                && value == 1.0
+        };
+        if !matches!(info.as_slice(), [(labels, value)] if matches(labels, *value)) {
+            let series: Vec<_> = info.iter().collect();
+            failures.push(format!(
+                "portwatch_build_info: expected one series {{version=\"{}\", attach_mode=\"{}\"}} 1, got {}",
+                self.version,
+                self.mode,
+                show_series(&series)
+            ));
+        }
+        Ok(failures)
+    }
+}
+
+fn shown(n: Option<&u64>) -> String {
+    n.map_or("none".into(), u64::to_string)
+}
+
+fn show_series(series: &[&(BTreeMap<String, String>, f64)]) -> String {
+    if series.is_empty() {
+        return "none".into();
+    }
+    let shown: Vec<String> = series
+        .iter()
+        .map(|(labels, value)| format!("{labels:?} {value}"))
+        .collect();
+    shown.join("; ")
+}
+
+/// A Prometheus server on 127.0.0.1, scraping portwatch's metrics every second, from a
+/// configuration and storage in a temporary directory (removed, and the server
+/// killed, when dropped).
+struct Prometheus {
+    child: Child,
+    dir: PathBuf,
+    web: SocketAddr,
+}
+
+impl Prometheus {
+    fn start(binary: &Path, target: SocketAddr, web_port: u16) -> Result<Prometheus> {
+        let dir = std::env::temp_dir().join(format!("pw-prometheus-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: portwatch\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )?;
+        let web = SocketAddr::new(LOOPBACK, web_port);
+        let log = std::fs::File::create(dir.join("prometheus.log"))?;
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={web}"))
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let mut prometheus = Prometheus { child, dir, web };
+        let deadline = Instant::now() + READY_WITHIN;
+        loop {
+            if let Some(status) = prometheus.child.try_wait()? {
+                bail!(
+                    "Prometheus exited ({status}) before it was ready: {}",
+                    prometheus.log()
+                );
+            }
+            if matches!(http_get(web, "/-/ready"), Ok((200, _))) {
+                return Ok(prometheus);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "Prometheus was not ready within {} s: {}",
+                    READY_WITHIN.as_secs(),
+                    prometheus.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The end of the server's log.
+    fn log(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// An instant query's series: their labels and values.
+    fn query(&self, query: &str) -> Result<Vec<(BTreeMap<String, String>, f64)>> {
+        let (status, body) = http_get(
+            self.web,
+            &format!("/api/v1/query?query={}", percent_encoded(query)),
+        )?;
+        let v: Value = serde_json::from_str(&body)
+            .with_context(|| format!("Prometheus' answer to {query} (HTTP {status}): {body}"))?;
+        if status != 200 || v["status"] != "success" {
+            bail!("Prometheus' answer to {query}: HTTP {status}: {body}");
+        }
+        let result = v["data"]["result"]
+            .as_array()
+            .with_context(|| format!("no result in Prometheus' answer to {query}: {body}"))?;
+        result
+            .iter()
+            .map(|series| {
+                let labels = series["metric"]
+                    .as_object()
+                    .context("a series without labels")?
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect();
+                let value = series["value"][1]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .with_context(|| format!("a series without a value: {series}"))?;
+                Ok((labels, value))
+            })
+            .collect()
+    }
+
+    /// Poll `compare` until it finds no difference or the time is up; the last
+    /// differences, with what Prometheus says of its scrapes when any is left.
+    fn until_matched(&self, compare: impl Fn(&Prometheus) -> Result<Vec<String>>) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let failures = compare(self).unwrap_or_else(|e| vec![format!("{e:#}")]);
+            if failures.is_empty() {
+                return failures;
+            }
+            if start.elapsed() > SCRAPED_WITHIN {
+                let mut failures = failures;
+                failures.push(format!(
+                    "(after {} s; Prometheus' scrape target: {})",
+                    SCRAPED_WITHIN.as_secs(),
+                    self.target_health()
+                ));
+                return failures;
+            }
+            thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// The scrape target's health and last error, as Prometheus reports them.
+    fn target_health(&self) -> String {
+        let Ok((_, body)) = http_get(self.web, "/api/v1/targets") else {
+            return "unknown".into();
+        };
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        match v["data"]["activeTargets"].as_array().map(Vec::as_slice) {
+            Some([t]) => format!(
+                "health {}, last error {:?}",
+                t["health"].as_str().unwrap_or("?"),
+                t["lastError"].as_str().unwrap_or("?")
+            ),
+            _ => body,
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within 10 s; the directory removed.
+    fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                break;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        // Drop kills it if it is still there.
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A query string's value, percent-encoded.
+fn percent_encoded(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// `GET path` over HTTP/1.0 (no chunks, the server closes): status and body.
+fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("not an HTTP response from {addr}: {text}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no status in the response from {addr}: {head}"))?;
+    Ok((status, body.to_string()))
+}

@@ -102,6 +102,10 @@ class Receiver(ThreadingHTTPServer):
         self.fail_first = fail_first
         self.requests = 0
         self.lock = threading.Lock()
+        # Held from writing a request's records to answering it, and by main
+        # before exiting: a request written is always answered (the sender would
+        # otherwise send it again, and it would be written twice).
+        self.answering = threading.Lock()
 
     def failing(self):
         """Whether this request is one of the first --fail-first."""
@@ -191,9 +195,11 @@ class Handler(BaseHTTPRequestHandler):
             if name not in STANDARD_HEADERS:
                 headers[name] = f"{headers[name]}, {value}" if name in headers else value
         lines = [json.dumps(r) for r in records(request, headers)]
-        self.server.write(lines)
         response = logs_service_pb2.ExportLogsServiceResponse().SerializeToString()
-        self.reply(200, response, PROTOBUF)
+        with self.server.answering:
+            self.server.write(lines)
+            self.reply(200, response, PROTOBUF)
+            self.wfile.flush()
 
     def do_GET(self):
         self.complain(404 if self.path.split("?")[0] != PATH else 405, f"only POST {PATH}")
@@ -220,6 +226,9 @@ def main():
         pass
     server.shutdown()
     serving.join()
+    # No request is between its write and its answer from here on; those still
+    # being read are never written (their sender sends them again).
+    server.answering.acquire()
     server.server_close()
     return 0
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A real OTLP/HTTP logs receiver for portwatch's integration tests.
 
-    receiver.py --out FILE [--port PORT] [--status CODE --fail-first N]
+    receiver.py --out FILE [--port PORT] [--status CODE --fail-first N] [--count-only]
 
 Listens on 127.0.0.1:PORT (0: any free port) and says `listening PORT` on stdout
 once bound. Accepts POST /v1/logs with `Content-Type: application/x-protobuf`
@@ -18,7 +18,9 @@ HTTP ones. Replies 200 with an empty `ExportLogsServiceResponse`. With
 `--fail-first N`, the first N requests to /v1/logs get `--status` (503 unless
 given) with an empty body, and are not written. A body that does not decode gets
 400 (and a line on stderr), another content type 415, another path 404.
-Exits 0 on SIGTERM or SIGINT.
+Exits 0 on SIGTERM or SIGINT. With `--count-only` (the benchmark's receiver,
+which must keep up), records are decoded and counted but not written; FILE gets
+the count, one number, at exit.
 """
 import argparse
 import gzip
@@ -95,8 +97,10 @@ def records(request, headers):
 class Receiver(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port, out, status, fail_first):
+    def __init__(self, port, out, status, fail_first, count_only=False):
         super().__init__(("127.0.0.1", port), Handler)
+        self.count_only = count_only
+        self.counted = 0
         self.out = out
         self.status = status
         self.fail_first = fail_first
@@ -194,8 +198,14 @@ class Handler(BaseHTTPRequestHandler):
             name = name.lower()
             if name not in STANDARD_HEADERS:
                 headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        lines = [json.dumps(r) for r in records(request, headers)]
         response = logs_service_pb2.ExportLogsServiceResponse().SerializeToString()
+        if self.server.count_only:
+            n = sum(len(s.log_records) for r in request.resource_logs for s in r.scope_logs)
+            with self.server.answering:
+                self.server.counted += n
+                self.reply(200, response, PROTOBUF)
+            return
+        lines = [json.dumps(r) for r in records(request, headers)]
         with self.server.answering:
             self.server.write(lines)
             self.reply(200, response, PROTOBUF)
@@ -213,9 +223,10 @@ def main():
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any)")
     parser.add_argument("--status", type=int, default=503, help="status of the failed requests")
     parser.add_argument("--fail-first", type=int, default=0, metavar="N", help="fail the first N requests")
+    parser.add_argument("--count-only", action="store_true", help="count records, write the count at exit")
     args = parser.parse_args()
 
-    server = Receiver(args.port, args.out, args.status, args.fail_first)
+    server = Receiver(args.port, args.out, args.status, args.fail_first, args.count_only)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -230,6 +241,9 @@ def main():
     # being read are never written (their sender sends them again).
     server.answering.acquire()
     server.server_close()
+    if args.count_only:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(f"{server.counted}\n")
     return 0
 
 

@@ -23,6 +23,9 @@ mod history;
 #[path = "bench_baseline.rs"]
 mod baseline;
 
+#[path = "bench_otlp.rs"]
+mod otlp;
+
 #[derive(clap::Args)]
 pub struct BenchOptions {
     /// Connections per measured run.
@@ -55,7 +58,7 @@ pub(crate) struct Config {
 /// The configurations measured, in table order: no tracer, the two floors (an
 /// empty program on the classic and on the BTF tracepoint), bpftrace, then
 /// portwatch's rows.
-fn configs(portwatch: &Path) -> Vec<Config> {
+fn configs(portwatch: &Path, otlp_url: &str) -> Vec<Config> {
     let pw = |args: &[&str]| -> Option<Vec<String>> {
         let mut c = vec![portwatch.display().to_string(), "--no-snapshot".into()];
         c.extend(args.iter().map(|a| a.to_string()));
@@ -101,6 +104,14 @@ fn configs(portwatch: &Path) -> Vec<Config> {
         row("portwatch table", pw(&["--format", "table"])),
         row("portwatch json", pw(&["--format", "json"])),
         row(
+            "portwatch json --metrics",
+            pw(&["--format", "json", "--metrics", "127.0.0.1:0"]),
+        ),
+        row(
+            OTLP_ROW,
+            pw(&["--format", "json", "--otlp-endpoint", otlp_url]),
+        ),
+        row(
             "portwatch json --baseline (200 entries)",
             pw(&["--format", "json", "--baseline", &baseline_file]),
         ),
@@ -133,6 +144,10 @@ fn configs(portwatch: &Path) -> Vec<Config> {
     ]
 }
 
+/// The OTLP row; its lost column counts the records the exporter dropped too.
+const OTLP_ROW: &str =
+    "portwatch json --otlp-endpoint (local receiver; lost includes OTLP records dropped)";
+
 /// The recording row; its lost column counts events not stored too.
 const RECORD: &str = "portwatch record (SQLite history; lost includes events not stored)";
 
@@ -148,6 +163,8 @@ struct Measured {
     peak_rss_kb: Option<u64>,
     /// Over every measured run.
     lost: Option<u64>,
+    /// OTLP records delivered, over every measured run.
+    otlp_delivered: u64,
 }
 
 impl Measured {
@@ -335,6 +352,12 @@ fn measure_once(config: &Config, loadgen: &Path, o: &BenchOptions, m: &mut Measu
         if config.name == RECORD {
             *m.lost.get_or_insert(0) += not_stored;
         }
+        if config.name == OTLP_ROW {
+            let (delivered, dropped) = otlp::delivery(&said)
+                .context("portwatch did not say what became of its OTLP records")?;
+            m.otlp_delivered += delivered;
+            *m.lost.get_or_insert(0) += dropped;
+        }
     }
     Ok(())
 }
@@ -381,7 +404,8 @@ pub fn bench(o: &BenchOptions) -> Result<()> {
         util::apt_install(&["bpftrace"])?;
     }
     history::prepare()?;
-    let configs = configs(&portwatch);
+    let receiver = otlp::Receiver::start()?;
+    let configs = configs(&portwatch, &receiver.url);
     let mut results: Vec<(&str, Measured)> = configs
         .iter()
         .map(|c| (c.name, Measured::default()))
@@ -393,7 +417,15 @@ pub fn bench(o: &BenchOptions) -> Result<()> {
         }
     }
     let first_event = first_event_ms(&portwatch, &loadgen)?;
+    let received = receiver.finish()?;
     let mut report = render(&results, o, first_event);
+    if let Some((_, m)) = results.iter().find(|(name, _)| *name == OTLP_ROW) {
+        report.push_str(&format!(
+            "OTLP row: portwatch said {} records delivered and {} dropped; the receiver counted {received}.\n",
+            m.otlp_delivered,
+            m.lost.unwrap_or(0)
+        ));
+    }
     report.push_str(&syscalls::measure(&portwatch, &loadgen, o.runs)?);
     report.push_str(&history::measure(&portwatch, o.history_connections)?);
     eprintln!("{report}");

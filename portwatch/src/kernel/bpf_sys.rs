@@ -81,35 +81,30 @@ pub fn trampoline_allowed(kind: Trampoline, btf_id: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// `bpf_prog_info.recursion_misses` of a loaded program (0 where the kernel does
-/// not report it).
-pub fn recursion_misses(fd: BorrowedFd<'_>) -> u64 {
-    // SAFETY: both are plain data; all zeros is a valid value.
-    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+/// `BPF_OBJ_GET_INFO_BY_FD`: the kernel's description of a program or map
+/// (`T`: `bpf_prog_info` or `bpf_map_info`).
+fn object_info<T>(fd: BorrowedFd<'_>) -> io::Result<T> {
+    // SAFETY: T is one of the kernel's info structs, plain data for which all
+    // zeros is a valid value; so is bpf_attr.
+    let mut info: T = unsafe { std::mem::zeroed() };
     let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
     // SAFETY: writing the fields of the union's BPF_OBJ_GET_INFO_BY_FD member.
     let get = unsafe { &mut attr.info };
     get.bpf_fd = fd.as_raw_fd() as u32;
-    get.info_len = std::mem::size_of_val(&info) as u32;
-    get.info = &mut info as *mut _ as u64;
+    get.info_len = std::mem::size_of::<T>() as u32;
+    get.info = &mut info as *mut T as u64;
     // SAFETY: info points to a buffer of info_len bytes that outlives the call.
-    match unsafe { bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr) } {
-        Ok(_) => info.recursion_misses,
-        Err(_) => 0,
-    }
+    unsafe { bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
+    Ok(info)
+}
+
+/// `bpf_prog_info.recursion_misses` of a loaded program (0 where the kernel does
+/// not report it).
+pub fn recursion_misses(fd: BorrowedFd<'_>) -> u64 {
+    object_info::<aya_obj::generated::bpf_prog_info>(fd).map_or(0, |i| i.recursion_misses)
 }
 
 /// `bpf_map_info.max_entries` of a map: a ring buffer's size in bytes.
 pub fn map_max_entries(fd: BorrowedFd<'_>) -> io::Result<u32> {
-    // SAFETY: both are plain data; all zeros is a valid value.
-    let mut info: aya_obj::generated::bpf_map_info = unsafe { std::mem::zeroed() };
-    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
-    // SAFETY: writing the fields of the union's BPF_OBJ_GET_INFO_BY_FD member.
-    let get = unsafe { &mut attr.info };
-    get.bpf_fd = fd.as_raw_fd() as u32;
-    get.info_len = std::mem::size_of_val(&info) as u32;
-    get.info = &mut info as *mut _ as u64;
-    // SAFETY: info points to a buffer of info_len bytes that outlives the call.
-    unsafe { bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
-    Ok(info.max_entries)
+    Ok(object_info::<aya_obj::generated::bpf_map_info>(fd)?.max_entries)
 }

@@ -161,8 +161,16 @@ fn initramfs(portwatch: &Path, integration: &Path) -> Result<PathBuf> {
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(staging.join("bin"))?;
     fs::copy("/bin/busybox", staging.join("bin/busybox"))?;
-    fs::copy(portwatch, staging.join("portwatch"))?;
-    fs::copy(integration, staging.join("integration-test"))?;
+    // Without their debug info: the guest's root file system is its RAM.
+    for (binary, name) in [(portwatch, "portwatch"), (integration, "integration-test")] {
+        util::run(
+            Command::new("objcopy")
+                .arg("--strip-debug")
+                .arg(binary)
+                .arg(staging.join(name)),
+        )
+        .with_context(|| format!("stripping {name} for the guest (objcopy, from binutils)"))?;
+    }
     fs::write(
         staging.join("init"),
         INIT.replace("RESULTS_ARG", report::RESULTS_ARG),

@@ -1,8 +1,9 @@
 //! The tools the integration suite's export checks run against on this machine,
 //! installed when missing (and quickly found when not): a real Prometheus server
 //! (Debian's `prometheus`), and a Python virtualenv with OpenTelemetry's protobuf
-//! definitions for the OTLP receiver (`test/otlp-receiver/receiver.py`). The
-//! suite is told where they are through environment variables.
+//! definitions for the OTLP receiver (`test/otlp-receiver/receiver.py`); and
+//! what the service checks run (setpriv, systemd-analyze, strace). The suite is
+//! told where the first two are through environment variables.
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -49,11 +50,36 @@ pub fn ensure() -> Result<TestTools> {
     let prometheus = ensure_prometheus().context("installing Prometheus for the tests")?;
     let python = ensure_venv(&root.join("target/test-tools/venv"))
         .context("setting up the tests' Python virtualenv")?;
+    ensure_service_tools().context("installing the service checks' tools")?;
     Ok(TestTools {
         python,
         otlp_receiver,
         prometheus,
     })
+}
+
+/// What the service checks run: util-linux `setpriv` (portwatch with exactly
+/// the unit's capabilities), `systemd-analyze` (the unit read by systemd's own
+/// parser; Debian's `systemd` package, which installs without being pid 1) and
+/// `strace` (the system calls portwatch makes, against the unit's filter).
+fn ensure_service_tools() -> Result<()> {
+    let missing: Vec<&str> = [
+        ("setpriv", "util-linux"),
+        ("systemd-analyze", "systemd"),
+        ("strace", "strace"),
+    ]
+    .into_iter()
+    .filter(|(program, _)| util::which(program).is_none())
+    .map(|(_, package)| package)
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing {} for the service checks",
+        missing.join(", ")
+    );
+    util::apt_install(&missing)
 }
 
 /// The pids of the processes named `prometheus`.

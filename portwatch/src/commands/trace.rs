@@ -191,7 +191,11 @@ fn attach(cli: &Cli, filter: &Filter) -> Result<Tracer, Error> {
         max_sockets: cli.max_sockets,
         floor: cli.bench_floor,
     })?;
-    for w in &tracer.warnings {
+    for w in tracer
+        .warnings
+        .iter()
+        .chain(&crate::kernel::inspect::missing_read_privileges())
+    {
         eprintln!("portwatch: warning: {w}");
     }
     // Loading parsed kernel BTF and ELF: hand that memory back before tracing.

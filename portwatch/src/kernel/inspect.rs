@@ -50,6 +50,28 @@ pub fn has_privileges() -> bool {
     has(Capability::CAP_SYS_ADMIN) || (has(Capability::CAP_BPF) && has(Capability::CAP_PERFMON))
 }
 
+/// What this process cannot read of other processes, in words (a service run
+/// with a reduced capability set): without CAP_SYS_PTRACE, the executable and
+/// command line of processes of other users or with more capabilities; without
+/// CAP_DAC_READ_SEARCH, the descriptors (and so the sockets opened before
+/// tracing) of other users' processes. Tracing goes on, with those missing.
+pub fn missing_read_privileges() -> Vec<String> {
+    use caps::{CapSet, Capability};
+    let has = |c| caps::has_cap(None, CapSet::Effective, c).unwrap_or(true);
+    let mut warnings = Vec::new();
+    if !has(Capability::CAP_SYS_PTRACE) {
+        warnings.push(
+            "without CAP_SYS_PTRACE, the executable and command line of processes of other users, or with more capabilities than portwatch, cannot be read: `exe` and `cmdline` stay empty for them".to_string(),
+        );
+    }
+    if !has(Capability::CAP_DAC_READ_SEARCH) && !has(Capability::CAP_DAC_OVERRIDE) {
+        warnings.push(
+            "without CAP_DAC_READ_SEARCH, other users' open descriptors cannot be listed: sockets they opened before tracing began are shown without a process".to_string(),
+        );
+    }
+    warnings
+}
+
 /// Every tracefs offset of the one list in `portwatch_common::Offset`: all are
 /// required. Each format file is read once.
 fn tracepoint_offsets(root: &Path, config: &mut Config) -> Result<(), TracefsError> {

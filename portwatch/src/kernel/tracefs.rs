@@ -9,6 +9,9 @@ use std::{
 pub enum TracefsError {
     #[error("tracefs is not mounted and mounting it on /sys/kernel/tracing failed ({0}): run `mount -t tracefs tracefs /sys/kernel/tracing`")]
     Mount(nix::Error),
+    /// Mounted, but this process may not look inside (tracefs is root's, 0700).
+    #[error("tracefs is mounted on {0} but not readable (permission denied): portwatch needs CAP_DAC_READ_SEARCH, or to run as root")]
+    Unreadable(PathBuf),
     #[error("reading {path}: {source}")]
     Read {
         path: PathBuf,
@@ -29,8 +32,12 @@ const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
 /// The tracefs root, mounting it on /sys/kernel/tracing where it is not mounted.
 pub fn ensure_mounted() -> Result<PathBuf, TracefsError> {
     for root in [MOUNT_POINT, DEBUGFS_TRACING] {
-        if Path::new(root).join("events").is_dir() {
-            return Ok(root.into());
+        match Path::new(root).join("events").metadata() {
+            Ok(m) if m.is_dir() => return Ok(root.into()),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(TracefsError::Unreadable(root.into()))
+            }
+            _ => {}
         }
     }
     nix::mount::mount(

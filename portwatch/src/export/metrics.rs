@@ -33,7 +33,7 @@ pub struct Metrics {
     connect_failures: Family<Labels, Counter>,
     inferred: Counter,
     lost: Family<Labels, Counter<u64, AtomicU64>>,
-    skipped: Counter<u64, AtomicU64>,
+    skipped: Family<Labels, Counter<u64, AtomicU64>>,
     listeners: Family<Labels, Gauge>,
     listeners_unlabelled: Gauge,
     /// Open listeners by socket id: the label set each counts in.
@@ -54,7 +54,7 @@ impl Metrics {
             connect_failures: Family::default(),
             inferred: Counter::default(),
             lost: Family::default(),
-            skipped: Counter::default(),
+            skipped: Family::default(),
             listeners: Family::default(),
             listeners_unlabelled: Gauge::default(),
             open_listeners: Arc::default(),
@@ -85,7 +85,7 @@ impl Metrics {
         );
         registry.register(
             "program_runs_skipped",
-            "Program runs the kernel skipped (its recursion guard), each possibly an event",
+            "Program runs the kernel skipped (its recursion guard), each possibly an event, by program",
             m.skipped.clone(),
         );
         registry.register(
@@ -205,7 +205,7 @@ impl Metrics {
     pub fn kernel(
         &self,
         lost_per_cpu: &[u64],
-        skipped: u64,
+        skipped_per_program: &[(String, u64)],
         open_sockets: u64,
         process_cache: u64,
         socket_map: u64,
@@ -217,9 +217,12 @@ impl Metrics {
                 c.inc_by(lost - now);
             }
         }
-        let now = self.skipped.get();
-        if skipped > now {
-            self.skipped.inc_by(skipped - now);
+        for (program, skipped) in skipped_per_program {
+            let c = self.skipped.get_or_create(&vec![("program", program.clone())]);
+            let now = c.get();
+            if *skipped > now {
+                c.inc_by(skipped - now);
+            }
         }
         self.open_sockets.set(open_sockets as i64);
         self.process_cache.set(process_cache as i64);
@@ -288,7 +291,7 @@ mod tests {
         e.kind = EventKind::Listen;
         e.role = crate::event::model::Role::Listener;
         m.observe(&e);
-        m.kernel(&[3, 4], 2, 7, 1, 0);
+        m.kernel(&[3, 4], &[("accept".into(), 2)], 7, 1, 0);
         let body = text(&registry);
         assert!(
             body.contains(
@@ -305,7 +308,7 @@ mod tests {
             "{body}"
         );
         assert!(
-            body.contains("portwatch_program_runs_skipped_total 2"),
+            body.contains("portwatch_program_runs_skipped_total{program=\"accept\"} 2"),
             "{body}"
         );
         assert!(body.contains("portwatch_build_info{version="), "{body}");

@@ -91,11 +91,19 @@ impl Tracer {
     /// it), but not subtracting them keeps the count from ever falling short of
     /// what was lost.
     pub fn skipped_runs(&self) -> u64 {
+        self.skipped_runs_per_program().iter().map(|(_, n)| n).sum()
+    }
+
+    /// [`Tracer::skipped_runs`] by program name.
+    pub fn skipped_runs_per_program(&self) -> Vec<(String, u64)> {
         self.ebpf
             .programs()
-            .filter_map(|(_, p)| p.fd().ok())
-            .map(|fd| bpf_sys::recursion_misses(std::os::fd::AsFd::as_fd(fd)))
-            .sum()
+            .filter_map(|(name, p)| Some((name, p.fd().ok()?)))
+            .map(|(name, fd)| {
+                let misses = bpf_sys::recursion_misses(std::os::fd::AsFd::as_fd(fd));
+                (name.to_string(), misses)
+            })
+            .collect()
     }
 
     /// Entries of the owner map in use now (none with socket storage alone).

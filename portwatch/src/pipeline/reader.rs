@@ -127,7 +127,7 @@ fn report_loss(tracer: &Tracer, pipeline: &mut Pipeline<'_>) -> io::Result<()> {
     if let Some(m) = pipeline.metrics() {
         m.kernel(
             &per_cpu,
-            skipped,
+            &tracer.skipped_runs_per_program(),
             pipeline.open_sockets() as u64,
             pipeline.cached_processes(),
             tracer.socket_map_entries(),

@@ -3,20 +3,24 @@
 //! scrapes it every second, and what Prometheus' query API answers must equal the
 //! helpers' ground truth: events by kind, role and family, connect failures by
 //! reason, the test's listeners (port, family, executable) while they listen and
-//! none once closed, and the build info naming the version and attach mode.
+//! none once closed, and the build info naming the version and attach mode. With
+//! an OTLP receiver too: the exporter's series (delivered equal to what the
+//! receiver holds, none dropped), and the kernel side's (ring buffer fill, lost
+//! by CPU, skipped by program).
 use std::{
     collections::{BTreeMap, BTreeSet},
-    fmt::Write as _,
-    io::{Read, Write},
-    net::{IpAddr, SocketAddr, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    net::{IpAddr, SocketAddr},
+    path::Path,
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
+
+mod server;
+
+use server::Prometheus;
 
 use crate::{
     checks::Checks,
@@ -40,7 +44,7 @@ const READY_WITHIN: Duration = Duration::from_secs(30);
 
 pub fn record_all(checks: &mut Checks, portwatch: &str, mode: &str) {
     checks.run(
-        &format!("[{mode}] Prometheus scraping --metrics: events by kind, role and family, connect failures by reason, the listeners (port, exe) and build info equal the ground truth"),
+        &format!("[{mode}] Prometheus scraping --metrics: events by kind, role and family, connect failures by reason, the listeners (port, exe) and build info equal the ground truth; OTLP delivered equals what the receiver holds; ring buffer, lost and skipped series"),
         || scraped(portwatch, mode),
     );
 }
@@ -95,8 +99,14 @@ fn scraped(portwatch: &str, mode: &str) -> Result<Vec<String>> {
         unreachable!("four ports")
     };
     let metrics = SocketAddr::new(LOOPBACK, metrics_port);
+    // An OTLP receiver too: the exporter's own series.
+    let otlp_dir = crate::otlp::temp_dir("prometheus")?;
+    let otlp_out = otlp_dir.join("records.jsonl");
+    let receiver = crate::otlp::Receiver::start(&otlp_out, 0)?;
     let tracer = Tracer::start(Launch::trace(portwatch, mode).args([
-        "--no-snapshot".to_string(),
+        "--otlp-endpoint".to_string(),
+        receiver.url(),
+        "--no-snapshot".into(),
         "--port".into(),
         p4.to_string(),
         "--port".into(),
@@ -182,8 +192,16 @@ fn scraped(portwatch: &str, mode: &str) -> Result<Vec<String>> {
             .into_iter()
             .map(|f| format!("all closed: {f}")),
     );
+    failures.extend(
+        prometheus
+            .until_matched(|p| exporter_and_kernel(p, &otlp_out))
+            .into_iter()
+            .map(|f| format!("exporter and kernel series: {f}")),
+    );
     prometheus.stop();
     let (stopped, events) = tracer.stop_with_events()?;
+    receiver.stop()?;
+    let _ = std::fs::remove_dir_all(&otlp_dir);
     if !stopped.status.success() {
         failures.push(format!(
             "portwatch exited with {} after SIGINT: {}",
@@ -203,6 +221,57 @@ fn scraped(portwatch: &str, mode: &str) -> Result<Vec<String>> {
                 shown(want)
             ));
         }
+    }
+    Ok(failures)
+}
+
+/// The series of the exporter and of the kernel side: the OTLP records
+/// delivered equal those the receiver holds, none dropped or waiting; the ring
+/// buffer's fill level a share; a lost count for every CPU and a skipped count
+/// for every program, all zero in so light a run.
+fn exporter_and_kernel(p: &Prometheus, otlp_out: &Path) -> Result<Vec<String>> {
+    let mut failures = Vec::new();
+    let received = crate::otlp::records(otlp_out)?.len() as f64;
+    let one = |query: &str| -> Result<Option<f64>> {
+        Ok(match p.query(query)?.as_slice() {
+            [(_, v)] => Some(*v),
+            _ => None,
+        })
+    };
+    let delivered = one("portwatch_export_records_delivered_total{exporter=\"otlp\"}")?;
+    if delivered != Some(received) || received == 0.0 {
+        failures.push(format!(
+            "OTLP records delivered {delivered:?}, the receiver holds {received}"
+        ));
+    }
+    for dropped in ["spool_full", "rejected", "at_exit"] {
+        let q = format!("portwatch_export_records_dropped_{dropped}_total{{exporter=\"otlp\"}}");
+        if one(&q)? != Some(0.0) {
+            failures.push(format!("{q}: {:?}, expected 0", one(&q)?));
+        }
+    }
+    let spooled = one("portwatch_export_spool_records{exporter=\"otlp\"}")?;
+    if spooled != Some(0.0) {
+        failures.push(format!("records spooled {spooled:?}, expected 0"));
+    }
+    match one("portwatch_ringbuf_used_ratio")? {
+        Some(r) if (0.0..=1.0).contains(&r) => {}
+        other => failures.push(format!("portwatch_ringbuf_used_ratio {other:?}")),
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let lost = p.query("portwatch_events_lost_total")?;
+    if lost.len() != cpus || lost.iter().any(|(_, v)| *v != 0.0) {
+        failures.push(format!(
+            "events lost by CPU: {lost:?}, expected {cpus} series of 0"
+        ));
+    }
+    let skipped = p.query("portwatch_program_runs_skipped_total")?;
+    if skipped.is_empty()
+        || skipped
+            .iter()
+            .any(|(l, _)| l.get("program").is_none_or(String::is_empty))
+    {
+        failures.push(format!("program runs skipped by program: {skipped:?}"));
     }
     Ok(failures)
 }
@@ -376,199 +445,4 @@ fn show_series(series: &[&(BTreeMap<String, String>, f64)]) -> String {
         .map(|(labels, value)| format!("{labels:?} {value}"))
         .collect();
     shown.join("; ")
-}
-
-/// A Prometheus server on 127.0.0.1, scraping portwatch's metrics every second, from a
-/// configuration and storage in a temporary directory (removed, and the server
-/// killed, when dropped).
-struct Prometheus {
-    child: Child,
-    dir: PathBuf,
-    web: SocketAddr,
-}
-
-impl Prometheus {
-    fn start(binary: &Path, target: SocketAddr, web_port: u16) -> Result<Prometheus> {
-        let dir = std::env::temp_dir().join(format!("pw-prometheus-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: portwatch\n    static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )?;
-        let web = SocketAddr::new(LOOPBACK, web_port);
-        let log = std::fs::File::create(dir.join("prometheus.log"))?;
-        let child = Command::new(binary)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={web}"))
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let mut prometheus = Prometheus { child, dir, web };
-        let deadline = Instant::now() + READY_WITHIN;
-        loop {
-            if let Some(status) = prometheus.child.try_wait()? {
-                bail!(
-                    "Prometheus exited ({status}) before it was ready: {}",
-                    prometheus.log()
-                );
-            }
-            if matches!(http_get(web, "/-/ready"), Ok((200, _))) {
-                return Ok(prometheus);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "Prometheus was not ready within {} s: {}",
-                    READY_WITHIN.as_secs(),
-                    prometheus.log()
-                );
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// The end of the server's log.
-    fn log(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
-    }
-
-    /// An instant query's series: their labels and values.
-    fn query(&self, query: &str) -> Result<Vec<(BTreeMap<String, String>, f64)>> {
-        let (status, body) = http_get(
-            self.web,
-            &format!("/api/v1/query?query={}", percent_encoded(query)),
-        )?;
-        let v: Value = serde_json::from_str(&body)
-            .with_context(|| format!("Prometheus' answer to {query} (HTTP {status}): {body}"))?;
-        if status != 200 || v["status"] != "success" {
-            bail!("Prometheus' answer to {query}: HTTP {status}: {body}");
-        }
-        let result = v["data"]["result"]
-            .as_array()
-            .with_context(|| format!("no result in Prometheus' answer to {query}: {body}"))?;
-        result
-            .iter()
-            .map(|series| {
-                let labels = series["metric"]
-                    .as_object()
-                    .context("a series without labels")?
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                    .collect();
-                let value = series["value"][1]
-                    .as_str()
-                    .and_then(|s| s.parse().ok())
-                    .with_context(|| format!("a series without a value: {series}"))?;
-                Ok((labels, value))
-            })
-            .collect()
-    }
-
-    /// Poll `compare` until it finds no difference or the time is up; the last
-    /// differences, with what Prometheus says of its scrapes when any is left.
-    fn until_matched(&self, compare: impl Fn(&Prometheus) -> Result<Vec<String>>) -> Vec<String> {
-        let start = Instant::now();
-        loop {
-            let failures = compare(self).unwrap_or_else(|e| vec![format!("{e:#}")]);
-            if failures.is_empty() {
-                return failures;
-            }
-            if start.elapsed() > SCRAPED_WITHIN {
-                let mut failures = failures;
-                failures.push(format!(
-                    "(after {} s; Prometheus' scrape target: {})",
-                    SCRAPED_WITHIN.as_secs(),
-                    self.target_health()
-                ));
-                return failures;
-            }
-            thread::sleep(Duration::from_millis(500));
-        }
-    }
-
-    /// The scrape target's health and last error, as Prometheus reports them.
-    fn target_health(&self) -> String {
-        let Ok((_, body)) = http_get(self.web, "/api/v1/targets") else {
-            return "unknown".into();
-        };
-        let v: Value = serde_json::from_str(&body).unwrap_or_default();
-        match v["data"]["activeTargets"].as_array().map(Vec::as_slice) {
-            Some([t]) => format!(
-                "health {}, last error {:?}",
-                t["health"].as_str().unwrap_or("?"),
-                t["lastError"].as_str().unwrap_or("?")
-            ),
-            _ => body,
-        }
-    }
-
-    /// SIGTERM, then SIGKILL if it has not exited within 10 s; the directory removed.
-    fn stop(mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                break;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        // Drop kills it if it is still there.
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A query string's value, percent-encoded.
-fn percent_encoded(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
-/// `GET path` over HTTP/1.0 (no chunks, the server closes): status and body.
-fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .with_context(|| format!("not an HTTP response from {addr}: {text}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("no status in the response from {addr}: {head}"))?;
-    Ok((status, body.to_string()))
 }

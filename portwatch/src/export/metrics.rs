@@ -218,7 +218,9 @@ impl Metrics {
             }
         }
         for (program, skipped) in skipped_per_program {
-            let c = self.skipped.get_or_create(&vec![("program", program.clone())]);
+            let c = self
+                .skipped
+                .get_or_create(&vec![("program", program.clone())]);
             let now = c.get();
             if *skipped > now {
                 c.inc_by(skipped - now);

@@ -30,6 +30,8 @@ use crate::{baseline::check::Drift, event::model::ConnEvent, output::LossReport}
 const BATCH: usize = 512;
 /// At the end of a run, how long undelivered records may still be sent.
 pub const EXIT_DEADLINE: Duration = Duration::from_secs(5);
+/// How long past the deadline a request in flight may still finish.
+const EXIT_GRACE: Duration = Duration::from_millis(500);
 
 /// Why OTLP export cannot start: a usage error (exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +108,7 @@ impl Otlp {
             builder = builder.with_endpoint(logs_url(base));
         }
         let mut exporter = builder.build()?;
-        exporter.set_resource(&resource());
+        exporter.set_resource(&resource(config.attach_mode));
         let spool = Arc::new(Spool::new(config.capacity, BATCH));
         if let Some(registry) = registry {
             register(registry, &spool.counters);
@@ -114,7 +116,6 @@ impl Otlp {
         let sender = sender::Sender {
             exporter,
             spool: spool.clone(),
-            attach_mode: config.attach_mode,
         };
         let thread = std::thread::Builder::new()
             .name("otlp-sender".into())
@@ -161,10 +162,21 @@ impl Otlp {
     /// End of the run: deliver what is left within `deadline`, stop the thread,
     /// and say on stderr what became of every record.
     pub fn finish(&self, deadline: Duration) -> Delivery {
-        self.spool.close(Instant::now() + deadline);
+        let end = Instant::now() + deadline;
+        self.spool.close(end);
         let thread = self.thread.lock().ok().and_then(|mut t| t.take());
         if let Some(t) = thread {
-            let _ = t.join();
+            // A request in flight may hang past the deadline (the exporter's own
+            // timeout is longer): past it, the rest is counted dropped and the
+            // thread is left to the process's exit.
+            while !t.is_finished() && Instant::now() < end + EXIT_GRACE {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                self.spool.abandon_all();
+            }
         }
         let d = self.delivery();
         eprintln!(
@@ -175,9 +187,9 @@ impl Otlp {
     }
 }
 
-/// service.name, host and kernel, and this run's instance id; the user's
+/// service.name, host and kernel, this run's instance id and attach mode; the user's
 /// OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME win over these.
-fn resource() -> Resource {
+fn resource(attach_mode: &'static str) -> Resource {
     let uts = nix::sys::utsname::uname().ok();
     let field = |f: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
         uts.as_ref()
@@ -191,6 +203,7 @@ fn resource() -> Resource {
         KeyValue::new("host.name", field(|u| u.nodename())),
         KeyValue::new("os.type", "linux"),
         KeyValue::new("os.version", field(|u| u.release())),
+        KeyValue::new("portwatch.attach_mode", attach_mode),
     ];
     let from_env = Resource::builder().build();
     Resource::builder_empty()

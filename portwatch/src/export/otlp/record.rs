@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use opentelemetry::{
     logs::{AnyValue, LogRecord as _, Severity},
-    Key,
+    StringValue,
 };
 use opentelemetry_sdk::logs::SdkLogRecord;
 
@@ -26,7 +26,7 @@ pub enum Item {
 
 /// Fills `record` (new, from the exporter's logger) with `item`, numbered `seq`
 /// in this run.
-pub fn fill(record: &mut SdkLogRecord, item: &Item, seq: u64, attach_mode: &'static str) {
+pub fn fill(record: &mut SdkLogRecord, item: &Item, seq: u64) {
     record.set_observed_timestamp(SystemTime::now());
     record.add_attribute("portwatch.sequence", seq as i64);
     match item {
@@ -37,7 +37,6 @@ pub fn fill(record: &mut SdkLogRecord, item: &Item, seq: u64, attach_mode: &'sta
             record.set_timestamp(e.time.into());
             record.set_body(AnyValue::from(sentence(e)));
             event_attributes(record, e);
-            record.add_attribute("portwatch.attach_mode", attach_mode);
         }
         Item::Drift(d) => {
             record.set_event_name("portwatch.drift");
@@ -121,43 +120,52 @@ fn event_attributes(record: &mut SdkLogRecord, e: &ConnEvent) {
 }
 
 /// Both ends, by the conventions' roles: the server end is `server.*`, the client
-/// end `client.*` (a listener has only a server end); and the local and peer ends
-/// as `network.local.*` and `network.peer.*` whatever the role.
+/// end `client.*` (a listener has only a server end); which is local follows from
+/// `portwatch.role`. (`network.local.*` and `network.peer.*` would repeat them:
+/// every attribute costs the exporter an encoding.)
 fn endpoints(record: &mut SdkLogRecord, e: &ConnEvent) {
     let (server, client) = match e.role {
         Role::Listener => (&e.local, None),
         Role::Server => (&e.local, Some(&e.remote)),
         Role::Client => (&e.remote, Some(&e.local)),
     };
-    address(record, "server", server);
+    address(record, ["server.address", "server.port"], server);
     if let Some(c) = client {
-        address(record, "client", c);
+        address(record, ["client.address", "client.port"], c);
     }
-    address(record, "network.local", &e.local);
+    classes(record, LOCAL, &e.local);
     if e.role != Role::Listener {
-        address(record, "network.peer", &e.remote);
-    }
-    for (side, end) in [("local", &e.local), ("remote", &e.remote)] {
-        if side == "remote" && e.role == Role::Listener {
-            break;
-        }
-        record.add_attribute(
-            Key::from(format!("portwatch.{side}.port_class")),
-            end.class.name(),
-        );
-        record.add_attribute(
-            Key::from(format!("portwatch.{side}.ephemeral")),
-            end.ephemeral,
-        );
-        if let Some(service) = end.service {
-            record.add_attribute(Key::from(format!("portwatch.{side}.service")), service);
-        }
+        classes(record, REMOTE, &e.remote);
     }
 }
 
-fn address(record: &mut SdkLogRecord, prefix: &'static str, end: &Endpoint) {
-    record.add_attribute(Key::from(format!("{prefix}.address")), end.addr.to_string());
-    record.add_attribute(Key::from(format!("{prefix}.port")), i64::from(end.port));
+/// The keys of one end's classification (static: no key is built per record).
+const LOCAL: [&str; 3] = [
+    "portwatch.local.port_class",
+    "portwatch.local.ephemeral",
+    "portwatch.local.service",
+];
+const REMOTE: [&str; 3] = [
+    "portwatch.remote.port_class",
+    "portwatch.remote.ephemeral",
+    "portwatch.remote.service",
+];
+
+fn classes(
+    record: &mut SdkLogRecord,
+    [class, ephemeral, service]: [&'static str; 3],
+    end: &Endpoint,
+) {
+    record.add_attribute(class, end.class.name());
+    record.add_attribute(ephemeral, end.ephemeral);
+    if let Some(name) = end.service {
+        record.add_attribute(service, name);
+    }
+}
+
+fn address(record: &mut SdkLogRecord, [address, port]: [&'static str; 2], end: &Endpoint) {
+    record.add_attribute(address, end.addr.to_string());
+    record.add_attribute(port, i64::from(end.port));
 }
 
 /// The owner as the kernel saw it, and what userspace read of it.
@@ -176,10 +184,7 @@ fn process(record: &mut SdkLogRecord, e: &ConnEvent) {
         return;
     };
     if let Some(exe) = &p.exe {
-        record.add_attribute("process.executable.path", exe.to_string());
-        if let Some(name) = exe.rsplit('/').next() {
-            record.add_attribute("process.executable.name", name.to_string());
-        }
+        record.add_attribute("process.executable.path", StringValue::from(exe.clone()));
     }
     if let Some(args) = &p.cmdline {
         record.add_attribute(

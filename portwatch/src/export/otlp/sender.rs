@@ -29,7 +29,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub struct Sender {
     pub exporter: opentelemetry_otlp::LogExporter,
     pub spool: Arc<Spool>,
-    pub attach_mode: &'static str,
 }
 
 /// Whether a failed send may succeed later. opentelemetry-otlp gives the HTTP
@@ -62,7 +61,7 @@ impl Sender {
                 .iter()
                 .map(|(seq, item)| {
                     let mut r = logger.create_log_record();
-                    fill(&mut r, item, *seq, self.attach_mode);
+                    fill(&mut r, item, *seq);
                     r
                 })
                 .collect();

@@ -41,6 +41,9 @@ struct State {
     closing: Option<Instant>,
     /// Whether drops have begun in the current outage (said once per outage).
     dropping: bool,
+    /// The run's end gave up waiting for the sender: everything was counted
+    /// dropped at exit, and what the sender still reports is not counted again.
+    abandoned: bool,
 }
 
 pub struct Spool {
@@ -66,6 +69,7 @@ impl Spool {
                 next_seq: 1,
                 closing: None,
                 dropping: false,
+                abandoned: false,
             }),
             wake: Condvar::new(),
             capacity,
@@ -153,6 +157,9 @@ impl Spool {
     /// A batch taken is done with: `delivered` or dropped as `rejected`.
     pub fn done(&self, n: usize, delivered: bool) {
         let mut s = self.lock();
+        if s.abandoned {
+            return;
+        }
         s.in_flight -= n;
         if delivered {
             self.counters.delivered.inc_by(n as u64);
@@ -166,8 +173,26 @@ impl Spool {
     /// A batch in flight the run's end gave up on.
     pub fn abandon(&self, n: usize) {
         let mut s = self.lock();
+        if s.abandoned {
+            return;
+        }
         s.in_flight -= n;
         self.counters.dropped_at_exit.inc_by(n as u64);
+        self.counters.spooled.dec_by(n as i64);
+    }
+
+    /// The sender did not finish in time (a request hangs): everything spooled
+    /// or in flight is counted dropped at exit, once.
+    pub fn abandon_all(&self) {
+        let mut s = self.lock();
+        if s.abandoned {
+            return;
+        }
+        let n = (s.items.len() + s.in_flight) as u64;
+        s.items.clear();
+        s.in_flight = 0;
+        s.abandoned = true;
+        self.counters.dropped_at_exit.inc_by(n);
         self.counters.spooled.dec_by(n as i64);
     }
 
@@ -236,5 +261,25 @@ mod tests {
             c.produced.get()
         );
         assert_eq!(c.spooled.get(), 0);
+    }
+
+    #[test]
+    fn abandoning_counts_spooled_and_in_flight_once() {
+        let spool = Spool::new(10, 2);
+        for _ in 0..5 {
+            spool.push(item());
+        }
+        let Take::Batch(b) = spool.take(Duration::ZERO) else {
+            panic!("a batch was ready");
+        };
+        spool.abandon_all();
+        // The sender's late report of the batch it held is not counted again.
+        spool.done(b.len(), true);
+        spool.abandon_all();
+        let c = &spool.counters;
+        assert_eq!(
+            (c.delivered.get(), c.dropped_at_exit.get(), c.spooled.get()),
+            (0, 5, 0)
+        );
     }
 }

@@ -270,7 +270,7 @@ fn start(cmd: &[String], ready: &str) -> Result<(Child, f64, std::sync::mpsc::Re
 
 /// SIGINT, and SIGKILL if the tracer has not exited 10 s later (bpftrace sometimes
 /// hangs on SIGINT here).
-fn stop(child: &mut Child) {
+fn stop(child: &mut Child, name: &str) {
     let _ = nix_kill(child.id(), libc::SIGINT);
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -280,7 +280,7 @@ fn stop(child: &mut Child) {
         std::thread::sleep(Duration::from_millis(20));
     }
     eprintln!(
-        "xtask: bench: tracer {} ignored SIGINT for 10 s: killed",
+        "xtask: bench: tracer {} ({name}) ignored SIGINT for 10 s: killed",
         child.id()
     );
     let _ = child.kill();
@@ -318,7 +318,7 @@ fn measure_once(config: &Config, loadgen: &Path, o: &BenchOptions, m: &mut Measu
         std::thread::sleep(Duration::from_millis(300));
         m.cpu_seconds += cpu_seconds(child.id()) - cpu0;
         m.peak_rss_kb = m.peak_rss_kb.max(peak_rss_kb(child.id()));
-        stop(&mut child);
+        stop(&mut child, config.name);
         let said: Vec<String> = rx.try_iter().collect();
         let lost = said.iter().find_map(|l| {
             let words: Vec<&str> = l.split([' ', ',', ';']).filter(|w| !w.is_empty()).collect();
@@ -384,7 +384,7 @@ fn first_event_ms(portwatch: &Path, loadgen: &Path) -> Result<f64> {
     let mut first = String::new();
     out.read_line(&mut first)?;
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
-    stop(&mut child);
+    stop(&mut child, "first event");
     Ok(ms)
 }
 

@@ -61,7 +61,7 @@ pub fn measure(portwatch: &Path, loadgen: &Path, rounds: usize) -> Result<String
             rate(loadgen)?; // warm-up
             r.push(rate(loadgen)?);
             if let Some(mut child) = tracer {
-                stop(&mut child);
+                stop(&mut child, "syscall load");
             }
         }
     }

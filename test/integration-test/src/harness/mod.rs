@@ -3,6 +3,7 @@
 //! tracer built on them (`tracer`), the helper processes' typed reports
 //! (`helpers`), and portwatch's programs in the kernel's list (`programs`).
 pub mod helpers;
+pub mod http;
 pub mod launch;
 pub mod programs;
 pub mod stderr;

@@ -3,8 +3,7 @@
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -15,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use super::{READY_WITHIN, SCRAPED_WITHIN};
-use crate::harness::helpers::LOOPBACK;
+use crate::harness::{helpers::LOOPBACK, http::get as http_get};
 
 /// A Prometheus server on 127.0.0.1, scraping portwatch's metrics every second, from a
 /// configuration and storage in a temporary directory (removed, and the server
@@ -191,26 +190,4 @@ fn percent_encoded(text: &str) -> String {
         }
     }
     out
-}
-
-/// `GET path` over HTTP/1.0 (no chunks, the server closes): status and body.
-fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .with_context(|| format!("not an HTTP response from {addr}: {text}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("no status in the response from {addr}: {head}"))?;
-    Ok((status, body.to_string()))
 }

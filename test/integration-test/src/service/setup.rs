@@ -148,17 +148,8 @@ pub(super) fn scrape(addr: SocketAddr) -> Result<String> {
 }
 
 pub(super) fn scrape_once(addr: SocketAddr) -> Result<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response.lines().next().unwrap_or("");
-    if !status.contains(" 200 ") {
-        bail!("`{status}`");
+    match crate::harness::http::get(addr, "/metrics")? {
+        (200, body) => Ok(body),
+        (status, _) => bail!("status {status}"),
     }
-    Ok(response)
 }

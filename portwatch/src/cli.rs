@@ -10,6 +10,7 @@ use crate::{
     event::{
         filter::Filter,
         model::{Family, PortClass, Role},
+        services::Transport,
     },
     kernel::{
         plan::{AttachChoice, Floor},
@@ -170,9 +171,12 @@ pub enum Command {
     /// Explain ports: IANA class, this host's ephemeral range, service, usual
     /// software, and the role such a port normally plays. No root needed.
     Explain {
-        /// Port numbers.
-        #[arg(required = true, value_name = "PORT")]
-        ports: Vec<u16>,
+        /// Port numbers, each optionally with its transport: `53/udp`, `22/tcp`.
+        #[arg(id = "port_specs", required = true, value_name = "PORT[/tcp|/udp]", value_parser = port_spec)]
+        ports: Vec<PortSpec>,
+        /// Ports given without a transport are UDP ports (default: TCP).
+        #[arg(long)]
+        udp: bool,
     },
     /// Print the TCP sockets that exist now (listening and established, with their
     /// processes), classified, and exit.
@@ -276,6 +280,33 @@ fn parse_ringbuf_size(text: &str) -> Result<u32, ArgError> {
         return Err(ArgError::BadRingbufSize(n));
     }
     Ok(n)
+}
+
+/// A port named on the command line, with its transport when given (`53/udp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortSpec {
+    pub port: u16,
+    pub transport: Option<Transport>,
+}
+
+impl PortSpec {
+    pub fn new(port: u16, transport: Option<Transport>) -> PortSpec {
+        PortSpec { port, transport }
+    }
+}
+
+/// `PORT`, `PORT/tcp` or `PORT/udp` (any case).
+fn port_spec(text: &str) -> Result<PortSpec, String> {
+    let (number, transport) = match text.split_once('/') {
+        Some((n, t)) if t.eq_ignore_ascii_case("tcp") => (n, Some(Transport::Tcp)),
+        Some((n, t)) if t.eq_ignore_ascii_case("udp") => (n, Some(Transport::Udp)),
+        Some((_, t)) => return Err(format!("`{t}` is not a transport: tcp or udp")),
+        None => (text, None),
+    };
+    let port = number
+        .parse::<u16>()
+        .map_err(|_| format!("`{number}` is not a port number (0-65535)"))?;
+    Ok(PortSpec { port, transport })
 }
 
 #[cfg(test)]
@@ -404,7 +435,21 @@ mod tests {
         assert_eq!(
             cli.command,
             Some(Command::Explain {
-                ports: vec![80, 51031]
+                ports: vec![PortSpec::new(80, None), PortSpec::new(51031, None)],
+                udp: false,
+            })
+        );
+        let cli = Cli::try_parse_from(["portwatch", "explain", "--udp", "53", "22/tcp", "514/UDP"])
+            .unwrap();
+        assert_eq!(
+            cli.command,
+            Some(Command::Explain {
+                ports: vec![
+                    PortSpec::new(53, None),
+                    PortSpec::new(22, Some(Transport::Tcp)),
+                    PortSpec::new(514, Some(Transport::Udp)),
+                ],
+                udp: true,
             })
         );
         assert!(Cli::try_parse_from(["portwatch", "explain"]).is_err());
@@ -414,6 +459,8 @@ mod tests {
     fn bad_values_are_usage_errors() {
         for args in [
             &["portwatch", "explain", "70000"][..],
+            &["portwatch", "explain", "53/sctp"],
+            &["portwatch", "explain", "udp/53"],
             &["portwatch", "--port", "0"],
             &["portwatch", "--port", "http"],
             &["portwatch", "--pid", "-3"],

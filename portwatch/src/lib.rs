@@ -52,8 +52,18 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Some(Command::Doctor) => {
             commands::doctor::run(cli.format, &mut io::stdout().lock()).map_err(Error::from)
         }
-        Some(Command::Explain { ports }) => {
-            commands::explain::run(ports, cli.format, &mut io::stdout().lock()).map_err(Error::from)
+        Some(Command::Explain { ports, udp }) => {
+            let bare = if *udp {
+                event::services::Transport::Udp
+            } else {
+                event::services::Transport::Tcp
+            };
+            let ports: Vec<_> = ports
+                .iter()
+                .map(|p| (p.port, p.transport.unwrap_or(bare)))
+                .collect();
+            commands::explain::run(&ports, cli.format, &mut io::stdout().lock())
+                .map_err(Error::from)
         }
         Some(Command::Snapshot) => commands::snapshot::run(&cli, &filter, info),
         Some(Command::Record(args)) => commands::record::run(&cli, &filter, args, info),

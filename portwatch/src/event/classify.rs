@@ -59,7 +59,8 @@ pub fn endpoint(addr: IpAddr, port: u16, range: EphemeralRange) -> Endpoint {
         port,
         class: PortClass::of(port),
         ephemeral: range.contains(port),
-        service: services::service_name(port),
+        // Every event portwatch traces is TCP so far.
+        service: services::service_name(port, services::Transport::Tcp),
     }
 }
 

@@ -98,6 +98,9 @@ fn bad_arguments(portwatch: &str) -> Result<Vec<String>> {
         &["--pid", "abc"],
         &["--no-such-flag"],
         &["explain", "x"],
+        &["explain", "53/sctp"],
+        &["--otlp-buffer", "0"],
+        &["--metrics", "not-an-address"],
         &["-4", "-6"],
     ] {
         let out = Launch::new(portwatch).args(args).run()?;

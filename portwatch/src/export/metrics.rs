@@ -211,20 +211,18 @@ impl Metrics {
         socket_map: u64,
     ) {
         for (cpu, lost) in lost_per_cpu.iter().enumerate() {
-            let c = self.lost.get_or_create(&vec![("cpu", cpu.to_string())]);
-            let now = c.get();
-            if *lost > now {
-                c.inc_by(lost - now);
-            }
+            raise_to(
+                &self.lost.get_or_create(&vec![("cpu", cpu.to_string())]),
+                *lost,
+            );
         }
         for (program, skipped) in skipped_per_program {
-            let c = self
-                .skipped
-                .get_or_create(&vec![("program", program.clone())]);
-            let now = c.get();
-            if *skipped > now {
-                c.inc_by(skipped - now);
-            }
+            raise_to(
+                &self
+                    .skipped
+                    .get_or_create(&vec![("program", program.clone())]),
+                *skipped,
+            );
         }
         self.open_sockets.set(open_sockets as i64);
         self.process_cache.set(process_cache as i64);
@@ -234,6 +232,14 @@ impl Metrics {
     /// The ring buffer's fill level (0 to 1).
     pub fn ringbuf_used(&self, ratio: f64) {
         self.ringbuf_used.set(ratio);
+    }
+}
+
+/// A counter kept equal to a total the kernel side counts (it only grows).
+fn raise_to(counter: &Counter<u64, AtomicU64>, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
     }
 }
 

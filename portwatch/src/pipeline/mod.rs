@@ -190,12 +190,13 @@ impl<'p> Pipeline<'p> {
     }
 
     /// SIGHUP: read the baseline file again. The new one is checked at once
-    /// against the listeners that exist now (`existing`); one that cannot be read
-    /// is said on stderr and the one in use is kept.
+    /// against the listeners that exist now (listed by `existing`, only once the
+    /// file is read); one that cannot be read is said on stderr and the one in
+    /// use is kept.
     pub fn reload_baseline(
         &mut self,
         path: Option<&std::path::Path>,
-        mut existing: Vec<ConnEvent>,
+        existing: impl FnOnce() -> Vec<ConnEvent>,
     ) -> io::Result<()> {
         let Some(path) = path else {
             eprintln!("portwatch: SIGHUP: nothing to reload (no --baseline)");
@@ -212,7 +213,7 @@ impl<'p> Pipeline<'p> {
         };
         eprintln!("portwatch: SIGHUP: baseline {} reloaded", path.display());
         let mut checker = Checker::new(expected);
-        for event in &mut existing {
+        for event in &mut existing() {
             self.enricher.enrich(event);
             if !self.filter.matches(event) {
                 continue;

@@ -123,11 +123,13 @@ fn report_loss(tracer: &Tracer, pipeline: &mut Pipeline<'_>) -> io::Result<()> {
     report_unattributed(tracer, pipeline);
     let per_cpu = tracer.lost_per_cpu();
     let total: u64 = per_cpu.iter().sum();
-    let skipped = tracer.skipped_runs();
+    // Each program's count is one syscall: read once, for the metrics and the sum.
+    let per_program = tracer.skipped_runs_per_program();
+    let skipped: u64 = per_program.iter().map(|(_, n)| n).sum();
     if let Some(m) = pipeline.metrics() {
         m.kernel(
             &per_cpu,
-            &tracer.skipped_runs_per_program(),
+            &per_program,
             pipeline.open_sockets() as u64,
             pipeline.cached_processes(),
             tracer.socket_map_entries(),
@@ -316,7 +318,7 @@ pub async fn run(
             _ = sigint.recv() => break Ok(Ended::Signal),
             _ = sigterm.recv() => break Ok(Ended::Signal),
             _ = sighup.recv() => {
-                if let Err(e) = pipeline.reload_baseline(reload.baseline.as_deref(), listeners_now()) {
+                if let Err(e) = pipeline.reload_baseline(reload.baseline.as_deref(), listeners_now) {
                     break Err(e);
                 }
             }

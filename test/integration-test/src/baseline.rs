@@ -46,9 +46,7 @@ struct Programs {
 
 impl Programs {
     fn new() -> Result<Programs> {
-        let dir = std::env::temp_dir().join(format!("pw-baseline-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
+        let dir = crate::harness::scratch::fresh_dir("baseline")?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
         let me = std::env::current_exe()?;
         let copy = |name: &str| -> Result<PathBuf> {
@@ -373,8 +371,7 @@ fn departures(
 /// Bad files: each refused by `baseline check` and by `--baseline` with exit 2
 /// and one line naming the file and line; a missing file too.
 fn bad_files(portwatch: &str) -> Result<Vec<String>> {
-    let dir = std::env::temp_dir().join(format!("pw-baseline-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let dir = crate::harness::scratch::fresh_dir("baseline-bad")?;
     let good = "version = 1\n\n[[listener]]\nexe = \"/usr/sbin/sshd\"\nfamily = \"ipv4\"\nbind = \"any\"\nport = 22\n";
     let cases = [
         ("unknown key", good.replace("port = 22", "port = 22\nprot = 1"), 8),

@@ -13,9 +13,10 @@ use crate::{
     harness::{
         helpers::{Client, Hold, Server, ServerSpec, LOOPBACK},
         launch::Launch,
+        scratch::fresh_dir,
         tracer::Tracer,
     },
-    otlp::{records, temp_dir, Receiver},
+    otlp::{records, Receiver},
     sock,
 };
 
@@ -42,7 +43,7 @@ fn hup(tracer: &Tracer) -> Result<()> {
 }
 
 fn reload(portwatch: &str, mode: &str) -> Result<Vec<String>> {
-    let dir = temp_dir("reload")?;
+    let dir = fresh_dir("reload")?;
     let out = dir.join("records.jsonl");
     let receiver = Receiver::start(&out, 0)?;
     let me = std::env::current_exe()?.to_string_lossy().into_owned();

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
 use receiver::{delivery_line, seq};
-pub use receiver::{records, temp_dir, Receiver};
+pub use receiver::{records, Receiver};
 
 use crate::{
     checks::Checks,
@@ -21,6 +21,7 @@ use crate::{
     harness::{
         helpers::{failing_connect, LOOPBACK},
         launch::Launch,
+        scratch::fresh_dir,
         tracer::Tracer,
     },
     scenarios::connections,
@@ -170,7 +171,7 @@ fn on_port(portwatch: &str, mode: &str, port: u16) -> Launch {
 }
 
 fn ground_truth(portwatch: &str, mode: &str) -> Result<Vec<String>> {
-    let dir = temp_dir("truth")?;
+    let dir = fresh_dir("otlp-truth")?;
     let out = dir.join("records.jsonl");
     let receiver = Receiver::start(&out, 0)?;
     let port = sock::unused_port(LOOPBACK)?;

@@ -10,9 +10,9 @@ use anyhow::{bail, Result};
 
 use super::{
     on_port,
-    receiver::{delivery_line, records, seq, temp_dir, wait_records, Receiver},
+    receiver::{delivery_line, records, seq, wait_records, Receiver},
 };
-use crate::harness::{helpers::LOOPBACK, tracer::Tracer};
+use crate::harness::{helpers::LOOPBACK, scratch::fresh_dir, tracer::Tracer};
 
 /// `n` connections to `listener` from this process, each accepted and closed.
 fn burst(listener: &TcpListener, n: usize) -> Result<()> {
@@ -30,7 +30,7 @@ fn burst(listener: &TcpListener, n: usize) -> Result<()> {
 const SPOOL: usize = 3000;
 
 pub fn outage(portwatch: &str, mode: &str) -> Result<Vec<String>> {
-    let dir = temp_dir("outage")?;
+    let dir = fresh_dir("otlp-outage")?;
     let out = dir.join("records.jsonl");
     let receiver = Receiver::start(&out, 0)?;
     let receiver_port = receiver.port;

@@ -2,7 +2,7 @@
 //! with OpenTelemetry's own protobuf definitions), and reading what it wrote.
 use std::{
     io::{BufRead, BufReader},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -79,13 +79,6 @@ pub fn seq(record: &Value) -> u64 {
     record["attributes"]["portwatch.sequence"]
         .as_u64()
         .unwrap_or(0)
-}
-
-pub fn temp_dir(name: &str) -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("pw-otlp-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 /// The closing stderr line's counts: delivered, then each dropped count.

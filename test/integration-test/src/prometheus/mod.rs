@@ -100,7 +100,7 @@ fn scraped(portwatch: &str, mode: &str) -> Result<Vec<String>> {
     };
     let metrics = SocketAddr::new(LOOPBACK, metrics_port);
     // An OTLP receiver too: the exporter's own series.
-    let otlp_dir = crate::otlp::temp_dir("prometheus")?;
+    let otlp_dir = crate::harness::scratch::fresh_dir("prometheus-otlp")?;
     let otlp_out = otlp_dir.join("records.jsonl");
     let receiver = crate::otlp::Receiver::start(&otlp_out, 0)?;
     let tracer = Tracer::start(Launch::trace(portwatch, mode).args([
@@ -211,16 +211,12 @@ fn scraped(portwatch: &str, mode: &str) -> Result<Vec<String>> {
     // portwatch's own stream, the per-event account: it must show the same, or
     // the fault is not the exporter's.
     let printed = count_printed(&events);
-    let keys: BTreeSet<_> = truth.events.keys().chain(printed.keys()).collect();
-    for key @ (e, r, f) in keys {
-        let (want, have) = (truth.events.get(key), printed.get(key));
-        if want != have {
-            failures.push(format!(
-                "portwatch printed {} {e} events of role {r}, family {f}: expected {}",
-                shown(have),
-                shown(want)
-            ));
-        }
+    for ((e, r, f), want, have) in differing(&truth.events, &printed, false) {
+        failures.push(format!(
+            "portwatch printed {} {e} events of role {r}, family {f}: expected {}",
+            shown(have),
+            shown(want)
+        ));
     }
     Ok(failures)
 }
@@ -341,20 +337,16 @@ impl Expected<'_> {
                 value as u64,
             );
         }
-        let keys: BTreeSet<_> = truth.events.keys().chain(got.keys()).collect();
-        for key in keys {
+        // A series at 0 is as good as none.
+        for ((e, r, f), want, have) in differing(&truth.events, &got, true) {
             // While listening, closes may or may not have come yet.
-            if phase == Phase::Listening && key.0 == "close" {
+            if phase == Phase::Listening && e == "close" {
                 continue;
             }
-            let (want, have) = (truth.events.get(key), got.get(key));
-            if want.copied().unwrap_or(0) != have.copied().unwrap_or(0) {
-                let (e, r, f) = key;
-                failures.push(format!(
-                    "portwatch_events_total{{event=\"{e}\",role=\"{r}\",family=\"{f}\"}}: expected {}, got {}",
-                    shown(want), shown(have)
-                ));
-            }
+            failures.push(format!(
+                "portwatch_events_total{{event=\"{e}\",role=\"{r}\",family=\"{f}\"}}: expected {}, got {}",
+                shown(want), shown(have)
+            ));
         }
 
         let mut got = BTreeMap::new();
@@ -364,16 +356,12 @@ impl Expected<'_> {
                 value as u64,
             );
         }
-        let keys: BTreeSet<_> = truth.failures.keys().chain(got.keys()).collect();
-        for reason in keys {
-            let (want, have) = (truth.failures.get(reason), got.get(reason));
-            if want != have {
-                failures.push(format!(
-                    "portwatch_connect_failures_total{{reason=\"{reason}\"}}: expected {}, got {}",
-                    shown(want),
-                    shown(have)
-                ));
-            }
+        for (reason, want, have) in differing(&truth.failures, &got, false) {
+            failures.push(format!(
+                "portwatch_connect_failures_total{{reason=\"{reason}\"}}: expected {}, got {}",
+                shown(want),
+                shown(have)
+            ));
         }
 
         let listeners = p.query("portwatch_listeners")?;
@@ -430,6 +418,26 @@ impl Expected<'_> {
         }
         Ok(failures)
     }
+}
+
+/// Every key of either count map whose counts differ, with both counts; with
+/// `absent_is_zero`, a missing count equals 0.
+fn differing<'m, K: Ord>(
+    want: &'m BTreeMap<K, u64>,
+    have: &'m BTreeMap<K, u64>,
+    absent_is_zero: bool,
+) -> Vec<(&'m K, Option<&'m u64>, Option<&'m u64>)> {
+    let keys: BTreeSet<&K> = want.keys().chain(have.keys()).collect();
+    keys.into_iter()
+        .map(|k| (k, want.get(k), have.get(k)))
+        .filter(|(_, w, h)| {
+            if absent_is_zero {
+                w.copied().unwrap_or(0) != h.copied().unwrap_or(0)
+            } else {
+                w != h
+            }
+        })
+        .collect()
 }
 
 fn shown(n: Option<&u64>) -> String {

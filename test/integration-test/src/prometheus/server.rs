@@ -27,9 +27,7 @@ pub(super) struct Prometheus {
 
 impl Prometheus {
     pub(super) fn start(binary: &Path, target: SocketAddr, web_port: u16) -> Result<Prometheus> {
-        let dir = std::env::temp_dir().join(format!("pw-prometheus-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
+        let dir = crate::harness::scratch::fresh_dir("prometheus")?;
         let config = dir.join("prometheus.yml");
         std::fs::write(
             &config,

@@ -149,8 +149,7 @@ pub(super) fn verify(portwatch: &str) -> Result<Vec<String>> {
     if replaced != 1 {
         bail!("{replaced} ExecStart= lines in the unit, expected one");
     }
-    let dir = std::env::temp_dir().join(format!("pw-service-verify-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let dir = crate::harness::scratch::fresh_dir("service-verify")?;
     let path = dir.join("portwatch.service");
     std::fs::write(&path, copy)?;
     let out = Command::new(&analyze).arg("verify").arg(&path).output();

@@ -36,8 +36,8 @@ const EXIT_GRACE: Duration = Duration::from_millis(500);
 /// Why OTLP export cannot start: a usage error (exit 2).
 #[derive(Debug, thiserror::Error)]
 pub enum OtlpError {
-    #[error("OTEL_EXPORTER_OTLP_PROTOCOL={0}: portwatch sends OTLP over HTTP with protobuf only (http/protobuf)")]
-    Protocol(String),
+    #[error("{var}={value}: portwatch sends OTLP over HTTP with protobuf only (http/protobuf)")]
+    Protocol { var: &'static str, value: String },
     #[error("--otlp-endpoint: {0}")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
     #[error("starting the OTLP sender thread")]
@@ -93,11 +93,17 @@ impl Otlp {
     /// Build the exporter and start its thread. Its counters are registered in
     /// `registry` when metrics are served.
     pub fn start(config: OtlpConfig, registry: Option<&mut Registry>) -> Result<Otlp, OtlpError> {
-        if let Ok(p) = std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL")
-            .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"))
-        {
-            if p != "http/protobuf" {
-                return Err(OtlpError::Protocol(p));
+        // The signal's own variable wins over the generic one, as the
+        // specification says.
+        let protocol = [
+            "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ]
+        .into_iter()
+        .find_map(|var| Some((var, std::env::var(var).ok()?)));
+        if let Some((var, value)) = protocol {
+            if value != "http/protobuf" {
+                return Err(OtlpError::Protocol { var, value });
             }
         }
         let mut builder = opentelemetry_otlp::LogExporter::builder()

@@ -17,6 +17,12 @@ pub struct Config {
     /// it comes from two tracepoints whose offsets must agree (one program serves
     /// both), and only tracepoint mode with exact accepts sets it.
     pub tp_accept_ret: u32,
+    /// The UDP syscall tracepoints (mode `tracepoint`): the offset of the first
+    /// argument in every `syscalls:sys_enter_*` record used, and of `ret` in every
+    /// `syscalls:sys_exit_*` one (userspace checks that each record agrees, the
+    /// arguments 8 bytes apart). 0: not attached.
+    pub tp_syscall_args: u32,
+    pub tp_syscall_ret: u32,
     /// Filters applied before an event is reserved: only events of these processes,
     /// users, ports (either end) and family get through. A count of 0 means no filter.
     pub filter_pids: [u32; FILTER_MAX],
@@ -43,6 +49,8 @@ impl Config {
         Config {
             offsets: KernelOffsets::zeroed(),
             tp_accept_ret: 0,
+            tp_syscall_args: 0,
+            tp_syscall_ret: 0,
             filter_pids: [0; FILTER_MAX],
             filter_pid_count: 0,
             filter_uids: [0; FILTER_MAX],
@@ -65,11 +73,11 @@ mod tests {
 
     #[test]
     fn layout_has_no_hidden_padding() {
-        // All u32: the offsets, tp_accept_ret, 3 filter lists with their counts,
+        // All u32: the offsets, the 3 tracepoint offsets, 3 filter lists with their counts,
         // filter_family, wakeup_bytes, flags.
-        let words = Offset::ALL.len() + 1 + 3 * (FILTER_MAX + 1) + 3;
+        let words = Offset::ALL.len() + 3 + 3 * (FILTER_MAX + 1) + 3;
         assert_eq!(size_of::<Config>(), words * 4);
-        assert_eq!(size_of::<Config>(), 256);
+        assert_eq!(size_of::<Config>(), 280);
         assert_eq!(Config::zeroed(), Config::default());
     }
 }

@@ -43,14 +43,15 @@ pub mod values;
 
 pub use config::{Config, FILTER_MAX};
 pub use offsets::{KernelOffsets, Offset, OffsetSource};
-pub use records::{Event, ListenKey, SockInfo, COMM_LEN};
+pub use records::{Event, ListenKey, SockInfo, UdpFlowKey, COMM_LEN};
 pub use values::{ConfigFlag, Counter, EventKind, Origin, OwnerFlag, TcpState, UnknownValue};
 
 /// `AF_INET` / `AF_INET6` as the kernel spells them.
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
-/// `IPPROTO_TCP`.
+/// `IPPROTO_TCP` and `IPPROTO_UDP`.
 pub const IPPROTO_TCP: u16 = 6;
+pub const IPPROTO_UDP: u16 = 17;
 
 /// Default capacity of the per-socket LRU map, where socket storage is not used
 /// (`--max-sockets`; preallocated: about 9 MB of kernel memory).
@@ -58,6 +59,15 @@ pub const SOCKS_MAX_ENTRIES: u32 = 65_536;
 /// Default capacity of the map of accepted sockets waiting to move into socket
 /// storage (`--max-sockets` with socket storage; allocated as used).
 pub const ACCEPTED_MAX_ENTRIES: u32 = 262_144;
+/// Capacity of the UDP socket map (LRU, keyed by inode number): the owner of each
+/// UDP socket the kernel side has seen bound, connected or sending.
+pub const UDP_SOCKS_MAX_ENTRIES: u32 = 65_536;
+/// Capacity of the UDP flow table (LRU): each (socket, peer) reported once while
+/// it stays in the table.
+pub const UDP_FLOWS_MAX_ENTRIES: u32 = 65_536;
+/// Capacity of the per-thread table of syscall or kprobe arguments waiting for
+/// the return (LRU: a thread killed in between leaves nothing behind for long).
+pub const PENDING_ARGS_MAX_ENTRIES: u32 = 16_384;
 /// Capacity of the listener map (LRU).
 pub const LISTENERS_MAX_ENTRIES: u32 = 4_096;
 /// Default ring buffer size in bytes (a power of two, a multiple of the page size).
@@ -72,6 +82,7 @@ mod pod {
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::SockInfo {}
     unsafe impl aya::Pod for super::ListenKey {}
+    unsafe impl aya::Pod for super::UdpFlowKey {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::KernelOffsets {}
 }

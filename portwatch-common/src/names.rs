@@ -46,6 +46,41 @@ pub const PROG_LSM_SOCK_GRAFT: &str = "lsm_sock_graft";
 pub const PROG_FLOOR_BTF: &str = "floor_btf";
 pub const PROG_FLOOR_CLASSIC: &str = "floor_classic";
 
+/// UDP, mode `fentry`: fexit on [`KFUNC_INET_BIND`] and [`KFUNC_INET6_BIND`] (one
+/// program each, the same code), [`KFUNC_INET_DGRAM_CONNECT`], [`KFUNC_UDP_SENDMSG`]
+/// and [`KFUNC_UDPV6_SENDMSG`]; fentry on [`KFUNC_INET_RELEASE`].
+pub const PROG_FEXIT_INET_BIND: &str = "fexit_inet_bind";
+pub const PROG_FEXIT_INET6_BIND: &str = "fexit_inet6_bind";
+pub const PROG_FEXIT_INET_DGRAM_CONNECT: &str = "fexit_inet_dgram_connect";
+pub const PROG_FEXIT_UDP_SENDMSG: &str = "fexit_udp_sendmsg";
+pub const PROG_FEXIT_UDPV6_SENDMSG: &str = "fexit_udpv6_sendmsg";
+pub const PROG_FENTRY_INET_RELEASE: &str = "fentry_inet_release";
+/// UDP, mode `kprobe`: a kprobe and a kretprobe per call (the bind and sendmsg
+/// ones attached to both families' functions), and a kprobe on
+/// [`KFUNC_INET_RELEASE`].
+pub const PROG_KPROBE_UDP_BIND: &str = "kprobe_udp_bind";
+pub const PROG_KRETPROBE_UDP_BIND: &str = "kretprobe_udp_bind";
+pub const PROG_KPROBE_UDP_CONNECT: &str = "kprobe_udp_connect";
+pub const PROG_KRETPROBE_UDP_CONNECT: &str = "kretprobe_udp_connect";
+pub const PROG_KPROBE_UDP_SENDMSG: &str = "kprobe_udp_sendmsg";
+pub const PROG_KRETPROBE_UDP_SENDMSG: &str = "kretprobe_udp_sendmsg";
+pub const PROG_KPROBE_INET_RELEASE: &str = "kprobe_inet_release";
+/// UDP, mode `tracepoint`: one program per `syscalls:sys_enter_*` and
+/// `sys_exit_*` of [`TP_UDP_SYSCALLS`].
+pub const PROG_UDP_SYS_ENTER_BIND: &str = "udp_sys_enter_bind";
+pub const PROG_UDP_SYS_EXIT_BIND: &str = "udp_sys_exit_bind";
+pub const PROG_UDP_SYS_ENTER_CONNECT: &str = "udp_sys_enter_connect";
+pub const PROG_UDP_SYS_EXIT_CONNECT: &str = "udp_sys_exit_connect";
+pub const PROG_UDP_SYS_ENTER_SENDTO: &str = "udp_sys_enter_sendto";
+pub const PROG_UDP_SYS_EXIT_SENDTO: &str = "udp_sys_exit_sendto";
+pub const PROG_UDP_SYS_ENTER_SENDMSG: &str = "udp_sys_enter_sendmsg";
+pub const PROG_UDP_SYS_EXIT_SENDMSG: &str = "udp_sys_exit_sendmsg";
+pub const PROG_UDP_SYS_ENTER_SENDMMSG: &str = "udp_sys_enter_sendmmsg";
+pub const PROG_UDP_SYS_EXIT_SENDMMSG: &str = "udp_sys_exit_sendmmsg";
+/// An empty program for `--bench-floor udp-syscalls`: attached to every UDP
+/// syscall tracepoint, the kernel's own cost of running a program there.
+pub const PROG_FLOOR_UDP_SYSCALLS: &str = "floor_udp_syscalls";
+
 /// The ring buffer of [`crate::Event`]s (its size can be set at load time).
 pub const MAP_EVENTS: &str = "EVENTS";
 /// Per-socket [`crate::SockInfo`], keyed by the `struct sock` address (LRU): the
@@ -64,6 +99,13 @@ pub const MAP_LISTENERS: &str = "LISTENERS";
 /// [`crate::Counter`] (u64 each).
 pub const MAP_COUNTERS: &str = "COUNTERS";
 
+/// UDP sockets by inode number (LRU), their first owner.
+pub const MAP_UDP_SOCKS: &str = "UDP_SOCKS";
+/// UDP flows already reported, [`crate::UdpFlowKey`] (LRU).
+pub const MAP_UDP_FLOWS: &str = "UDP_FLOWS";
+/// Per-thread arguments a call's entry leaves for its return (LRU).
+pub const MAP_PENDING_ARGS: &str = "PENDING_ARGS";
+
 /// Per-CPU notes of the state changes [`PROG_BTF_INET_SOCK_SET_STATE`] handled,
 /// which its twin takes back.
 pub const MAP_HANDLED: &str = "HANDLED";
@@ -78,6 +120,55 @@ pub const LSM_SOCK_GRAFT: &str = "sock_graft";
 
 /// Kernel function whose return hands an accepted sock to the acceptor.
 pub const KFUNC_INET_CSK_ACCEPT: &str = "inet_csk_accept";
+/// The kernel functions UDP is traced at (modes fentry and kprobe).
+pub const KFUNC_INET_BIND: &str = "inet_bind";
+pub const KFUNC_INET6_BIND: &str = "inet6_bind";
+pub const KFUNC_INET_DGRAM_CONNECT: &str = "inet_dgram_connect";
+pub const KFUNC_UDP_SENDMSG: &str = "udp_sendmsg";
+pub const KFUNC_UDPV6_SENDMSG: &str = "udpv6_sendmsg";
+pub const KFUNC_INET_RELEASE: &str = "inet_release";
+/// All of them (their BTF ids are looked up with the accept function's).
+pub const UDP_FUNCTIONS: [&str; 6] = [
+    KFUNC_INET_BIND,
+    KFUNC_INET6_BIND,
+    KFUNC_INET_DGRAM_CONNECT,
+    KFUNC_UDP_SENDMSG,
+    KFUNC_UDPV6_SENDMSG,
+    KFUNC_INET_RELEASE,
+];
+
+/// The syscalls UDP is traced at in mode tracepoint: for each, its
+/// `syscalls:sys_enter_*` tracepoint and program, then its `sys_exit_*` ones.
+pub const TP_UDP_SYSCALLS: [UdpSyscall; 5] = [
+    UdpSyscall {
+        enter: ("sys_enter_bind", PROG_UDP_SYS_ENTER_BIND),
+        exit: ("sys_exit_bind", PROG_UDP_SYS_EXIT_BIND),
+    },
+    UdpSyscall {
+        enter: ("sys_enter_connect", PROG_UDP_SYS_ENTER_CONNECT),
+        exit: ("sys_exit_connect", PROG_UDP_SYS_EXIT_CONNECT),
+    },
+    UdpSyscall {
+        enter: ("sys_enter_sendto", PROG_UDP_SYS_ENTER_SENDTO),
+        exit: ("sys_exit_sendto", PROG_UDP_SYS_EXIT_SENDTO),
+    },
+    UdpSyscall {
+        enter: ("sys_enter_sendmsg", PROG_UDP_SYS_ENTER_SENDMSG),
+        exit: ("sys_exit_sendmsg", PROG_UDP_SYS_EXIT_SENDMSG),
+    },
+    UdpSyscall {
+        enter: ("sys_enter_sendmmsg", PROG_UDP_SYS_ENTER_SENDMMSG),
+        exit: ("sys_exit_sendmmsg", PROG_UDP_SYS_EXIT_SENDMMSG),
+    },
+];
+
+/// One syscall UDP is traced at: (tracepoint, program) for its entry and exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpSyscall {
+    pub enter: (&'static str, &'static str),
+    pub exit: (&'static str, &'static str),
+}
+
 /// Tracepoint category and name of the TCP lifecycle tracepoint.
 pub const TP_CATEGORY_SOCK: &str = "sock";
 pub const TP_INET_SOCK_SET_STATE: &str = "inet_sock_set_state";

@@ -181,6 +181,14 @@ kernel_offsets! {
     task_real_parent:    btf("task_struct", "real_parent")               => TaskFields,
     task_tgid:           btf("task_struct", "tgid")                      => TaskFields,
     task_start_boottime: btf("task_struct", "start_boottime")            => TaskFields,
+    /// UDP: a sock's socket (`sock.sk_socket`), the inode allocated right after
+    /// that socket (`socket_alloc.vfs_inode`, whose first member is the socket) and
+    /// its number, which names a UDP socket; and where a sendmsg's destination is
+    /// (`msghdr.msg_name`, the kernel's copy).
+    sk_socket:           btf("sock", "sk_socket")                        => UdpFields,
+    socket_inode:        btf("socket_alloc", "vfs_inode")                => UdpFields,
+    inode_ino:           btf("inode", "i_ino")                           => UdpFields,
+    msghdr_name:         btf("msghdr", "msg_name")                       => UdpFields,
 }
 
 #[cfg(test)]
@@ -193,7 +201,7 @@ mod tests {
     #[test]
     fn one_u32_per_offset_and_no_padding() {
         assert_eq!(size_of::<KernelOffsets>(), Offset::ALL.len() * 4);
-        assert_eq!(Offset::ALL.len(), 33);
+        assert_eq!(Offset::ALL.len(), 37);
         assert_eq!(KernelOffsets::zeroed(), KernelOffsets::default());
     }
 
@@ -267,6 +275,10 @@ mod tests {
                 "start_boottime",
                 TaskFields,
             ),
+            (Offset::sk_socket, "sock", "sk_socket", UdpFields),
+            (Offset::socket_inode, "socket_alloc", "vfs_inode", UdpFields),
+            (Offset::inode_ino, "inode", "i_ino", UdpFields),
+            (Offset::msghdr_name, "msghdr", "msg_name", UdpFields),
         ];
         let mut btf = 0;
         for o in Offset::ALL {

@@ -54,7 +54,8 @@ pub struct Event {
     pub new_state: u8,
     /// Bits of [`OwnerFlag`]; see [`Event::has`].
     pub flags: u8,
-    pub _pad0: u8,
+    /// The socket's protocol: [`crate::IPPROTO_TCP`] or [`crate::IPPROTO_UDP`].
+    pub proto: u8,
     /// Local address: IPv4 in the first 4 bytes, or IPv6.
     pub saddr: [u8; 16],
     /// Remote address, laid out like `saddr`.
@@ -65,7 +66,9 @@ pub struct Event {
     pub ppid: u32,
     /// The socket's network namespace, by inode number (0 when unknown).
     pub netns: u32,
-    pub _pad1: u32,
+    /// UDP: the socket's inode number (what `/proc/PID/fd` and sock_diag show; it
+    /// names the socket for the boot). 0 for TCP.
+    pub sock_ino: u32,
     /// cgroup v2 id of the process (the inode number of its cgroup directory).
     pub cgroup_id: u64,
     /// The process's start time, ns since boot (`task_struct.start_boottime`; 0 when
@@ -142,6 +145,20 @@ impl SockInfo {
     }
 }
 
+/// One UDP flow the kernel side has reported: a socket (by inode number) and a
+/// peer. The key of the bounded table that makes a socket's datagrams to one peer
+/// one event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpFlowKey {
+    pub sock_ino: u32,
+    /// Host byte order.
+    pub dport: u16,
+    /// The socket's family: an IPv6 socket's IPv4 peers are IPv4-mapped.
+    pub family: u16,
+    pub daddr: [u8; 16],
+}
+
 /// Who owns a listening port: kept per (family, port) so a connection that is closed
 /// before any process accepts it can still be attributed, inexactly, to its listener.
 #[repr(C)]
@@ -176,6 +193,9 @@ mod tests {
         assert_eq!(size_of::<SockInfo>(), 72);
         assert_eq!(offset_of!(SockInfo, born_ns), 8);
         assert_eq!(size_of::<ListenKey>(), 4);
+        assert_eq!(size_of::<UdpFlowKey>(), 24);
+        assert_eq!(offset_of!(Event, proto), 67);
+        assert_eq!(offset_of!(Event, sock_ino), 124);
     }
 
     fn event() -> Event {
@@ -197,13 +217,13 @@ mod tests {
             old_state: TcpState::SynSent as u8,
             new_state: TcpState::Established as u8,
             flags: OwnerFlag::Known.bit(),
-            _pad0: 0,
+            proto: crate::IPPROTO_TCP as u8,
             saddr: [0; 16],
             daddr: [0; 16],
             comm: [0; COMM_LEN],
             ppid: 0,
             netns: 0,
-            _pad1: 0,
+            sock_ino: 0,
             cgroup_id: 0,
             task_start_ns: 0,
         }

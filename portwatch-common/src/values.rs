@@ -228,6 +228,11 @@ raw_enum! {
         /// `sock_common.skc_net` and `net.ns.inum` are valid: events carry their
         /// socket's network namespace.
         NetNs = 256,
+        /// The offsets UDP needs beyond the sock's (the socket's inode number,
+        /// `msghdr.msg_name`) are valid, with [`ConfigFlag::SockFields`],
+        /// [`ConfigFlag::FdWalk`] and [`ConfigFlag::SkProtocol`]: the UDP
+        /// programs may run.
+        UdpFields = 512,
     }
 }
 
@@ -322,7 +327,7 @@ mod tests {
     #[test]
     fn config_flag() {
         round_trip!(ConfigFlag, u32);
-        assert_eq!(ConfigFlag::ALL.len(), 9);
+        assert_eq!(ConfigFlag::ALL.len(), 10);
         // One distinct bit each.
         let mut all = 0u32;
         for f in ConfigFlag::ALL {
@@ -331,8 +336,8 @@ mod tests {
             all |= f.bit();
             assert!(f.is_set(all) && !f.is_set(!f.bit()));
         }
-        assert_eq!(all, 511);
-        for bad in [0, 3, 512, u32::MAX] {
+        assert_eq!(all, 1023);
+        for bad in [0, 3, 1024, u32::MAX] {
             assert_eq!(
                 ConfigFlag::try_from(bad),
                 Err(UnknownValue {

@@ -1,7 +1,7 @@
 //! Putting events in the ring buffer: reserve, fill, submit with batched wakeups;
 //! counting what does not fit.
 use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
-use portwatch_common::{Counter, Event, EventKind, SockInfo};
+use portwatch_common::{Counter, Event, EventKind, SockInfo, IPPROTO_TCP};
 
 use crate::{
     config::setting,
@@ -24,6 +24,10 @@ pub struct Detail {
     pub new_state: u8,
     pub duration_ns: u64,
     pub error: i32,
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub proto: u8,
+    /// UDP: the socket's inode number.
+    pub sock_ino: u32,
 }
 
 impl Detail {
@@ -38,6 +42,8 @@ impl Detail {
             new_state,
             duration_ns: 0,
             error: 0,
+            proto: IPPROTO_TCP as u8,
+            sock_ino: 0,
         }
     }
 }
@@ -90,12 +96,12 @@ pub fn emit(tuple: &Tuple, owner: &SockInfo, detail: &Detail) {
                 (*e).old_state = detail.old_state;
                 (*e).new_state = detail.new_state;
                 (*e).flags = owner.flags;
-                (*e)._pad0 = 0;
+                (*e).proto = detail.proto;
                 (*e).saddr = tuple.saddr;
                 (*e).daddr = tuple.daddr;
                 (*e).comm = owner.comm;
                 (*e).ppid = owner.ppid;
-                (*e)._pad1 = 0;
+                (*e).sock_ino = detail.sock_ino;
                 // task_start_ns is the scratch space, written after.
                 kernel::sock_netns_into(detail.sock_id, &mut (*e).netns, &mut (*e).task_start_ns);
                 (*e).cgroup_id = owner.cgroup_id;

@@ -41,16 +41,20 @@ mod store;
 mod tuple;
 
 use aya_ebpf::{
-    macros::{btf_tracepoint, fexit, kretprobe, lsm, tracepoint},
+    macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, lsm, tracepoint},
     programs::{
-        BtfTracePointContext, FExitContext, LsmContext, RetProbeContext, TracePointContext,
+        BtfTracePointContext, FEntryContext, FExitContext, LsmContext, ProbeContext,
+        RetProbeContext, TracePointContext,
     },
 };
 
 use crate::{
     kernel_versions::{ACCEPT_RET_ARG_2ARGS, ACCEPT_RET_ARG_4ARGS},
     names::named,
-    probes::{accept, state},
+    probes::{
+        accept, state,
+        udp_hooks::{self as udp, Call},
+    },
 };
 
 /// BTF `sock:inet_sock_set_state` (wherever the kernel has BTF and socket storage
@@ -135,6 +139,178 @@ pub fn lsm_sock_graft(ctx: LsmContext) -> i32 {
     0
 }
 named!(lsm_sock_graft, PROG_LSM_SOCK_GRAFT);
+
+/// UDP `bind()` returned (mode fentry): fexit `inet_bind`. Named
+/// `names::PROG_FEXIT_INET_BIND`.
+#[fexit(function = "inet_bind")]
+pub fn fexit_inet_bind(ctx: FExitContext) -> u32 {
+    counted(udp::try_fexit_bind(&ctx));
+    0
+}
+named!(fexit_inet_bind, PROG_FEXIT_INET_BIND);
+
+/// The same for IPv6 sockets: fexit `inet6_bind`. Named `names::PROG_FEXIT_INET6_BIND`.
+#[fexit(function = "inet6_bind")]
+pub fn fexit_inet6_bind(ctx: FExitContext) -> u32 {
+    counted(udp::try_fexit_bind(&ctx));
+    0
+}
+named!(fexit_inet6_bind, PROG_FEXIT_INET6_BIND);
+
+/// UDP `connect()` returned (both families): fexit `inet_dgram_connect`. Named
+/// `names::PROG_FEXIT_INET_DGRAM_CONNECT`.
+#[fexit(function = "inet_dgram_connect")]
+pub fn fexit_inet_dgram_connect(ctx: FExitContext) -> u32 {
+    counted(udp::try_fexit_connect(&ctx));
+    0
+}
+named!(fexit_inet_dgram_connect, PROG_FEXIT_INET_DGRAM_CONNECT);
+
+/// A datagram went out: fexit `udp_sendmsg`. Named `names::PROG_FEXIT_UDP_SENDMSG`.
+#[fexit(function = "udp_sendmsg")]
+pub fn fexit_udp_sendmsg(ctx: FExitContext) -> u32 {
+    counted(udp::try_fexit_sendmsg(&ctx));
+    0
+}
+named!(fexit_udp_sendmsg, PROG_FEXIT_UDP_SENDMSG);
+
+/// The same for IPv6 sockets: fexit `udpv6_sendmsg`. Named
+/// `names::PROG_FEXIT_UDPV6_SENDMSG`.
+#[fexit(function = "udpv6_sendmsg")]
+pub fn fexit_udpv6_sendmsg(ctx: FExitContext) -> u32 {
+    counted(udp::try_fexit_sendmsg(&ctx));
+    0
+}
+named!(fexit_udpv6_sendmsg, PROG_FEXIT_UDPV6_SENDMSG);
+
+/// A socket's last file reference went: fentry `inet_release` (IPv6's release
+/// calls it). Named `names::PROG_FENTRY_INET_RELEASE`.
+#[fentry(function = "inet_release")]
+pub fn fentry_inet_release(ctx: FEntryContext) -> u32 {
+    counted(udp::try_fentry_release(&ctx));
+    0
+}
+named!(fentry_inet_release, PROG_FENTRY_INET_RELEASE);
+
+/// kprobe `inet_bind`/`inet6_bind` (mode kprobe): the arguments, for the return.
+/// Named `names::PROG_KPROBE_UDP_BIND`.
+#[kprobe]
+pub fn kprobe_udp_bind(ctx: ProbeContext) -> u32 {
+    counted(udp::try_kprobe_args(&ctx, Call::Bind));
+    0
+}
+named!(kprobe_udp_bind, PROG_KPROBE_UDP_BIND);
+
+/// Their return. Named `names::PROG_KRETPROBE_UDP_BIND`.
+#[kretprobe]
+pub fn kretprobe_udp_bind(ctx: RetProbeContext) -> u32 {
+    counted(udp::try_kretprobe(&ctx, Call::Bind));
+    0
+}
+named!(kretprobe_udp_bind, PROG_KRETPROBE_UDP_BIND);
+
+/// kprobe `inet_dgram_connect`. Named `names::PROG_KPROBE_UDP_CONNECT`.
+#[kprobe]
+pub fn kprobe_udp_connect(ctx: ProbeContext) -> u32 {
+    counted(udp::try_kprobe_args(&ctx, Call::Connect));
+    0
+}
+named!(kprobe_udp_connect, PROG_KPROBE_UDP_CONNECT);
+
+/// Its return. Named `names::PROG_KRETPROBE_UDP_CONNECT`.
+#[kretprobe]
+pub fn kretprobe_udp_connect(ctx: RetProbeContext) -> u32 {
+    counted(udp::try_kretprobe(&ctx, Call::Connect));
+    0
+}
+named!(kretprobe_udp_connect, PROG_KRETPROBE_UDP_CONNECT);
+
+/// kprobe `udp_sendmsg`/`udpv6_sendmsg`. Named `names::PROG_KPROBE_UDP_SENDMSG`.
+#[kprobe]
+pub fn kprobe_udp_sendmsg(ctx: ProbeContext) -> u32 {
+    counted(udp::try_kprobe_args(&ctx, Call::SendMsg));
+    0
+}
+named!(kprobe_udp_sendmsg, PROG_KPROBE_UDP_SENDMSG);
+
+/// Their return. Named `names::PROG_KRETPROBE_UDP_SENDMSG`.
+#[kretprobe]
+pub fn kretprobe_udp_sendmsg(ctx: RetProbeContext) -> u32 {
+    counted(udp::try_kretprobe(&ctx, Call::SendMsg));
+    0
+}
+named!(kretprobe_udp_sendmsg, PROG_KRETPROBE_UDP_SENDMSG);
+
+/// kprobe `inet_release`. Named `names::PROG_KPROBE_INET_RELEASE`.
+#[kprobe]
+pub fn kprobe_inet_release(ctx: ProbeContext) -> u32 {
+    counted(udp::try_kprobe_release(&ctx));
+    0
+}
+named!(kprobe_inet_release, PROG_KPROBE_INET_RELEASE);
+
+/// The UDP syscall tracepoints (mode tracepoint), an entry and an exit program
+/// per syscall; named like `names::PROG_UDP_SYS_*`.
+macro_rules! udp_syscall {
+    ($enter:ident, $enter_name:ident, $exit:ident, $exit_name:ident, $call:expr) => {
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            counted(udp::try_sys_enter(&ctx, $call));
+            0
+        }
+        named!($enter, $enter_name);
+
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            counted(udp::try_sys_exit(&ctx, $call));
+            0
+        }
+        named!($exit, $exit_name);
+    };
+}
+udp_syscall!(
+    udp_sys_enter_bind,
+    PROG_UDP_SYS_ENTER_BIND,
+    udp_sys_exit_bind,
+    PROG_UDP_SYS_EXIT_BIND,
+    Call::Bind
+);
+udp_syscall!(
+    udp_sys_enter_connect,
+    PROG_UDP_SYS_ENTER_CONNECT,
+    udp_sys_exit_connect,
+    PROG_UDP_SYS_EXIT_CONNECT,
+    Call::Connect
+);
+udp_syscall!(
+    udp_sys_enter_sendto,
+    PROG_UDP_SYS_ENTER_SENDTO,
+    udp_sys_exit_sendto,
+    PROG_UDP_SYS_EXIT_SENDTO,
+    Call::SendTo
+);
+udp_syscall!(
+    udp_sys_enter_sendmsg,
+    PROG_UDP_SYS_ENTER_SENDMSG,
+    udp_sys_exit_sendmsg,
+    PROG_UDP_SYS_EXIT_SENDMSG,
+    Call::SendMsg
+);
+udp_syscall!(
+    udp_sys_enter_sendmmsg,
+    PROG_UDP_SYS_ENTER_SENDMMSG,
+    udp_sys_exit_sendmmsg,
+    PROG_UDP_SYS_EXIT_SENDMMSG,
+    Call::SendMmsg
+);
+
+/// An empty program for the UDP syscall tracepoints (`cargo xtask bench`'s floor).
+/// Named `names::PROG_FLOOR_UDP_SYSCALLS`.
+#[tracepoint]
+pub fn floor_udp_syscalls(_ctx: TracePointContext) -> u32 {
+    0
+}
+named!(floor_udp_syscalls, PROG_FLOOR_UDP_SYSCALLS);
 
 /// An empty program on the BTF tracepoint (`cargo xtask bench`'s floor). Named
 /// `names::PROG_FLOOR_BTF`.

@@ -9,8 +9,9 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use portwatch_common::{
-    Counter, ListenKey, SockInfo, ACCEPTED_MAX_ENTRIES, LISTENERS_MAX_ENTRIES,
-    RINGBUF_DEFAULT_BYTES, SOCKS_MAX_ENTRIES,
+    Counter, ListenKey, SockInfo, UdpFlowKey, ACCEPTED_MAX_ENTRIES, LISTENERS_MAX_ENTRIES,
+    PENDING_ARGS_MAX_ENTRIES, RINGBUF_DEFAULT_BYTES, SOCKS_MAX_ENTRIES, UDP_FLOWS_MAX_ENTRIES,
+    UDP_SOCKS_MAX_ENTRIES,
 };
 
 use crate::names::named;
@@ -51,3 +52,36 @@ named!(LISTENERS, MAP_LISTENERS);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 named!(COUNTERS, MAP_COUNTERS);
+
+/// UDP sockets seen bound, connected or sending, by inode number: who did it
+/// first, and when (LRU).
+#[map]
+pub static UDP_SOCKS: LruHashMap<u32, SockInfo> =
+    LruHashMap::with_max_entries(UDP_SOCKS_MAX_ENTRIES, 0);
+named!(UDP_SOCKS, MAP_UDP_SOCKS);
+
+/// The UDP flows already reported (LRU): one event per socket and peer while the
+/// flow stays in the table.
+#[map]
+pub static UDP_FLOWS: LruHashMap<UdpFlowKey, u8> =
+    LruHashMap::with_max_entries(UDP_FLOWS_MAX_ENTRIES, 0);
+named!(UDP_FLOWS, MAP_UDP_FLOWS);
+
+/// A call's arguments, left by its entry for its return (`probes::udp_hooks`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Pending {
+    /// A `probes::udp_hooks::Call`.
+    pub call: u32,
+    pub _pad: u32,
+    pub a: u64,
+    pub b: u64,
+    pub c: u64,
+}
+
+/// Per thread (pid_tgid), the arguments of the call it is in (LRU: a thread
+/// killed in between leaves nothing behind for long).
+#[map]
+pub static PENDING_ARGS: LruHashMap<u64, Pending> =
+    LruHashMap::with_max_entries(PENDING_ARGS_MAX_ENTRIES, 0);
+named!(PENDING_ARGS, MAP_PENDING_ARGS);

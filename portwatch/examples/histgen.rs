@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use portwatch::{
     event::{
         classify::{endpoint, EphemeralRange},
-        model::{ConnEvent, EventKind, Family, Owner, ProcessDetails, Role, TcpState},
+        model::{ConnEvent, EventKind, Family, Owner, ProcessDetails, Role, TcpState, Transport},
     },
     history::{
         recorder::{Dropped, Message},
@@ -100,11 +100,12 @@ impl Gen {
             time,
             kind,
             role,
+            proto: Transport::Tcp,
             family: Family::Ipv4,
             owner: Some(owner.clone()),
             pid_exact: true,
-            local: endpoint(local.0, local.1, self.range),
-            remote: endpoint(remote.0, remote.1, self.range),
+            local: endpoint(local.0, local.1, self.range, Transport::Tcp),
+            remote: endpoint(remote.0, remote.1, self.range, Transport::Tcp),
             state: TcpState::Established,
             old_state: TcpState::SynSent,
             sock_id,

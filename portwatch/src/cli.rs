@@ -146,6 +146,10 @@ pub struct FilterArgs {
     /// Only IPv6.
     #[arg(short = '6', global = true)]
     pub ipv6: bool,
+    /// Only this protocol (repeatable; default both): the other's programs are
+    /// not even attached.
+    #[arg(long = "proto", value_enum, global = true)]
+    pub protos: Vec<Transport>,
     /// Only processes with this exact name (repeatable).
     #[arg(long = "comm", value_name = "NAME", global = true)]
     pub comms: Vec<String>,
@@ -221,6 +225,7 @@ impl Cli {
                 (_, true) => Some(Family::Ipv6),
                 _ => None,
             },
+            protos: f.protos.clone(),
             comms: f.comms.clone(),
             roles: f.roles.clone(),
             classes: f.classes.clone(),

@@ -2,3 +2,5 @@
 //! `try_*` functions here.
 pub mod accept;
 pub mod state;
+pub mod udp;
+pub mod udp_hooks;

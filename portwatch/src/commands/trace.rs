@@ -187,6 +187,7 @@ fn attach(cli: &Cli, filter: &Filter) -> Result<Tracer, Error> {
         attach: cli.attach,
         accept_syscalls: !cli.inexact_accept,
         filter: kernel_filter(filter),
+        protos: filter.protos.clone(),
         store: cli.socket_store,
         max_sockets: cli.max_sockets,
         floor: cli.bench_floor,

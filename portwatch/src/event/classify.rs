@@ -52,15 +52,19 @@ impl FromStr for EphemeralRange {
     }
 }
 
-/// A classified endpoint.
-pub fn endpoint(addr: IpAddr, port: u16, range: EphemeralRange) -> Endpoint {
+/// A classified endpoint of a `transport` socket.
+pub fn endpoint(
+    addr: IpAddr,
+    port: u16,
+    range: EphemeralRange,
+    transport: services::Transport,
+) -> Endpoint {
     Endpoint {
         addr,
         port,
         class: PortClass::of(port),
         ephemeral: range.contains(port),
-        // Every event portwatch traces is TCP so far.
-        service: services::service_name(port, services::Transport::Tcp),
+        service: services::service_name(port, transport),
     }
 }
 

@@ -11,7 +11,7 @@ use portwatch_common::{self as common, Event, Origin, OwnerFlag, UnknownValue, A
 use super::{
     address,
     classify::{self, endpoint, EphemeralRange},
-    model::{ConnEvent, ConnectError, EventKind, Owner, Role},
+    model::{ConnEvent, ConnectError, EventKind, Owner, Role, Transport},
     notes,
 };
 
@@ -23,6 +23,8 @@ pub enum DecodeError {
     Value(#[from] UnknownValue),
     #[error("unknown address family {0}")]
     Family(u16),
+    #[error("unknown protocol {0}")]
+    Proto(u8),
 }
 
 /// Maps the kernel's CLOCK_MONOTONIC timestamps to wall-clock time.
@@ -99,7 +101,11 @@ impl Decoder {
     /// alone is never printed, and is not enough: the kernel reuses a freed
     /// socket's memory for later sockets.
     pub fn sock_id(&self, raw: &Event) -> u64 {
-        if raw.sock_cookie != 0 {
+        if raw.proto == common::IPPROTO_UDP as u8 {
+            // A UDP socket's inode number: never reused within the boot, and what
+            // sock_diag and /proc/PID/fd show.
+            raw.sock_ino as u64
+        } else if raw.sock_cookie != 0 {
             raw.sock_cookie
         } else {
             self.ids.hash_one((raw.sock_id, raw.sock_born_ns))
@@ -123,6 +129,11 @@ fn decode(raw: &Event, decoder: &Decoder) -> Result<ConnEvent, DecodeError> {
     if raw.family != AF_INET && raw.family != AF_INET6 {
         return Err(DecodeError::Family(raw.family));
     }
+    let proto = match raw.proto as u16 {
+        common::IPPROTO_TCP => Transport::Tcp,
+        common::IPPROTO_UDP => Transport::Udp,
+        _ => return Err(DecodeError::Proto(raw.proto)),
+    };
     let local_addr = address::from_kernel(raw.family, &raw.saddr);
     let remote_addr = address::from_kernel(raw.family, &raw.daddr);
     // The family of what crosses the wire: a v4-mapped socket speaks IPv4.
@@ -144,6 +155,8 @@ fn decode(raw: &Event, decoder: &Decoder) -> Result<ConnEvent, DecodeError> {
         start_ns: (raw.task_start_ns != 0).then_some(raw.task_start_ns),
     });
     let duration = match kind {
+        // A UDP connect sends nothing: no handshake to time.
+        EventKind::Connect if proto == Transport::Udp => None,
         EventKind::Connect | EventKind::ConnectFailed => Some(raw.duration_ns),
         EventKind::Close if raw.duration_ns > 0 => Some(raw.duration_ns),
         _ => None,
@@ -157,15 +170,16 @@ fn decode(raw: &Event, decoder: &Decoder) -> Result<ConnEvent, DecodeError> {
         time: clock.wall(raw.ts_ns),
         kind,
         role: classify::role(kind, origin, raw.sport, raw.dport, range),
+        proto,
         family,
         pid_exact: owner.is_some() && raw.has(OwnerFlag::PidExact),
         owner,
-        local: endpoint(local_addr, raw.sport, range),
-        remote: endpoint(remote_addr, raw.dport, range),
+        local: endpoint(local_addr, raw.sport, range, proto),
+        remote: endpoint(remote_addr, raw.dport, range, proto),
         state,
         old_state,
         sock_id: decoder.sock_id(raw),
-        cookie_id: raw.sock_cookie != 0,
+        cookie_id: raw.sock_cookie != 0 && proto == Transport::Tcp,
         netns: (raw.netns != 0).then_some(raw.netns),
         duration,
         error,
@@ -212,13 +226,13 @@ pub(crate) mod tests {
             old_state: TcpState::SynSent.into(),
             new_state: TcpState::Established.into(),
             flags: OwnerFlag::Known.bit() | OwnerFlag::PidExact.bit(),
-            _pad0: 0,
+            proto: common::IPPROTO_TCP as u8,
             saddr,
             daddr,
             comm,
             ppid: 4000,
             netns: 4026531840,
-            _pad1: 0,
+            sock_ino: 0,
             cgroup_id: 1234,
             task_start_ns: 5_000_000_000,
         }
@@ -242,8 +256,8 @@ pub(crate) mod tests {
         let mut e = sample_event();
         e.kind = kind;
         e.role = role;
-        e.local = endpoint(e.local.addr, local, range);
-        e.remote = endpoint(e.remote.addr, remote, range);
+        e.local = endpoint(e.local.addr, local, range, Transport::Tcp);
+        e.remote = endpoint(e.remote.addr, remote, range, Transport::Tcp);
         e
     }
 

@@ -1,6 +1,6 @@
-//! Event filters (`--pid`, `--uid`, `--port`, `-4`/`-6` in the kernel; `--comm`,
+//! Event filters (`--pid`, `--uid`, `--port`, `-4`/`-6`, `--proto` in the kernel; `--comm`,
 //! `--role`, `--class`, `--container`, `--cgroup` here).
-use super::model::{ConnEvent, Family, PortClass, Role};
+use super::model::{ConnEvent, Family, PortClass, Role, Transport};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
@@ -8,6 +8,8 @@ pub struct Filter {
     pub uids: Vec<u32>,
     pub ports: Vec<u16>,
     pub family: Option<Family>,
+    /// Empty: TCP and UDP.
+    pub protos: Vec<Transport>,
     pub comms: Vec<String>,
     pub roles: Vec<Role>,
     pub classes: Vec<PortClass>,
@@ -35,6 +37,7 @@ impl Filter {
             self.ports.is_empty(),
             self.ports.contains(&e.local.port) || self.ports.contains(&e.remote.port),
         ) && self.family.is_none_or(|f| f == e.family)
+            && any(self.protos.is_empty(), self.protos.contains(&e.proto))
             && any(
                 self.comms.is_empty(),
                 owner.is_some_and(|o| self.comms.contains(&o.comm)),

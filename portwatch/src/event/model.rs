@@ -145,6 +145,19 @@ impl Family {
 /// A TCP state, as the kernel numbers and names them.
 pub use portwatch_common::TcpState;
 
+pub use super::services::Transport;
+
+impl ConnEvent {
+    /// The socket's state as `ss` names it: TCP's states; a UDP socket is
+    /// `UNCONN` until it is connected (the kernel keeps it in CLOSE meanwhile).
+    pub fn state_name(&self, state: TcpState) -> &'static str {
+        match (self.proto, state) {
+            (Transport::Udp, TcpState::Close) => "UNCONN",
+            (_, state) => state.name(),
+        }
+    }
+}
+
 /// The process a socket belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Owner {
@@ -221,6 +234,7 @@ pub struct ConnEvent {
     pub time: DateTime<Utc>,
     pub kind: EventKind,
     pub role: Role,
+    pub proto: Transport,
     pub family: Family,
     /// None when the socket's process is not known (it began before tracing).
     pub owner: Option<Owner>,

@@ -10,7 +10,7 @@ static IANA_UDP_TSV: &str = include_str!("../../data/iana-udp-services.tsv");
 
 /// The transport a port number belongs to: IANA registers each separately (514
 /// is `shell` over TCP, `syslog` over UDP).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     #[default]

@@ -16,7 +16,8 @@ use crate::event::{
     address::Prefix,
     classify::{connect_failure_reason, endpoint, EphemeralRange},
     model::{
-        ConnEvent, ConnectError, EventKind, Family, Lifetime, Owner, ProcessDetails, Role, TcpState,
+        ConnEvent, ConnectError, EventKind, Family, Lifetime, Owner, ProcessDetails, Role,
+        TcpState, Transport,
     },
     notes,
 };
@@ -238,8 +239,8 @@ fn to_event(r: &Row<'_>, range: EphemeralRange, at: Option<i64>) -> rusqlite::Re
     } else {
         Family::Ipv4
     };
-    let local = endpoint(addr(r.get(2)?), r.get(3)?, range);
-    let remote = endpoint(addr(r.get(4)?), r.get(5)?, range);
+    let local = endpoint(addr(r.get(2)?), r.get(3)?, range, Transport::Tcp);
+    let remote = endpoint(addr(r.get(4)?), r.get(5)?, range, Transport::Tcp);
     let seen: i64 = r.get(6)?;
     let opened: Option<i64> = r.get(7)?;
     let closed: Option<i64> = r.get(9)?;
@@ -292,6 +293,7 @@ fn to_event(r: &Row<'_>, range: EphemeralRange, at: Option<i64>) -> rusqlite::Re
         time: from_ns(start),
         kind,
         role,
+        proto: Transport::Tcp,
         family,
         owner,
         pid_exact: r.get(12)?,

@@ -181,6 +181,7 @@ fn without(feature: ConfigFlag) -> Option<&'static str> {
             "events carry no parent pid, and process details cannot be checked against pid reuse",
         ),
         ConfigFlag::SkErr => Some("connect failures carry no reason"),
+        ConfigFlag::UdpFields => Some("UDP is not traced"),
         ConfigFlag::NetNs => Some(
             "events carry no network namespace, and closes the kernel does not report are inferred only for snapshot sockets",
         ),

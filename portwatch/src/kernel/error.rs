@@ -54,6 +54,9 @@ pub enum ModeError {
     FentryRefused(#[source] io::Error),
     #[error("the BPF LSM accept hook cannot be used here")]
     NoLsm,
+    /// Only UDP was asked for (`--proto udp`), and this mode cannot trace it.
+    #[error("{0}")]
+    NothingToTrace(String),
     #[error("making the BTF of the attach targets")]
     ReadBtf(#[source] Box<aya::BtfError>),
     #[error("loading the eBPF object")]
@@ -89,6 +92,7 @@ impl ModeError {
             ModeError::NoKprobes => "no-kprobes",
             ModeError::FentryRefused(_) => "fentry-refused",
             ModeError::NoLsm => "no-bpf-lsm",
+            ModeError::NothingToTrace(_) => "no-udp",
             ModeError::ReadBtf(_) => "btf-unreadable",
             ModeError::LoadObject(_) => "load-failed",
             ModeError::ProgramMissing(_) | ModeError::MapMissing(_) | ModeError::Map { .. } => {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use portwatch_common::{
     names::{
         KFUNC_INET_CSK_ACCEPT, TP_CATEGORY_SYSCALLS, TP_INET_SOCK_SET_STATE, TP_SYS_EXIT_ACCEPT,
-        TP_SYS_EXIT_ACCEPT4,
+        TP_SYS_EXIT_ACCEPT4, TP_UDP_SYSCALLS, UDP_FUNCTIONS,
     },
     Config, Offset, OffsetSource,
 };
@@ -40,8 +40,29 @@ pub struct KernelInfo {
     /// Offset of `ret` in sys_exit_accept{,4}, when both agree.
     pub accept_ret: Result<u32, TracefsError>,
     /// Whether tracepoint mode may hook the accept syscalls (`--inexact-accept`
-    /// says no).
+    /// says no; UDP's syscall tracepoints then stay off too).
     pub accept_syscalls: bool,
+    /// BTF ids of the kernel functions UDP's fentry programs attach to, those
+    /// the kernel has.
+    pub udp_function_ids: Vec<(&'static str, u32)>,
+    /// The UDP syscall tracepoints' argument and `ret` offsets, where they agree.
+    pub udp_syscalls: Result<(u32, u32), TracefsError>,
+    /// Which protocols to trace (`--proto`).
+    pub trace_tcp: bool,
+    pub trace_udp: bool,
+}
+
+impl KernelInfo {
+    /// The BTF id of `function`, an accept or UDP attach target.
+    pub fn function_id(&self, function: &str) -> Option<u32> {
+        if function == KFUNC_INET_CSK_ACCEPT {
+            return self.accept_btf_id;
+        }
+        self.udp_function_ids
+            .iter()
+            .find(|(name, _)| *name == function)
+            .map(|(_, id)| *id)
+    }
 }
 
 pub fn has_privileges() -> bool {
@@ -109,6 +130,44 @@ fn accept_ret_offset(root: &Path) -> Result<u32, TracefsError> {
     Ok(accept)
 }
 
+/// The UDP syscall tracepoints' layout: where the first argument and `ret` are,
+/// checked to be the same in every record (each argument 8 bytes after the one
+/// before), since one offset serves them all.
+fn udp_syscall_offsets(root: &Path) -> Result<(u32, u32), TracefsError> {
+    let mut common: Option<(u32, u32)> = None;
+    for syscall in TP_UDP_SYSCALLS {
+        let enter = Format::read(root, TP_CATEGORY_SYSCALLS, syscall.enter.0)?;
+        let exit = Format::read(root, TP_CATEGORY_SYSCALLS, syscall.exit.0)?;
+        let (args, ret) = (enter.offset("fd")?, exit.offset("ret")?);
+        let (want_args, want_ret) = *common.get_or_insert((args, ret));
+        let wrong = |tracepoint: &str, field, found, expected| TracefsError::SyscallLayout {
+            tracepoint: tracepoint.to_string(),
+            field,
+            found,
+            expected,
+        };
+        if args != want_args {
+            return Err(wrong(syscall.enter.0, "fd", args, want_args));
+        }
+        if ret != want_ret {
+            return Err(wrong(syscall.exit.0, "ret", ret, want_ret));
+        }
+        // The pointer argument each program reads.
+        let (field, index) = match syscall.enter.0 {
+            "sys_enter_bind" => ("umyaddr", 1),
+            "sys_enter_connect" => ("uservaddr", 1),
+            "sys_enter_sendto" => ("addr", 4),
+            "sys_enter_sendmsg" => ("msg", 1),
+            _ => ("mmsg", 1),
+        };
+        let found = enter.offset(field)?;
+        if found != args + 8 * index {
+            return Err(wrong(syscall.enter.0, field, found, args + 8 * index));
+        }
+    }
+    Ok(common.unwrap_or((0, 0)))
+}
+
 /// Everything learnt before loading: privileges, tracefs, offsets, BTF.
 pub fn inspect_kernel() -> Result<KernelInfo, LoadError> {
     if !has_privileges() {
@@ -139,6 +198,11 @@ pub fn inspect_kernel() -> Result<KernelInfo, LoadError> {
         .as_ref()
         .and_then(|b| btf::typedef_id(b, &format!("btf_trace_{TP_INET_SOCK_SET_STATE}")));
     let accept_lsm = lsm::sock_graft_target(btf_rs.as_ref());
+    let udp_function_ids = UDP_FUNCTIONS
+        .iter()
+        .filter_map(|f| Some((*f, btf::function_id(btf_rs.as_ref()?, f)?)))
+        .collect();
+    let udp_syscalls = udp_syscall_offsets(&tracefs);
     Ok(KernelInfo {
         accept_lsm,
         accept_nargs,
@@ -150,5 +214,9 @@ pub fn inspect_kernel() -> Result<KernelInfo, LoadError> {
         warnings,
         accept_ret,
         accept_syscalls: true,
+        udp_function_ids,
+        udp_syscalls,
+        trace_tcp: true,
+        trace_udp: true,
     })
 }

@@ -1,7 +1,7 @@
 //! Loading the embedded eBPF object and attaching it in one attach mode: the only
 //! module that talks to aya's program API.
 use aya::{
-    programs::{BtfTracePoint, FExit, KProbe, Lsm, Program, TracePoint},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, Lsm, Program, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
 use portwatch_common::{
@@ -42,6 +42,8 @@ pub struct LoadOptions {
     pub accept_syscalls: bool,
     /// Applied before events are reserved.
     pub filter: KernelFilter,
+    /// Which protocols' programs to attach (`--proto`; empty: both).
+    pub protos: Vec<crate::event::model::Transport>,
     /// Where socket owners are kept.
     pub store: StoreChoice,
     /// `--max-sockets`: the cap of the owner map in use, when one is.
@@ -87,9 +89,16 @@ fn attach(hook: &Hook, ebpf: &mut Ebpf, btf: &Btf) -> Result<(), ModeError> {
             p.load(function, btf).map_err(failed)?;
             p.attach().map_err(failed)?;
         }
+        Hook::Fentry { function, .. } => {
+            let p: &mut FEntry = prog.try_into().map_err(failed)?;
+            p.load(function, btf).map_err(failed)?;
+            p.attach().map_err(failed)?;
+        }
         Hook::Kprobe { function, .. } | Hook::Kretprobe { function, .. } => {
             let p: &mut KProbe = prog.try_into().map_err(failed)?;
-            p.load().map_err(failed)?;
+            if p.fd().is_err() {
+                p.load().map_err(failed)?;
+            }
             p.attach(function, 0).map_err(failed)?;
         }
         Hook::Lsm { hook, .. } => {
@@ -197,7 +206,7 @@ fn load_with(
     let mut warnings = kernel.warnings.clone();
     let mut hooks = plan(mode, store, lsm, kernel, &mut config, &mut warnings)?;
     if let Some(floor) = options.floor {
-        hooks = vec![floor.hook()];
+        hooks = floor.hooks();
     }
     let store = StoreInfo::new(
         store,
@@ -240,12 +249,14 @@ fn attach_targets(kernel: &KernelInfo, hooks: &[Hook]) -> Result<Btf, ModeError>
                 name: &state_typedef,
                 id: kernel.state_btf_id.ok_or(ModeError::NoBtfTracepoint)?,
             }),
-            Hook::Fexit { function, .. } => targets.push(btf_ids::Target::Func {
-                name: function,
-                id: kernel
-                    .accept_btf_id
-                    .ok_or(ModeError::AcceptPrototypeUnknown)?,
-            }),
+            Hook::Fexit { function, .. } | Hook::Fentry { function, .. } => {
+                targets.push(btf_ids::Target::Func {
+                    name: function,
+                    id: kernel
+                        .function_id(function)
+                        .ok_or(ModeError::AcceptPrototypeUnknown)?,
+                })
+            }
             Hook::Lsm { .. } => targets.push(btf_ids::Target::Func {
                 name: &lsm_function,
                 id: *kernel.accept_lsm.as_ref().map_err(|_| ModeError::NoLsm)?,
@@ -263,6 +274,12 @@ pub fn load(options: &LoadOptions) -> Result<Tracer, LoadError> {
     }
     let mut kernel = inspect_kernel()?;
     kernel.accept_syscalls = options.accept_syscalls;
+    {
+        use crate::event::model::Transport;
+        let wants = |t| options.protos.is_empty() || options.protos.contains(&t);
+        kernel.trace_tcp = wants(Transport::Tcp);
+        kernel.trace_udp = wants(Transport::Udp);
+    }
     options.filter.write_to(&mut kernel.config);
     if options.wakeup_events > 1 {
         kernel.config.wakeup_bytes = options

@@ -1,161 +1,26 @@
-//! Attach modes, and for each the hooks it attaches on a given kernel: decided
+//! For each attach mode, the hooks it attaches on a given kernel: decided
 //! from what was learnt about the kernel, before anything is loaded.
 use std::path::Path;
 
 use portwatch_common::{
     names::{
         fexit_accept_program, KFUNC_INET_CSK_ACCEPT, LSM_SOCK_GRAFT, PROG_BTF_INET_SOCK_SET_STATE,
-        PROG_BTF_INET_SOCK_SET_STATE_NESTED, PROG_FLOOR_BTF, PROG_FLOOR_CLASSIC,
-        PROG_INET_SOCK_SET_STATE, PROG_KRETPROBE_INET_CSK_ACCEPT, PROG_LSM_SOCK_GRAFT,
-        PROG_SYS_EXIT_ACCEPT, TP_CATEGORY_SOCK, TP_CATEGORY_SYSCALLS, TP_INET_SOCK_SET_STATE,
-        TP_SYS_EXIT_ACCEPT, TP_SYS_EXIT_ACCEPT4,
+        PROG_BTF_INET_SOCK_SET_STATE_NESTED, PROG_INET_SOCK_SET_STATE,
+        PROG_KRETPROBE_INET_CSK_ACCEPT, PROG_LSM_SOCK_GRAFT, PROG_SYS_EXIT_ACCEPT,
+        TP_CATEGORY_SOCK, TP_CATEGORY_SYSCALLS, TP_INET_SOCK_SET_STATE, TP_SYS_EXIT_ACCEPT,
+        TP_SYS_EXIT_ACCEPT4,
     },
     Config, ConfigFlag,
 };
 
+pub use super::hooks::{AttachChoice, AttachMode, Floor, Hook};
 use super::{
     bpf_sys::{self, Trampoline, KPROBE_PMU},
     error::ModeError,
     inspect::KernelInfo,
+    plan_udp::udp_hooks,
     store::SocketStore,
 };
-
-/// How the programs are attached (`--attach`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum AttachMode {
-    /// fexit inet_csk_accept, and the tracepoint.
-    Fentry,
-    /// kretprobe inet_csk_accept, and the tracepoint.
-    Kprobe,
-    /// sock:inet_sock_set_state, and the BPF LSM hook sock_graft where the kernel
-    /// runs BPF LSM programs, else syscalls:sys_exit_accept{,4}.
-    Tracepoint,
-}
-
-impl AttachMode {
-    /// The order `--attach auto` tries them in: cheapest and most exact first.
-    pub const ALL: [AttachMode; 3] = [
-        AttachMode::Fentry,
-        AttachMode::Kprobe,
-        AttachMode::Tracepoint,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            AttachMode::Fentry => "fentry",
-            AttachMode::Kprobe => "kprobe",
-            AttachMode::Tracepoint => "tracepoint",
-        }
-    }
-}
-
-/// `--attach`: a mode, or the first that works.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum AttachChoice {
-    Auto,
-    Fentry,
-    Kprobe,
-    Tracepoint,
-}
-
-impl AttachChoice {
-    pub fn modes(self) -> &'static [AttachMode] {
-        match self {
-            AttachChoice::Auto => &AttachMode::ALL,
-            AttachChoice::Fentry => &[AttachMode::Fentry],
-            AttachChoice::Kprobe => &[AttachMode::Kprobe],
-            AttachChoice::Tracepoint => &[AttachMode::Tracepoint],
-        }
-    }
-}
-
-/// `--bench-floor` (for `cargo xtask bench`): instead of portwatch's programs, one
-/// empty program on the BTF or the classic tracepoint, the kernel's own cost.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Floor {
-    Btf,
-    Classic,
-}
-
-impl Floor {
-    pub fn hook(self) -> Hook {
-        match self {
-            Floor::Btf => Hook::BtfTracepoint {
-                program: PROG_FLOOR_BTF,
-                name: TP_INET_SOCK_SET_STATE,
-            },
-            Floor::Classic => Hook::Tracepoint {
-                program: PROG_FLOOR_CLASSIC,
-                category: TP_CATEGORY_SOCK,
-                name: TP_INET_SOCK_SET_STATE,
-            },
-        }
-    }
-}
-
-/// One program attached to one kernel hook.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hook {
-    Tracepoint {
-        program: &'static str,
-        category: &'static str,
-        name: &'static str,
-    },
-    /// A BTF tracepoint (`tp_btf`): the program gets the tracepoint's arguments
-    /// themselves, nothing copied first.
-    BtfTracepoint {
-        program: &'static str,
-        name: &'static str,
-    },
-    Fexit {
-        program: &'static str,
-        function: &'static str,
-    },
-    Kprobe {
-        program: &'static str,
-        function: &'static str,
-    },
-    Kretprobe {
-        program: &'static str,
-        function: &'static str,
-    },
-    /// A BPF LSM program on `hook` (attached to the kernel's `bpf_lsm_<hook>`).
-    Lsm {
-        program: &'static str,
-        hook: &'static str,
-    },
-}
-
-impl Hook {
-    /// The program's name in the eBPF object.
-    pub fn program(&self) -> &'static str {
-        match self {
-            Hook::Tracepoint { program, .. }
-            | Hook::BtfTracepoint { program, .. }
-            | Hook::Fexit { program, .. }
-            | Hook::Kprobe { program, .. }
-            | Hook::Kretprobe { program, .. }
-            | Hook::Lsm { program, .. } => program,
-        }
-    }
-
-    /// What users read, e.g. `fexit:inet_csk_accept`, `tp_btf:inet_sock_set_state`.
-    pub fn label(&self) -> String {
-        match self {
-            Hook::Tracepoint { category, name, .. } => format!("{category}:{name}"),
-            Hook::BtfTracepoint { name, program }
-                if *program == PROG_BTF_INET_SOCK_SET_STATE_NESTED =>
-            {
-                format!("tp_btf:{name} (nested)")
-            }
-            Hook::BtfTracepoint { name, .. } => format!("tp_btf:{name}"),
-            Hook::Fexit { function, .. } => format!("fexit:{function}"),
-            Hook::Kprobe { function, .. } => format!("kprobe:{function}"),
-            Hook::Kretprobe { function, .. } => format!("kretprobe:{function}"),
-            Hook::Lsm { hook, .. } => format!("lsm:{hook}"),
-        }
-    }
-}
 
 /// The fexit program for the running kernel's prototype of `inet_csk_accept`
 /// (see `portwatch_common::names::fexit_accept_program`).
@@ -179,9 +44,32 @@ pub fn plan(
     warnings: &mut Vec<String>,
 ) -> Result<Vec<Hook>, ModeError> {
     store.possible(kernel)?;
+    let mut hooks = Vec::new();
+    if kernel.trace_tcp {
+        tcp_hooks(mode, store, lsm, kernel, config, warnings, &mut hooks)?;
+    }
+    if kernel.trace_udp {
+        match udp_hooks(mode, kernel, config) {
+            Ok(udp) => hooks.extend(udp),
+            Err(why) if kernel.trace_tcp => warnings.push(why),
+            Err(why) => return Err(ModeError::NothingToTrace(why)),
+        }
+    }
+    Ok(hooks)
+}
+
+/// TCP's hooks: the accept program of `mode`, then the state tracepoint.
+fn tcp_hooks(
+    mode: AttachMode,
+    store: SocketStore,
+    lsm: bool,
+    kernel: &KernelInfo,
+    config: &mut Config,
+    warnings: &mut Vec<String>,
+    hooks: &mut Vec<Hook>,
+) -> Result<(), ModeError> {
     let sock_fields = ConfigFlag::SockFields.is_set(config.flags);
     let storage = store == SocketStore::Storage;
-    let mut hooks = Vec::new();
     match mode {
         AttachMode::Fentry => {
             if !kernel.has_btf {
@@ -214,7 +102,7 @@ pub fn plan(
             });
             config.flags |= ConfigFlag::AcceptHooked.bit();
         }
-        AttachMode::Tracepoint => plan_accept_syscalls(kernel, config, warnings, &mut hooks),
+        AttachMode::Tracepoint => plan_accept_syscalls(kernel, config, warnings, hooks),
     }
     if storage {
         config.flags |= ConfigFlag::SockStorage.bit();
@@ -241,7 +129,7 @@ pub fn plan(
             name: TP_INET_SOCK_SET_STATE,
         });
     }
-    Ok(hooks)
+    Ok(())
 }
 
 /// Tracepoint mode names the accepting process from the accept syscalls, where the

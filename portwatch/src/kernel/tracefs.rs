@@ -24,6 +24,15 @@ pub enum TracefsError {
     },
     #[error("sys_exit_accept and sys_exit_accept4 disagree on the offset of ret ({accept} vs {accept4})")]
     AcceptRetDisagrees { accept: u32, accept4: u32 },
+    /// The UDP syscall tracepoints' records are not laid out alike (the
+    /// arguments 8 bytes apart from one place, `ret` at one place).
+    #[error("tracepoint {tracepoint}: field `{field}` at offset {found}, expected {expected}")]
+    SyscallLayout {
+        tracepoint: String,
+        field: &'static str,
+        found: u32,
+        expected: u32,
+    },
 }
 
 const MOUNT_POINT: &str = "/sys/kernel/tracing";

@@ -56,7 +56,7 @@ impl<W: Write> JsonPrinter<W> {
         o.out.push(b'"');
         o.name("event", e.kind.name());
         o.name("role", e.role.name());
-        o.name("proto", "tcp");
+        o.name("proto", e.proto.name());
         o.name("family", e.family.name());
         o.field("pid", &owner.map(|o| o.pid));
         o.field("tid", &owner.map(|o| o.tid));
@@ -67,8 +67,8 @@ impl<W: Write> JsonPrinter<W> {
         endpoint(o.out, &e.local)?;
         o.key("remote");
         endpoint(o.out, &e.remote)?;
-        o.name("state", e.state.name());
-        o.name("old_state", e.old_state.name());
+        o.name("state", e.state_name(e.state));
+        o.name("old_state", e.state_name(e.old_state));
         o.key("sock_id");
         o.out.push(b'"');
         append::hex16(o.out, e.sock_id);

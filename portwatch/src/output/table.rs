@@ -188,14 +188,14 @@ impl<W: Write> Printer for TablePrinter<W> {
                 _ => BOLD,
             }),
         );
-        row.cell("tcp", None);
+        row.cell(e.proto.name(), None);
         row.start(None);
         socket_address(row.line, e.local.addr, e.local.port);
         row.end();
         row.start(None);
         socket_address(row.line, e.remote.addr, e.remote.port);
         row.end();
-        row.cell(e.state.name(), None);
+        row.cell(e.state_name(e.state), None);
         row.start(None);
         process(row.line, e);
         row.end();

@@ -13,7 +13,7 @@ use crate::{
     event::{
         address::{self, plain},
         classify::{endpoint, EphemeralRange},
-        model::{ConnEvent, EventKind, Owner, Role, TcpState},
+        model::{ConnEvent, EventKind, Owner, Role, TcpState, Transport},
         notes,
     },
     kernel::sockdiag::{DiagSocket, TCP_ESTABLISHED, TCP_LISTEN},
@@ -68,8 +68,8 @@ pub fn events(sockets: &[DiagSocket], range: EphemeralRange) -> Vec<ConnEvent> {
             let owner = holders
                 .and_then(|p| p.first())
                 .and_then(|pid| owner_of(*pid, s.uid, ns_per_tick, cgroup_root.as_deref()));
-            let local = endpoint(plain(s.local.0), s.local.1, range);
-            let remote = endpoint(plain(s.remote.0), s.remote.1, range);
+            let local = endpoint(plain(s.local.0), s.local.1, range, Transport::Tcp);
+            let remote = endpoint(plain(s.remote.0), s.remote.1, range, Transport::Tcp);
             let role = if s.state == TCP_LISTEN {
                 Role::Listener
             } else if listening.contains(&s.local.1) {
@@ -81,6 +81,7 @@ pub fn events(sockets: &[DiagSocket], range: EphemeralRange) -> Vec<ConnEvent> {
                 time: now,
                 kind: EventKind::Snapshot,
                 role,
+                proto: Transport::Tcp,
                 family: address::family(local.addr),
                 // Exact when one process holds the socket; when several do (a
                 // forked server), the lowest pid is named and marked inexact.

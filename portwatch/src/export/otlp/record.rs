@@ -90,7 +90,7 @@ fn event_name(e: &ConnEvent) -> &'static str {
 fn event_attributes(record: &mut SdkLogRecord, e: &ConnEvent) {
     record.add_attribute("portwatch.event", e.kind.name());
     record.add_attribute("portwatch.role", e.role.name());
-    record.add_attribute("network.transport", "tcp");
+    record.add_attribute("network.transport", e.proto.name());
     record.add_attribute("network.type", e.family.name());
     endpoints(record, e);
     record.add_attribute("portwatch.tcp.state", e.state.name());

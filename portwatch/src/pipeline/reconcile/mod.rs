@@ -26,7 +26,7 @@ use crate::{
     event::{
         address::plain,
         classify::{endpoint, EphemeralRange},
-        model::{ConnEvent, EventKind, Family, Owner, Role, TcpState},
+        model::{ConnEvent, EventKind, Family, Owner, Role, TcpState, Transport},
         notes,
     },
     kernel::sockdiag::DiagSocket,
@@ -154,6 +154,10 @@ impl OpenSockets {
     /// next socket's events can come first). It is set aside, and its close
     /// inferred at the next look but one unless its own close comes by then.
     pub fn follow(&mut self, e: &ConnEvent) {
+        if e.proto != Transport::Tcp {
+            // The kernel's listing followed here is TCP's.
+            return;
+        }
         let local = end(e.local.addr, e.local.port);
         let remote = end(e.remote.addr, e.remote.port);
         let key = fingerprint(&local, &remote);
@@ -296,11 +300,12 @@ fn closed_event(open: Open, time: DateTime<Utc>, range: EphemeralRange) -> ConnE
         time,
         kind: EventKind::Close,
         role: open.role,
+        proto: Transport::Tcp,
         family: open.family,
         owner: open.owner.map(|o| (*o).clone()),
         pid_exact: open.pid_exact,
-        local: endpoint(addr_of(&open.local), open.local.1, range),
-        remote: endpoint(addr_of(&open.remote), open.remote.1, range),
+        local: endpoint(addr_of(&open.local), open.local.1, range, Transport::Tcp),
+        remote: endpoint(addr_of(&open.remote), open.remote.1, range, Transport::Tcp),
         state: TcpState::Close,
         old_state: if open.role == Role::Listener {
             TcpState::Listen

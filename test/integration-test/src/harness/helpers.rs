@@ -149,6 +149,12 @@ impl Helper {
         let group = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
         let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
+        // The forked workers die on their own schedule, and until they have, they
+        // hold what they inherited (a listener a restarted service binds again).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while group_alive(self.child.id()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     /// Wait for the helper's exit, which must be a success.
@@ -159,6 +165,24 @@ impl Helper {
         }
         Ok(())
     }
+}
+
+/// Whether a process of group `pgid` is still running (a zombie has closed its files).
+fn group_alive(pgid: u32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|entry| {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        // After the command name's closing parenthesis: state, ppid, pgrp.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
+    })
 }
 
 fn end(numbers: &[u32], comm: &str, addr: IpAddr) -> End {

@@ -1,0 +1,218 @@
+//! UDP's hooks in each attach mode, reduced to `probes::udp`'s four moments:
+//!
+//! | moment | fentry | kprobe | tracepoint |
+//! | --- | --- | --- | --- |
+//! | bound | fexit `inet_bind`, `inet6_bind` | kprobe + kretprobe on both | `sys_enter/exit_bind` |
+//! | connected | fexit `inet_dgram_connect` | kprobe + kretprobe | `sys_enter/exit_connect` |
+//! | sent | fexit `udp_sendmsg`, `udpv6_sendmsg` | kprobe + kretprobe on both | `sys_enter/exit_sendto`, `_sendmsg`, `_sendmmsg` |
+//! | released | fentry `inet_release` (IPv6's release calls it) | kprobe `inet_release` | none: userspace infers it |
+//!
+//! What happens is known only at the return (did the call succeed, which port did
+//! the kernel give), and a kretprobe or a syscall exit no longer sees the
+//! arguments: the entry leaves them in `PENDING_ARGS` under the thread's id, tagged
+//! with the call, and the return takes them back. fexit sees both at once.
+//!
+//! The syscall tracepoints see the process's own arguments: a file descriptor
+//! (walked to its sock) and addresses in user memory. They do not see io_uring's
+//! sends, which reach only the kernel functions the other modes hook.
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext, TracePointContext},
+};
+
+use crate::{
+    config::setting,
+    kernel::{self, tp_field},
+    maps::{Pending, PENDING_ARGS},
+    probes::udp::{self, sockaddr, Memory},
+};
+
+/// Which call left its arguments in `PENDING_ARGS`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Call {
+    Bind = 1,
+    Connect = 2,
+    /// `udp_sendmsg`/`udpv6_sendmsg` (kprobe), `sendmsg()`.
+    SendMsg = 3,
+    SendTo = 4,
+    SendMmsg = 5,
+}
+
+/// How many messages of one `sendmmsg()` are looked at for new peers.
+const SENDMMSG_PEERS: u64 = 8;
+/// `struct mmsghdr` in the 64-bit user ABI: a `struct msghdr` (56 bytes, the
+/// name pointer first) and the sent length, padded.
+const MMSGHDR_SIZE: u64 = 64;
+
+#[inline(always)]
+fn stash(call: Call, a: u64, b: u64, c: u64) {
+    let args = Pending {
+        call: call as u32,
+        _pad: 0,
+        a,
+        b,
+        c,
+    };
+    let _ = PENDING_ARGS.insert(bpf_get_current_pid_tgid(), args, 0);
+}
+
+/// The arguments `call` left for this thread, taken out.
+#[inline(always)]
+fn take(call: Call) -> Option<Pending> {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: copied out at once.
+    let args = unsafe { PENDING_ARGS.get(id) }.copied()?;
+    let _ = PENDING_ARGS.remove(id);
+    (args.call == call as u32).then_some(args)
+}
+
+/// The port a `struct sockaddr` asks for (offset 2 in both families).
+#[inline(always)]
+fn requested_port(memory: Memory, addr: u64) -> Result<u16, i64> {
+    Ok(sockaddr(memory, addr)?.port)
+}
+
+/// The destination of a `struct msghdr` in kernel memory.
+#[inline(always)]
+fn msghdr_peer(msg: u64) -> Result<udp::Peer, i64> {
+    // SAFETY: a kernel read of a pointer.
+    let name: u64 = unsafe { kernel::read(msg, setting!(offsets.msghdr_name)) }?;
+    sockaddr(Memory::Kernel, name)
+}
+
+// --- fentry ---
+
+/// fexit `inet_bind`/`inet6_bind(sock, uaddr, addr_len)`: returns argument 3.
+pub fn try_fexit_bind(ctx: &FExitContext) -> Result<(), i64> {
+    let ret: i32 = ctx.arg(3);
+    if ret != 0 {
+        return Ok(());
+    }
+    let socket: u64 = ctx.arg(0);
+    let port = requested_port(Memory::Kernel, ctx.arg(1))?;
+    udp::bound(udp::socket_sock(socket)?, port)
+}
+
+/// fexit `inet_dgram_connect(sock, uaddr, addr_len, flags)`: returns argument 4.
+pub fn try_fexit_connect(ctx: &FExitContext) -> Result<(), i64> {
+    let ret: i32 = ctx.arg(4);
+    if ret != 0 {
+        return Ok(());
+    }
+    udp::flow(udp::socket_sock(ctx.arg(0))?, &udp::Peer::NONE)
+}
+
+/// fexit `udp_sendmsg`/`udpv6_sendmsg(sk, msg, len)`: returns argument 3.
+pub fn try_fexit_sendmsg(ctx: &FExitContext) -> Result<(), i64> {
+    let ret: i32 = ctx.arg(3);
+    if ret < 0 {
+        return Ok(());
+    }
+    udp::flow(ctx.arg(0), &msghdr_peer(ctx.arg(1))?)
+}
+
+/// fentry `inet_release(sock)`.
+pub fn try_fentry_release(ctx: &FEntryContext) -> Result<(), i64> {
+    udp::released(ctx.arg(0))
+}
+
+// --- kprobe ---
+
+/// kprobe on a call whose return `try_kretprobe` handles: its first two arguments.
+pub fn try_kprobe_args(ctx: &ProbeContext, call: Call) -> Result<(), i64> {
+    let a: u64 = ctx.arg(0).ok_or(-1i64)?;
+    let b: u64 = ctx.arg(1).ok_or(-1i64)?;
+    stash(call, a, b, 0);
+    Ok(())
+}
+
+/// kretprobe on `inet_bind`/`inet6_bind`, `inet_dgram_connect` or
+/// `udp_sendmsg`/`udpv6_sendmsg` (`call`).
+pub fn try_kretprobe(ctx: &RetProbeContext, call: Call) -> Result<(), i64> {
+    let Some(args) = take(call) else {
+        return Ok(());
+    };
+    let ret: i64 = ctx.ret::<i32>() as i64;
+    match call {
+        Call::Bind if ret == 0 => udp::bound(
+            udp::socket_sock(args.a)?,
+            requested_port(Memory::Kernel, args.b)?,
+        ),
+        Call::Connect if ret == 0 => udp::flow(udp::socket_sock(args.a)?, &udp::Peer::NONE),
+        Call::SendMsg if ret >= 0 => udp::flow(args.a, &msghdr_peer(args.b)?),
+        _ => Ok(()),
+    }
+}
+
+/// kprobe `inet_release(sock)`.
+pub fn try_kprobe_release(ctx: &ProbeContext) -> Result<(), i64> {
+    udp::released(ctx.arg(0).ok_or(-1i64)?)
+}
+
+// --- tracepoint ---
+
+/// The `n`-th argument of a `syscalls:sys_enter_*` record.
+#[inline(always)]
+fn syscall_arg(ctx: &TracePointContext, n: u32) -> Result<u64, i64> {
+    tp_field(ctx, setting!(tp_syscall_args) + 8 * n)
+}
+
+/// `syscalls:sys_enter_{bind,connect,sendmsg,sendmmsg}(fd, ptr, n, ...)` and
+/// `sys_enter_sendto(fd, buf, len, flags, addr, addr_len)`: the fd and the address
+/// (or message) pointer, for the exit.
+pub fn try_sys_enter(ctx: &TracePointContext, call: Call) -> Result<(), i64> {
+    if setting!(tp_syscall_args) == 0 {
+        return Ok(());
+    }
+    let fd = syscall_arg(ctx, 0)?;
+    let (ptr, n) = match call {
+        Call::SendTo => (syscall_arg(ctx, 4)?, 0),
+        Call::SendMmsg => (syscall_arg(ctx, 1)?, syscall_arg(ctx, 2)?),
+        _ => (syscall_arg(ctx, 1)?, 0),
+    };
+    stash(call, fd, ptr, n);
+    Ok(())
+}
+
+/// The `syscalls:sys_exit_*` of a call `try_sys_enter` stashed.
+pub fn try_sys_exit(ctx: &TracePointContext, call: Call) -> Result<(), i64> {
+    let Some(args) = take(call) else {
+        return Ok(());
+    };
+    let ret: i64 = tp_field(ctx, setting!(tp_syscall_ret))?;
+    if ret < 0 {
+        return Ok(());
+    }
+    let sk = kernel::sock_of_fd(args.a as u32)?;
+    match call {
+        Call::Bind if ret == 0 => udp::bound(sk, requested_port(Memory::User, args.b)?),
+        Call::Connect if ret == 0 => udp::flow(sk, &udp::Peer::NONE),
+        Call::SendTo => udp::flow(sk, &sockaddr(Memory::User, args.b)?),
+        Call::SendMsg => udp::flow(sk, &user_msghdr_peer(args.b)?),
+        Call::SendMmsg => {
+            let sent = if (ret as u64) < SENDMMSG_PEERS {
+                ret as u64
+            } else {
+                SENDMMSG_PEERS
+            };
+            let mut i = 0;
+            while i < SENDMMSG_PEERS {
+                if i < sent {
+                    udp::flow(sk, &user_msghdr_peer(args.b + i * MMSGHDR_SIZE)?)?;
+                }
+                i += 1;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The destination of a `struct msghdr` in user memory (its name pointer first).
+#[inline(always)]
+fn user_msghdr_peer(msg: u64) -> Result<udp::Peer, i64> {
+    // SAFETY: the helper fails rather than faults.
+    let name: u64 = unsafe { bpf_probe_read_user(msg as *const u64) }.map_err(|e| e as i64)?;
+    sockaddr(Memory::User, name)
+}

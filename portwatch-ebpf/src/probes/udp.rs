@@ -21,7 +21,8 @@
 //! table: unlike the sock's address it is never reused within a boot.
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_user};
 use portwatch_common::{
-    ConfigFlag, EventKind, Origin, SockInfo, UdpFlowKey, AF_INET, AF_INET6, IPPROTO_UDP,
+    ConfigFlag, EventKind, Origin, SockInfo, TcpState, UdpFlowKey, AF_INET, AF_INET6,
+    IPPROTO_UDP,
 };
 
 use crate::{
@@ -156,9 +157,14 @@ fn sock_ino(sk: u64) -> Result<u32, i64> {
 #[inline(always)]
 fn report(kind: EventKind, sk: u64, ino: u32, tuple: &Tuple, owner: &SockInfo, duration: u64) {
     // UDP sockets keep TCP's state numbers: CLOSE when unconnected (ss: UNCONN),
-    // ESTABLISHED when connected.
+    // ESTABLISHED when connected; a close goes from there to CLOSE.
     let state = kernel::sock_state(sk).unwrap_or(0);
-    let mut detail = Detail::new(kind, sk, state, state);
+    let new_state = if kind == EventKind::Close {
+        TcpState::Close as u8
+    } else {
+        state
+    };
+    let mut detail = Detail::new(kind, sk, state, new_state);
     detail.proto = IPPROTO_UDP as u8;
     detail.sock_ino = ino;
     detail.duration_ns = duration;

@@ -170,11 +170,19 @@ pub fn inspect() -> Report {
                     mode: mode.name(),
                     available: true,
                     refusal: None,
-                    detail: format!(
-                        "{}; {}",
-                        tracer.attached.join(", "),
-                        tracer.store.describe()
-                    ),
+                    // The hooks (TCP's, then UDP's), the owner store, and why UDP
+                    // is not traced where it is not.
+                    detail: std::iter::once(tracer.attached.join(", "))
+                        .chain(std::iter::once(tracer.store.describe()))
+                        .chain(
+                            tracer
+                                .warnings
+                                .iter()
+                                .filter(|w| w.starts_with("UDP is not traced"))
+                                .cloned(),
+                        )
+                        .collect::<Vec<_>>()
+                        .join("; "),
                 }
             }
             Err(reason) => ModeCheck {

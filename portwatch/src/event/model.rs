@@ -148,10 +148,19 @@ pub use portwatch_common::TcpState;
 pub use super::services::Transport;
 
 impl ConnEvent {
-    /// The socket's state as `ss` names it: TCP's states; a UDP socket is
-    /// `UNCONN` until it is connected (the kernel keeps it in CLOSE meanwhile).
-    pub fn state_name(&self, state: TcpState) -> &'static str {
-        match (self.proto, state) {
+    /// The socket's state after the event, as `ss` names it: TCP's states; a
+    /// UDP socket is `UNCONN` while it has no peer (the kernel keeps it in CLOSE
+    /// meanwhile) and `CLOSE` only once it is closed.
+    pub fn state_text(&self) -> &'static str {
+        match (self.proto, self.state) {
+            (Transport::Udp, TcpState::Close) if self.kind != EventKind::Close => "UNCONN",
+            (_, state) => state.name(),
+        }
+    }
+
+    /// The state before the event, named the same way.
+    pub fn old_state_text(&self) -> &'static str {
+        match (self.proto, self.old_state) {
             (Transport::Udp, TcpState::Close) => "UNCONN",
             (_, state) => state.name(),
         }

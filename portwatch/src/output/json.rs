@@ -67,8 +67,8 @@ impl<W: Write> JsonPrinter<W> {
         endpoint(o.out, &e.local)?;
         o.key("remote");
         endpoint(o.out, &e.remote)?;
-        o.name("state", e.state_name(e.state));
-        o.name("old_state", e.state_name(e.old_state));
+        o.name("state", e.state_text());
+        o.name("old_state", e.old_state_text());
         o.key("sock_id");
         o.out.push(b'"');
         append::hex16(o.out, e.sock_id);

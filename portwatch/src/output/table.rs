@@ -195,7 +195,7 @@ impl<W: Write> Printer for TablePrinter<W> {
         row.start(None);
         socket_address(row.line, e.remote.addr, e.remote.port);
         row.end();
-        row.cell(e.state_name(e.state), None);
+        row.cell(e.state_text(), None);
         row.start(None);
         process(row.line, e);
         row.end();

@@ -17,19 +17,19 @@ use nix::{
 
 use crate::sock;
 
-fn set_comm(name: &str) {
+pub fn set_comm(name: &str) {
     let name = CString::new(name).expect("no NUL in helper names");
     nix::sys::prctl::set_name(&name).expect("prctl(PR_SET_NAME)");
 }
 
-fn say(line: String) {
+pub fn say(line: String) {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}").unwrap();
     out.flush().unwrap();
 }
 
 /// Hold for HOLD: a number of milliseconds, or `pause` for until killed.
-fn hold(spec: &str) {
+pub fn hold(spec: &str) {
     if spec == "pause" {
         loop {
             nix::unistd::pause();
@@ -177,6 +177,9 @@ pub fn main(args: &[String]) -> ExitCode {
         Some("blackhole") => blackhole(&args[1..]),
         Some("timeout") => timeout(&args[1..]),
         Some("netns-listener") => netns_listener(&args[1..]),
+        Some("udp-server") => crate::helper_udp::udp_server(&args[1..]),
+        Some("udp-client") => crate::helper_udp::udp_client(&args[1..]),
+        Some("udp-spray") => crate::helper_udp::udp_spray(&args[1..]),
         other => {
             eprintln!("unknown helper {other:?}");
             return ExitCode::from(2);

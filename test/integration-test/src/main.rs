@@ -18,6 +18,7 @@ mod failures;
 mod harness;
 mod heavy;
 mod helper;
+mod helper_udp;
 mod history;
 mod identity;
 mod inferred;

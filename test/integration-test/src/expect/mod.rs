@@ -2,6 +2,7 @@
 //! field-by-field comparison with portwatch's JSON events.
 mod events;
 mod truth;
+mod udp;
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use serde_json::{json, Value};
 
 pub use events::*;
 pub use truth::{endpoint, family};
+pub use udp::*;
 
 use crate::harness::tracer::Tracer;
 
@@ -128,11 +130,19 @@ fn between(events: &[Value], a: u16, b: u16) -> Vec<&Value> {
         .collect()
 }
 
+/// The events an expectation may be: its kind and ports, and its protocol where
+/// it names one (TCP and UDP sockets may share port numbers).
+fn candidates<'a>(events: &'a [Value], x: &Expected) -> Vec<&'a Value> {
+    let proto = &x.fields["proto"];
+    find(events, x.event, x.local, x.remote)
+        .into_iter()
+        .filter(|e| proto.is_null() || e["proto"] == *proto)
+        .collect()
+}
+
 /// Whether every expected event has come, right or wrong.
 fn all_present(events: &[Value], expected: &[Expected]) -> bool {
-    expected
-        .iter()
-        .all(|x| !find(events, x.event, x.local, x.remote).is_empty())
+    expected.iter().all(|x| !candidates(events, x).is_empty())
 }
 
 /// Each expected event is in `events` exactly once, with every field as expected.
@@ -140,7 +150,7 @@ pub fn compare(events: &[Value], expected: &[Expected]) -> Vec<String> {
     let mut failures = Vec::new();
     for x in expected {
         let (kind, l, r) = (x.event, x.local, x.remote);
-        match find(events, kind, l, r).as_slice() {
+        match candidates(events, x).as_slice() {
             [] => failures.push(format!(
                 "{}: no `{kind}` event {l} -> {r}; the events between these ports: {:?}",
                 x.what,

@@ -55,7 +55,7 @@ pub enum Hold {
 }
 
 impl Hold {
-    fn arg(self) -> String {
+    pub(super) fn arg(self) -> String {
         match self {
             Hold::Ms(ms) => ms.to_string(),
             Hold::UntilKilled => "pause".into(),
@@ -72,7 +72,7 @@ pub struct Helper {
 
 impl Helper {
     /// `integration-test helper ARGS`, with `env`, stdin piped when `stdin`.
-    fn spawn(args: Vec<String>, env: &[(&str, &str)], stdin: bool) -> Result<Helper> {
+    pub(super) fn spawn(args: Vec<String>, env: &[(&str, &str)], stdin: bool) -> Result<Helper> {
         Helper::spawn_as(&As::default(), args, env, stdin)
     }
 
@@ -107,7 +107,7 @@ impl Helper {
     }
 
     /// The next report line, which must be `WORD` and `count` numbers.
-    fn report(&mut self, word: &str, count: usize) -> Result<Vec<u32>> {
+    pub(super) fn report(&mut self, word: &str, count: usize) -> Result<Vec<u32>> {
         let line = self
             .lines
             .next()
@@ -129,8 +129,20 @@ impl Helper {
     }
 
     /// `WORD PID UID PORT`: the reporting process, named `comm`, and its port.
-    fn report_end(&mut self, word: &str, comm: &str, addr: IpAddr) -> Result<End> {
+    pub(super) fn report_end(&mut self, word: &str, comm: &str, addr: IpAddr) -> Result<End> {
         Ok(end(&self.report(word, 3)?, comm, addr))
+    }
+
+    /// The next report line, which must be `WORD TEXT`: the text.
+    pub(super) fn report_text(&mut self, word: &str) -> Result<String> {
+        let line = self
+            .lines
+            .next()
+            .with_context(|| format!("helper ended before saying `{word}`"))??;
+        match line.split_once(' ') {
+            Some((w, text)) if w == word => Ok(text.to_string()),
+            _ => bail!("helper said `{line}`, expected `{word} ...`"),
+        }
     }
 
     /// Send one line to the helper's stdin.
@@ -185,7 +197,7 @@ fn group_alive(pgid: u32) -> bool {
     })
 }
 
-fn end(numbers: &[u32], comm: &str, addr: IpAddr) -> End {
+pub(super) fn end(numbers: &[u32], comm: &str, addr: IpAddr) -> End {
     End {
         proc: Proc {
             pid: numbers[0],

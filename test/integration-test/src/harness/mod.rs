@@ -10,3 +10,4 @@ pub mod programs;
 pub mod scratch;
 pub mod stderr;
 pub mod tracer;
+pub mod udp_helpers;

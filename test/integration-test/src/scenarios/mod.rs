@@ -5,6 +5,7 @@ mod accept_hook;
 pub mod connections;
 mod failed_connects;
 mod inexact_accept;
+mod udp;
 
 use anyhow::Result;
 
@@ -51,6 +52,22 @@ fn scenarios<'a>(portwatch: &'a str, mode: &'a str) -> Vec<Scenario<'a>> {
         (
             "ipv4: timed-out connect (SYNs dropped)",
             Box::new(|t| timed_out(t, LOOPBACK)),
+        ),
+        (
+            "udp ipv4: a bound server answering from a forked worker; connected, sendto and sendmsg clients; closes",
+            Box::new(|t| udp::server_and_clients(t, LOOPBACK, udp::SERVER_PORTS_V4)),
+        ),
+        (
+            "udp ipv6: the same over ::1",
+            Box::new(|t| udp::server_and_clients(t, LOOPBACK6, udp::SERVER_PORTS_V6)),
+        ),
+        (
+            "udp: one socket sending to 20 peers, 3 rounds (sendto, sendmmsg): one flow event per peer",
+            Box::new(udp::spray),
+        ),
+        (
+            "udp: DNS-like exchange on 127.0.0.2:53, classified as domain",
+            Box::new(udp::dns),
         ),
         (
             "process details: exe, cmdline, user, parent, cgroup, container",

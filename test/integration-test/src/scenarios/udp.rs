@@ -1,0 +1,170 @@
+//! UDP with ground truth: a server bound to a known port in one process,
+//! answering from a forked worker; clients in separate processes sending through
+//! connect()+send(), sendto() and sendmsg(); one socket spraying datagrams at many
+//! peers (each reported once); DNS-like traffic to port 53. Every event field by
+//! field, and each socket's close (the kernel's in modes fentry and kprobe,
+//! inferred from the kernel's socket list in mode tracepoint).
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use anyhow::{bail, Result};
+use serde_json::Value;
+
+use super::HOLD_MS;
+use crate::{
+    expect::{self, Expected},
+    harness::{
+        helpers::{End, Hold},
+        tracer::Tracer,
+        udp_helpers::{udp_client, udp_spray, Send, UdpServer},
+    },
+};
+
+/// Ports the UDP servers try, outside the ephemeral range, one list per scenario
+/// (a scenario's ports must not be an earlier one's).
+pub const SERVER_PORTS_V4: &str = "24810,24811,24812,24813,0";
+pub const SERVER_PORTS_V6: &str = "24820,24821,24822,24823,0";
+
+/// A server on `addr` and a client per way of sending, each its own process.
+pub fn server_and_clients(tracer: &Tracer, addr: IpAddr, ports: &str) -> Result<Vec<String>> {
+    let since = tracer.events().len();
+    let ways = [Send::Connected, Send::SendTo, Send::SendMsg];
+    let mut server = UdpServer::spawn(
+        addr,
+        ports,
+        "pw-udp-server",
+        "pw-udp-worker",
+        ways.len(),
+        Hold::Ms(HOLD_MS),
+    )?;
+    let target = SocketAddr::new(addr, server.listener.port);
+    let mut clients = Vec::new();
+    for (i, how) in ways.iter().enumerate() {
+        clients.push((
+            udp_client(target, &format!("pw-udp-cl-{i}"), *how, Hold::Ms(HOLD_MS))?,
+            *how,
+        ));
+    }
+    let mut answered = Vec::new();
+    for _ in &ways {
+        answered.push(server.answered()?);
+    }
+    let listener = server.listener.clone();
+    server.finish()?;
+    let worker = answered[0].0.clone();
+    if worker.pid == listener.proc.pid {
+        bail!("the worker is not a separate process");
+    }
+    let mut expected = vec![
+        expect::udp_listen(&listener),
+        expect::udp_close(&listener, "listener", 0),
+    ];
+    for (client, how) in &clients {
+        if !answered.iter().any(|(_, port)| *port == client.port) {
+            bail!("the worker never answered client port {}", client.port);
+        }
+        let connected = *how == Send::Connected;
+        let server_end = End {
+            proc: worker.clone(),
+            ..listener.clone()
+        };
+        expected.extend([
+            expect::udp_connect(client, &listener, connected),
+            expect::udp_reply(
+                &server_end,
+                client,
+                if connected { client.addr } else { addr },
+            ),
+            expect::udp_close(client, "client", if connected { listener.port } else { 0 }),
+        ]);
+    }
+    let mut failures = expect::check(tracer, &expected);
+    let mut pids = vec![listener.proc.pid, worker.pid];
+    pids.extend(clients.iter().map(|(c, _)| c.proc.pid));
+    let events = tracer.events();
+    failures.extend(only_these_pids(
+        events.get(since..).unwrap_or_default(),
+        listener.port,
+        &pids,
+    ));
+    Ok(failures)
+}
+
+/// Every UDP event on `port` names one of `pids`.
+fn only_these_pids(events: &[Value], port: u16, pids: &[u32]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["proto"] == "udp")
+        .filter(|e| expect::port(e, "local") == port || expect::port(e, "remote") == port)
+        .filter(|e| {
+            !e["pid"]
+                .as_u64()
+                .is_some_and(|p| pids.contains(&(p as u32)))
+        })
+        .map(|e| format!("a UDP event on port {port} names a process of neither side: {e}"))
+        .collect()
+}
+
+/// One socket sends 3 rounds to 20 peers (sendto, then sendmmsg): exactly 20 flow
+/// events, one per peer, all its own; then its close.
+pub fn spray(tracer: &Tracer) -> Result<Vec<String>> {
+    const PEERS: u16 = 20;
+    const BASE: u16 = 24900;
+    let sprayer = udp_spray(Ipv4Addr::LOCALHOST.into(), "pw-udp-spray", BASE, PEERS, 3)?;
+    let mut expected = Vec::new();
+    for i in 0..PEERS {
+        let peer = End {
+            proc: sprayer.proc.clone(),
+            addr: Ipv4Addr::LOCALHOST.into(),
+            port: BASE + i,
+        };
+        expected.push(expect::udp_connect(&sprayer, &peer, false));
+    }
+    expected.push(expect::udp_close(&sprayer, "client", 0));
+    let mut failures = expect::check(tracer, &expected);
+    let flows: Vec<Value> = tracer
+        .events()
+        .into_iter()
+        .filter(|e| e["proto"] == "udp" && e["event"] == "connect")
+        .filter(|e| expect::port(e, "local") == sprayer.port)
+        .collect();
+    if flows.len() != PEERS as usize {
+        failures.push(format!(
+            "{} flow events from the spraying socket, expected {PEERS} (one per peer)",
+            flows.len()
+        ));
+    }
+    Ok(failures)
+}
+
+/// A DNS-like exchange on 127.0.0.2:53: the port is `domain`, well-known.
+pub fn dns(tracer: &Tracer) -> Result<Vec<String>> {
+    let addr: IpAddr = Ipv4Addr::new(127, 0, 0, 2).into();
+    let mut server = UdpServer::spawn(addr, "53", "pw-dns", "pw-dns-worker", 1, Hold::Ms(0))?;
+    if server.listener.port != 53 {
+        bail!("127.0.0.2:53 is taken");
+    }
+    let target = SocketAddr::new(addr, server.listener.port);
+    // Connected, as the C library's resolver does.
+    let client = udp_client(target, "pw-dig", Send::Connected, Hold::Ms(0))?;
+    let (worker, _) = server.answered()?;
+    let listener = server.listener.clone();
+    server.finish()?;
+    let server_end = End {
+        proc: worker,
+        ..listener.clone()
+    };
+    // Port 53 over UDP is IANA's `domain`.
+    let domain = |mut x: Expected, side: &str| {
+        x.fields[side]["service"] = "domain".into();
+        x
+    };
+    let expected: Vec<Expected> = vec![
+        domain(expect::udp_listen(&listener), "local"),
+        domain(expect::udp_connect(&client, &listener, true), "remote"),
+        domain(
+            expect::udp_reply(&server_end, &client, client.addr),
+            "local",
+        ),
+    ];
+    Ok(expect::check(tracer, &expected))
+}

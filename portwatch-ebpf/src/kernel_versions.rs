@@ -19,6 +19,9 @@
 //! | socket storage from tracing programs (`bpf_sk_storage_get` in `BPF_PROG_TYPE_TRACING`) | 5.11 | owners in socket storage; without it, the LRU socket map |
 //! | `bpf_get_socket_cookie` from tracing programs | 5.12 | socket ids from the kernel's cookie; the BTF program needs it, so socket storage is used from 5.12 (userspace falls back when the program does not load) |
 //! | `sock:inet_sock_set_state` tracepoint | 4.16 | below the ring buffer's floor: always there |
+//! | UDP's functions: `inet_bind`, `inet6_bind` `(sock, uaddr, len)`, `inet_dgram_connect` `(sock, uaddr, len, flags)`, `udp_sendmsg`, `udpv6_sendmsg` `(sk, msg, len)`, `inet_release(sock)` | unchanged since before 5.8 | one fexit program each, the return read after the arguments at a constant offset (`probes::udp_hooks`); a kernel whose BTF lacks one of them gets no UDP in mode fentry (a warning says which), the other modes are unaffected |
+//! | `udpv6_sendmsg` hands an IPv4-mapped destination to `udp_sendmsg` | always | both are hooked, so such a datagram is seen twice: the flow table reports it once, and the peer is written IPv4-mapped either way |
+//! | UDP without `sock.sk_protocol` (a bitfield before 5.6) | 5.6 | UDP cannot be told from other datagram sockets: `ConfigFlag::UdpFields` needs `SkProtocol`, so UDP stays off there |
 //!
 //! Not versions but kernel configuration, with the same effect of switching a
 //! feature off through a missing offset: `sock_common.skc_v6_*` exist only with

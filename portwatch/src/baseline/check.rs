@@ -1,9 +1,10 @@
 //! Events against a baseline: what departs from it, as drift, once per (kind,
-//! process, port) per run.
+//! process, transport, port) per run. A TCP entry is met only by a TCP socket, a
+//! UDP entry only by a UDP one.
 use std::{collections::HashSet, net::IpAddr};
 
-use super::file::{Bind, Expected, ExpectedListener};
-use crate::event::model::{ConnEvent, EventKind, Family, Role};
+use super::entry::{port_text, Bind, Expected, ExpectedListener, Ports};
+use crate::event::model::{ConnEvent, EventKind, Family, Role, Transport};
 
 /// How an event departs from the baseline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -132,16 +133,18 @@ fn listener_drift(expected: &Expected, e: &ConnEvent) -> Option<Drift> {
     let on_port: Vec<&ExpectedListener> = expected
         .listeners
         .iter()
-        .filter(|l| l.ports.contains(port) && family_matches(l, e.family, e.local.addr))
+        .filter(|l| {
+            l.proto == e.proto
+                && l.ports.contains(port)
+                && family_matches(l, e.family, e.local.addr)
+        })
         .collect();
     let who = program(e);
+    let port_text = port_text(Ports::one(port), e.proto);
     if on_port.is_empty() {
         return drift(
             DriftKind::UnexpectedListener,
-            format!(
-                "{who} listens on {}, where no listener is expected",
-                e.local.port
-            ),
+            format!("{who} listens on {port_text}, where no listener is expected"),
             e,
         );
     }
@@ -164,7 +167,7 @@ fn listener_drift(expected: &Expected, e: &ConnEvent) -> Option<Drift> {
         return drift(
             DriftKind::UnexpectedOwner,
             format!(
-                "{exe} as {user} listens on {port}, expected {}",
+                "{exe} as {user} listens on {port_text}, expected {}",
                 wanted.join(" or ")
             ),
             e,
@@ -178,8 +181,7 @@ fn listener_drift(expected: &Expected, e: &ConnEvent) -> Option<Drift> {
     drift(
         DriftKind::WiderBind,
         format!(
-            "{exe} listens on {} ({}), expected {}",
-            port,
+            "{exe} listens on {port_text} ({}), expected {}",
             bound.text(),
             allowed.join(" or ")
         ),
@@ -191,7 +193,8 @@ fn outbound_drift(expected: &Expected, e: &ConnEvent) -> Option<Drift> {
     e.owner.as_ref()?;
     let exe = program(e);
     let allowed = expected.outbound.iter().any(|o| {
-        runs(&o.exe, e) == Some(true)
+        o.proto == e.proto
+            && runs(&o.exe, e) == Some(true)
             && user_matches(&o.user, e)
             && o.ports.contains(e.remote.port)
             && o.remote.is_none_or(|p| p.contains(e.remote.addr))
@@ -203,17 +206,30 @@ fn outbound_drift(expected: &Expected, e: &ConnEvent) -> Option<Drift> {
         kind: DriftKind::UnexpectedOutbound,
         reason: format!(
             "{exe} connects to {}:{}, not among its expected destinations",
-            e.remote.addr, e.remote.port
+            e.remote.addr,
+            port_text(Ports::one(e.remote.port), e.proto)
         ),
         port: e.remote.port,
         trigger: Some(e.clone()),
     })
 }
 
-/// Drift of a run's events, each (kind, process, port) reported once.
+/// What a drift is reported once per run by: its kind, port, transport and
+/// program; a missing listener (no event shows it) by its reason, which names
+/// its entry.
+type OnceKey = (DriftKind, u16, Option<Transport>, String);
+
+fn once_key(d: &Drift) -> OnceKey {
+    match &d.trigger {
+        Some(e) => (d.kind, d.port, Some(e.proto), program(e)),
+        None => (d.kind, d.port, None, d.reason.clone()),
+    }
+}
+
+/// Drift of a run's events, each reported once (`once_key`).
 pub struct Checker {
     expected: Expected,
-    seen: HashSet<(DriftKind, String, u16)>,
+    seen: HashSet<OnceKey>,
     /// Expected listeners found missing at the last look (by reason and port).
     missing_before: HashSet<(String, u16)>,
 }
@@ -248,9 +264,116 @@ impl Checker {
         self.first(d)
     }
 
-    /// `d`, unless its (kind, process, port) was reported already.
+    /// `d`, unless it was reported already (`once_key`).
     pub fn first(&mut self, d: Drift) -> Option<Drift> {
-        let process = d.trigger.as_ref().map(program).unwrap_or_default();
-        self.seen.insert((d.kind, process, d.port)).then_some(d)
+        self.seen.insert(once_key(&d)).then_some(d)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::{net::IpAddr, sync::Arc};
+
+    use super::*;
+    use crate::{
+        baseline::file::parse,
+        event::{
+            classify::{endpoint, EphemeralRange},
+            decode::tests::sample_event,
+            model::ProcessDetails,
+        },
+    };
+
+    pub const NAMED: &str = "/usr/sbin/named";
+
+    /// `kind` by NAMED (as root) over `proto`: local `port` on any address, to
+    /// `remote` 10.0.0.1:`remote` (0: none).
+    pub fn event(
+        proto: Transport,
+        kind: EventKind,
+        role: Role,
+        port: u16,
+        remote: u16,
+    ) -> ConnEvent {
+        let range = EphemeralRange::LINUX_DEFAULT;
+        let mut e = sample_event();
+        e.proto = proto;
+        e.kind = kind;
+        e.role = role;
+        e.local = endpoint(IpAddr::from([0, 0, 0, 0]), port, range, proto);
+        let peer = if remote == 0 {
+            [0, 0, 0, 0]
+        } else {
+            [10, 0, 0, 1]
+        };
+        e.remote = endpoint(IpAddr::from(peer), remote, range, proto);
+        e.owner.as_mut().unwrap().comm = "named".into();
+        e.process = Some(Arc::new(ProcessDetails {
+            exe: Some(Arc::from(NAMED)),
+            user: Some("root".into()),
+            ..ProcessDetails::default()
+        }));
+        e
+    }
+
+    pub fn listen(proto: Transport, port: u16) -> ConnEvent {
+        event(proto, EventKind::Listen, Role::Listener, port, 0)
+    }
+
+    fn expected(protocol: &str) -> Expected {
+        let text = format!(
+            "version = 1\n[[listener]]\nexe = \"{NAMED}\"\nprotocol = \"{protocol}\"\nfamily = \"ipv4\"\nbind = \"any\"\nport = 53\n\
+             [[outbound]]\nexe = \"{NAMED}\"\nprotocol = \"{protocol}\"\nport = 53\n"
+        );
+        parse(&text).unwrap().1
+    }
+
+    fn kind(expected: &Expected, e: &ConnEvent) -> Option<DriftKind> {
+        drift_of(expected, e).map(|d| d.kind)
+    }
+
+    #[test]
+    fn a_listener_is_met_only_by_an_entry_of_its_transport() {
+        let (udp, tcp) = (expected("udp"), expected("tcp"));
+        assert_eq!(kind(&udp, &listen(Transport::Udp, 53)), None);
+        assert_eq!(kind(&tcp, &listen(Transport::Tcp, 53)), None);
+        let unexpected = Some(DriftKind::UnexpectedListener);
+        assert_eq!(kind(&udp, &listen(Transport::Tcp, 53)), unexpected);
+        assert_eq!(kind(&tcp, &listen(Transport::Udp, 53)), unexpected);
+        let mut snapshot = listen(Transport::Udp, 53);
+        snapshot.kind = EventKind::Snapshot;
+        assert_eq!(kind(&tcp, &snapshot), unexpected);
+        assert_eq!(kind(&udp, &snapshot), None);
+        // A UDP listener's drift says which transport.
+        let d = drift_of(&tcp, &snapshot).unwrap();
+        assert!(d.reason.contains("53/udp"), "{}", d.reason);
+    }
+
+    #[test]
+    fn an_outbound_flow_is_met_only_by_an_entry_of_its_transport() {
+        let flow = |proto| event(proto, EventKind::Connect, Role::Client, 41000, 53);
+        let (udp, tcp) = (expected("udp"), expected("tcp"));
+        assert_eq!(kind(&udp, &flow(Transport::Udp)), None);
+        assert_eq!(kind(&tcp, &flow(Transport::Tcp)), None);
+        let unexpected = Some(DriftKind::UnexpectedOutbound);
+        assert_eq!(kind(&tcp, &flow(Transport::Udp)), unexpected);
+        assert_eq!(kind(&udp, &flow(Transport::Tcp)), unexpected);
+        // A UDP server's reply to a peer is no outbound destination.
+        let reply = event(Transport::Udp, EventKind::Accept, Role::Server, 53, 41000);
+        assert_eq!(kind(&tcp, &reply), None);
+    }
+
+    #[test]
+    fn drift_over_each_transport_is_reported_once() {
+        let mut checker = Checker::new(Expected::default());
+        let mut reported = Vec::new();
+        for _ in 0..3 {
+            for proto in [Transport::Tcp, Transport::Udp] {
+                if let Some(d) = checker.check(&listen(proto, 53)) {
+                    reported.push(d.trigger.map(|e| e.proto));
+                }
+            }
+        }
+        assert_eq!(reported, [Some(Transport::Tcp), Some(Transport::Udp)]);
     }
 }

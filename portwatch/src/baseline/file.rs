@@ -2,14 +2,14 @@
 //! keys, wrong types, ports out of range, invalid addresses and duplicate entries
 //! are refused with the file, line and what is wrong); written sorted and commented.
 use std::{
-    fmt::Write as _,
-    net::IpAddr,
+    fmt::{Display, Write as _},
     path::{Path, PathBuf},
 };
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::address::Prefix;
+use super::entry::{check_listener, check_outbound, Expected};
+pub use super::entry::{Listener, Outbound};
 
 /// The format version this portwatch reads and writes.
 pub const VERSION: u32 = 1;
@@ -24,171 +24,6 @@ pub struct Baseline {
     pub outbound: Vec<Outbound>,
 }
 
-/// Where a listener is bound.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Bind {
-    Loopback,
-    Any,
-    Exact(IpAddr),
-}
-
-impl Bind {
-    pub fn of(addr: IpAddr) -> Bind {
-        let addr = crate::event::address::plain(addr);
-        if addr.is_unspecified() {
-            Bind::Any
-        } else if addr.is_loopback() {
-            Bind::Loopback
-        } else {
-            Bind::Exact(addr)
-        }
-    }
-
-    pub fn text(&self) -> String {
-        match self {
-            Bind::Loopback => "loopback".into(),
-            Bind::Any => "any".into(),
-            Bind::Exact(a) => a.to_string(),
-        }
-    }
-
-    fn parse(text: &str) -> Result<Bind, String> {
-        match text {
-            "loopback" => Ok(Bind::Loopback),
-            "any" => Ok(Bind::Any),
-            other => other
-                .parse()
-                .map(Bind::Exact)
-                .map_err(|_| format!("bind {other:?} is not `loopback`, `any` or an IP address")),
-        }
-    }
-}
-
-/// A port, or an inclusive range `LOW-HIGH` (written as a string).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Ports {
-    pub low: u16,
-    pub high: u16,
-}
-
-impl Ports {
-    pub fn one(port: u16) -> Ports {
-        Ports {
-            low: port,
-            high: port,
-        }
-    }
-
-    pub fn contains(&self, port: u16) -> bool {
-        (self.low..=self.high).contains(&port)
-    }
-
-    fn text(&self) -> String {
-        if self.low == self.high {
-            self.low.to_string()
-        } else {
-            format!("\"{}-{}\"", self.low, self.high)
-        }
-    }
-}
-
-/// `port = 22` or `port = "32768-60999"`, as written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum PortSpec {
-    One(i64),
-    Range(String),
-}
-
-impl PortSpec {
-    fn ports(&self) -> Result<Ports, String> {
-        let port = |n: i64| -> Result<u16, String> {
-            u16::try_from(n)
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| format!("port {n} is out of range (1-65535)"))
-        };
-        match self {
-            PortSpec::One(n) => port(*n).map(Ports::one),
-            PortSpec::Range(text) => {
-                let (low, high) = text
-                    .split_once('-')
-                    .ok_or_else(|| format!("port {text:?} is neither a number nor LOW-HIGH"))?;
-                let num = |s: &str| {
-                    s.trim()
-                        .parse::<i64>()
-                        .map_err(|_| format!("port range {text:?} is not LOW-HIGH"))
-                };
-                let (low, high) = (port(num(low)?)?, port(num(high)?)?);
-                if low > high {
-                    return Err(format!("port range {text:?} runs backwards"));
-                }
-                Ok(Ports { low, high })
-            }
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Listener {
-    pub exe: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    #[serde(default = "tcp")]
-    pub protocol: String,
-    /// `ipv4`, `ipv6` (which may take IPv4 too when dual-stack).
-    pub family: String,
-    pub bind: String,
-    pub port: PortSpec,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cgroup: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<String>,
-    /// Comes and goes (seen listening while learning, gone at its end): allowed,
-    /// but not reported when missing.
-    #[serde(default)]
-    pub transient: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Outbound {
-    pub exe: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    #[serde(default = "tcp")]
-    pub protocol: String,
-    pub port: PortSpec,
-    /// A network the destination is in (ADDRESS[/PREFIX]); any when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remote: Option<String>,
-}
-
-fn tcp() -> String {
-    "tcp".into()
-}
-
-/// A listener entry, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExpectedListener {
-    pub exe: String,
-    pub user: Option<String>,
-    pub ipv6: bool,
-    pub bind: Bind,
-    pub ports: Ports,
-    pub transient: bool,
-}
-
-/// An outbound entry, checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExpectedOutbound {
-    pub exe: String,
-    pub user: Option<String>,
-    pub ports: Ports,
-    pub remote: Option<Prefix>,
-}
-
 /// A baseline that cannot be used: the file, the line (when known) and what.
 #[derive(Debug, thiserror::Error)]
 #[error("{}{}: {what}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
@@ -196,13 +31,6 @@ pub struct BaselineError {
     pub path: PathBuf,
     pub line: Option<usize>,
     pub what: String,
-}
-
-/// A baseline ready for checking.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Expected {
-    pub listeners: Vec<ExpectedListener>,
-    pub outbound: Vec<ExpectedOutbound>,
 }
 
 /// The 1-based line of the `n`th `[[table]]` header in `text`.
@@ -251,62 +79,22 @@ pub fn parse(text: &str) -> Result<(Baseline, Expected), (Option<usize>, String)
 }
 
 /// Each `[[table]]` entry checked, none twice; Err names the entry's line.
-fn checked_entries<T, C: PartialEq>(
+fn checked_entries<T, C: PartialEq, E: Display>(
     text: &str,
     table: &str,
     entries: &[T],
-    check: fn(&T) -> Result<C, String>,
+    check: fn(&T) -> Result<C, E>,
 ) -> Result<Vec<C>, (Option<usize>, String)> {
     let mut out: Vec<C> = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
         let at = |what| (entry_line(text, table, i), what);
-        let checked = check(entry).map_err(at)?;
+        let checked = check(entry).map_err(|e| at(e.to_string()))?;
         if out.contains(&checked) {
             return Err(at(format!("the same {table} entry is listed twice")));
         }
         out.push(checked);
     }
     Ok(out)
-}
-
-fn check_protocol(protocol: &str) -> Result<(), String> {
-    match protocol {
-        "tcp" => Ok(()),
-        other => Err(format!("protocol {other:?} is not `tcp`")),
-    }
-}
-
-pub fn check_listener(l: &Listener) -> Result<ExpectedListener, String> {
-    check_protocol(&l.protocol)?;
-    let ipv6 = match l.family.as_str() {
-        "ipv4" => false,
-        "ipv6" => true,
-        other => return Err(format!("family {other:?} is not `ipv4` or `ipv6`")),
-    };
-    if l.exe.is_empty() {
-        return Err("exe is empty".into());
-    }
-    Ok(ExpectedListener {
-        exe: l.exe.clone(),
-        user: l.user.clone(),
-        ipv6,
-        bind: Bind::parse(&l.bind)?,
-        ports: l.port.ports()?,
-        transient: l.transient,
-    })
-}
-
-pub fn check_outbound(o: &Outbound) -> Result<ExpectedOutbound, String> {
-    check_protocol(&o.protocol)?;
-    if o.exe.is_empty() {
-        return Err("exe is empty".into());
-    }
-    Ok(ExpectedOutbound {
-        exe: o.exe.clone(),
-        user: o.user.clone(),
-        ports: o.port.ports()?,
-        remote: o.remote.as_deref().map(Prefix::parse).transpose()?,
-    })
 }
 
 /// A TOML string: quoted and escaped (control characters as `\uXXXX`), so a
@@ -353,7 +141,7 @@ pub fn write_entries(listeners: &[Written<'_>], outbound: &[Outbound]) -> String
         let _ = writeln!(entry, "protocol = {}", quoted(&l.protocol));
         let _ = writeln!(entry, "family = {}", quoted(&l.family));
         let _ = writeln!(entry, "bind = {}", quoted(&l.bind));
-        let ports = l.port.ports().map(|p| p.text()).unwrap_or_default();
+        let ports = l.port.ports().map(|p| p.toml()).unwrap_or_default();
         let _ = writeln!(entry, "port = {ports}");
         if let Some(cgroup) = &l.cgroup {
             let _ = writeln!(entry, "cgroup = {}", quoted(cgroup));
@@ -376,7 +164,7 @@ pub fn write_entries(listeners: &[Written<'_>], outbound: &[Outbound]) -> String
             let _ = writeln!(out, "user = {}", quoted(user));
         }
         let _ = writeln!(out, "protocol = {}", quoted(&o.protocol));
-        let ports = o.port.ports().map(|p| p.text()).unwrap_or_default();
+        let ports = o.port.ports().map(|p| p.toml()).unwrap_or_default();
         let _ = writeln!(out, "port = {ports}");
         if let Some(remote) = &o.remote {
             let _ = writeln!(out, "remote = {}", quoted(remote));
@@ -388,6 +176,10 @@ pub fn write_entries(listeners: &[Written<'_>], outbound: &[Outbound]) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        baseline::entry::{Bind, EntryError, PortSpec, Ports},
+        event::model::Transport,
+    };
 
     const GOOD: &str = r#"
 version = 1
@@ -488,5 +280,71 @@ remote = "10.0.0.0/8"
                 high: 40010
             }
         );
+    }
+
+    const DNS: &str = r#"
+version = 1
+
+[[listener]]
+exe = "/usr/sbin/named"
+protocol = "tcp"
+family = "ipv4"
+bind = "any"
+port = 53
+
+[[listener]]
+exe = "/usr/sbin/named"
+protocol = "udp"
+family = "ipv4"
+bind = "any"
+port = 53
+
+[[outbound]]
+exe = "/usr/sbin/named"
+protocol = "udp"
+port = 53
+"#;
+
+    #[test]
+    fn udp_entries_are_read_apart_from_tcp_ones() {
+        let (b, e) = parse(DNS).unwrap();
+        let protos: Vec<Transport> = e.listeners.iter().map(|l| l.proto).collect();
+        assert_eq!(protos, [Transport::Tcp, Transport::Udp]);
+        assert_eq!(e.outbound[0].proto, Transport::Udp);
+        // Written back as they were.
+        let written: Vec<Written<'_>> = b
+            .listeners
+            .iter()
+            .map(|listener| Written {
+                listener,
+                note: None,
+                commented: false,
+            })
+            .collect();
+        let (_, again) = parse(&write("again", &written, &b.outbound)).unwrap();
+        assert_eq!(again, e);
+    }
+
+    #[test]
+    fn other_protocols_are_refused_with_their_line() {
+        let sctp = DNS.replacen("protocol = \"udp\"", "protocol = \"sctp\"", 1);
+        let (b, _) = parse(DNS).unwrap();
+        assert_eq!(line_of(&sctp).0, Some(11));
+        let mut bad = b.listeners[1].clone();
+        bad.protocol = "sctp".into();
+        assert_eq!(
+            check_listener(&bad),
+            Err(EntryError::Protocol("sctp".into()))
+        );
+        let mut bad = b.outbound[0].clone();
+        bad.protocol = "UDP".into();
+        assert_eq!(
+            check_outbound(&bad),
+            Err(EntryError::Protocol("UDP".into()))
+        );
+        let twice = format!(
+            "{DNS}\n[[outbound]]\nexe = \"/usr/sbin/named\"\nprotocol = \"udp\"\nport = 53\n"
+        );
+        assert_eq!(line_of(&twice).0, Some(23));
     }
 }

@@ -1,11 +1,12 @@
-//! Learning a baseline from what a host does: its listeners (from the snapshot and
-//! live `listen` events) and, when asked, each program's outbound destinations; and
-//! the listeners a baseline expects that are gone.
+//! Learning a baseline from what a host does: its TCP and UDP listeners (from the
+//! snapshot and live `listen` events) and, when asked, each program's outbound
+//! destinations (TCP connects, UDP flows it began); and the listeners a baseline
+//! expects that are gone.
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
     check::{bind_within, Drift, DriftKind},
-    file::{self, Bind, Expected, Listener, Outbound, PortSpec, Ports},
+    entry::{self, port_text, Bind, Expected, Listener, Outbound, PortSpec},
 };
 use crate::event::{
     classify::EphemeralRange,
@@ -22,6 +23,8 @@ const EPHEMERAL_RANGE_FROM: usize = 3;
 struct Holder {
     exe: Option<String>,
     user: Option<String>,
+    /// `tcp` or `udp`.
+    protocol: &'static str,
     family: &'static str,
     bind: Bind,
     cgroup: Option<String>,
@@ -35,8 +38,8 @@ pub struct Learnt {
     /// Listeners (holder, port) present at the end of learning; None when
     /// learning was the snapshot alone (everything was present).
     at_end: Option<BTreeSet<(Holder, u16)>>,
-    /// (exe, user) -> remote ports.
-    outbound: BTreeMap<(String, Option<String>), BTreeSet<u16>>,
+    /// (exe, user, protocol) -> remote ports.
+    outbound: BTreeMap<(String, Option<String>, &'static str), BTreeSet<u16>>,
 }
 
 fn family_name(family: Family) -> &'static str {
@@ -51,6 +54,7 @@ fn holder(e: &ConnEvent) -> Holder {
     Holder {
         exe: details.and_then(|d| d.exe.as_deref()).map(str::to_string),
         user: details.and_then(|d| d.user.clone()),
+        protocol: e.proto.name(),
         // The socket's own family: a dual-stack listener is IPv6.
         family: if e.local.addr.is_ipv6() {
             "ipv6"
@@ -94,7 +98,7 @@ impl Learnt {
                 if let Some(exe) = details.and_then(|d| d.exe.as_deref()) {
                     let user = details.and_then(|d| d.user.clone());
                     self.outbound
-                        .entry((exe.to_string(), user))
+                        .entry((exe.to_string(), user, e.proto.name()))
                         .or_default()
                         .insert(e.remote.port);
                 }
@@ -155,7 +159,7 @@ impl Learnt {
                     Listener {
                         exe: h.exe.clone().unwrap_or_else(|| "?".into()),
                         user: h.user.clone(),
-                        protocol: "tcp".into(),
+                        protocol: h.protocol.into(),
                         family: h.family.into(),
                         bind: h.bind.text(),
                         port,
@@ -173,12 +177,12 @@ impl Learnt {
 
     pub fn outbound(&self) -> Vec<Outbound> {
         let mut out = Vec::new();
-        for ((exe, user), ports) in &self.outbound {
+        for ((exe, user, protocol), ports) in &self.outbound {
             for port in ports {
                 out.push(Outbound {
                     exe: exe.clone(),
                     user: user.clone(),
-                    protocol: "tcp".into(),
+                    protocol: (*protocol).into(),
                     port: PortSpec::One(i64::from(*port)),
                     remote: None,
                 });
@@ -189,8 +193,8 @@ impl Learnt {
 }
 
 /// The listeners `expected` names that none of the listeners now (`now`, snapshot
-/// events) fills: by port, family and executable. With `ports` (`--port`), only
-/// the entries on those ports.
+/// events) fills: by transport, port, family and executable. With `ports`
+/// (`--port`), only the entries on those ports.
 pub fn missing(expected: &Expected, now: &[ConnEvent], ports: &[u16]) -> Vec<Drift> {
     let listening: Vec<&ConnEvent> = now.iter().filter(|e| e.role == Role::Listener).collect();
     expected
@@ -200,7 +204,8 @@ pub fn missing(expected: &Expected, now: &[ConnEvent], ports: &[u16]) -> Vec<Dri
         .filter(|l| ports.is_empty() || ports.iter().any(|p| l.ports.contains(*p)))
         .filter(|l| {
             !listening.iter().any(|e| {
-                l.ports.contains(e.local.port)
+                e.proto == l.proto
+                    && l.ports.contains(e.local.port)
                     && (e.local.addr.is_ipv6() == l.ipv6 || !l.ipv6)
                     && e.process
                         .as_ref()
@@ -213,7 +218,7 @@ pub fn missing(expected: &Expected, now: &[ConnEvent], ports: &[u16]) -> Vec<Dri
             reason: format!(
                 "{} is expected to listen on {} ({}, {}), and does not",
                 l.exe,
-                ports_text(l.ports),
+                port_text(l.ports, l.proto),
                 if l.ipv6 { "ipv6" } else { "ipv4" },
                 l.bind.text()
             ),
@@ -223,21 +228,14 @@ pub fn missing(expected: &Expected, now: &[ConnEvent], ports: &[u16]) -> Vec<Dri
         .collect()
 }
 
-fn ports_text(p: Ports) -> String {
-    if p.low == p.high {
-        p.low.to_string()
-    } else {
-        format!("{}-{}", p.low, p.high)
-    }
-}
-
 /// Whether `expected` already allows the learnt listener `l`.
 pub fn covered_listener(expected: &Expected, l: &Listener) -> bool {
-    let Ok(new) = file::check_listener(l) else {
+    let Ok(new) = entry::check_listener(l) else {
         return false;
     };
     expected.listeners.iter().any(|e| {
-        e.exe == new.exe
+        e.proto == new.proto
+            && e.exe == new.exe
             && (e.user.is_none() || e.user == new.user)
             && e.ipv6 == new.ipv6
             && bind_within(&e.bind, &new.bind)
@@ -248,13 +246,146 @@ pub fn covered_listener(expected: &Expected, l: &Listener) -> bool {
 
 /// Whether `expected` already allows the learnt destination `o`.
 pub fn covered_outbound(expected: &Expected, o: &Outbound) -> bool {
-    let Ok(new) = file::check_outbound(o) else {
+    let Ok(new) = entry::check_outbound(o) else {
         return false;
     };
     expected.outbound.iter().any(|e| {
-        e.exe == new.exe
+        e.proto == new.proto
+            && e.exe == new.exe
             && (e.user.is_none() || e.user == new.user)
             && e.ports.contains(new.ports.low)
             && e.remote.is_none()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        baseline::{
+            check::tests::{event, listen, NAMED},
+            file::parse,
+        },
+        event::model::Transport,
+    };
+
+    const RANGE: EphemeralRange = EphemeralRange::LINUX_DEFAULT;
+
+    /// (protocol, port) of each learnt listener entry.
+    fn listeners(learnt: &Learnt) -> Vec<(String, PortSpec)> {
+        learnt
+            .listeners(RANGE)
+            .into_iter()
+            .map(|(l, _, _)| (l.protocol, l.port))
+            .collect()
+    }
+
+    #[test]
+    fn udp_listeners_are_learnt_as_udp() {
+        let mut learnt = Learnt::default();
+        let mut snapshot = listen(Transport::Udp, 123);
+        snapshot.kind = EventKind::Snapshot;
+        learnt.see(&snapshot);
+        learnt.see(&listen(Transport::Udp, 53));
+        learnt.see(&listen(Transport::Tcp, 53));
+        assert_eq!(
+            listeners(&learnt),
+            [
+                ("tcp".to_string(), PortSpec::One(53)),
+                ("udp".to_string(), PortSpec::One(53)),
+                ("udp".to_string(), PortSpec::One(123)),
+            ]
+        );
+        for (l, _, commented) in learnt.listeners(RANGE) {
+            assert!(!commented);
+            let checked = entry::check_listener(&l).unwrap();
+            assert_eq!(checked.proto.name(), l.protocol);
+        }
+    }
+
+    #[test]
+    fn a_udp_listener_gone_at_the_end_is_transient_apart_from_its_tcp_twin() {
+        let mut learnt = Learnt::default();
+        learnt.see(&listen(Transport::Udp, 53));
+        learnt.see(&listen(Transport::Tcp, 53));
+        learnt.finish(&[listen(Transport::Tcp, 53)]);
+        let transient: Vec<(String, bool)> = learnt
+            .listeners(RANGE)
+            .into_iter()
+            .map(|(l, _, _)| (l.protocol, l.transient))
+            .collect();
+        assert_eq!(
+            transient,
+            [("tcp".to_string(), false), ("udp".to_string(), true)]
+        );
+    }
+
+    #[test]
+    fn outbound_flows_are_learnt_with_their_transport() {
+        let mut learnt = Learnt::default();
+        learnt.see(&event(
+            Transport::Udp,
+            EventKind::Connect,
+            Role::Client,
+            41000,
+            53,
+        ));
+        learnt.see(&event(
+            Transport::Tcp,
+            EventKind::Connect,
+            Role::Client,
+            41001,
+            53,
+        ));
+        // A UDP server answering a peer is not an outbound destination.
+        learnt.see(&event(
+            Transport::Udp,
+            EventKind::Accept,
+            Role::Server,
+            53,
+            41000,
+        ));
+        let outbound = learnt.outbound();
+        let protocols: Vec<&str> = outbound.iter().map(|o| o.protocol.as_str()).collect();
+        assert_eq!(protocols, ["tcp", "udp"]);
+        let (_, tcp_only) = parse(&format!(
+            "version = 1\n[[outbound]]\nexe = \"{NAMED}\"\nport = 53\n"
+        ))
+        .unwrap();
+        let covered: Vec<bool> = outbound
+            .iter()
+            .map(|o| covered_outbound(&tcp_only, o))
+            .collect();
+        assert_eq!(covered, [true, false]);
+    }
+
+    fn expects(protocol: &str) -> Expected {
+        let text = format!(
+            "version = 1\n[[listener]]\nexe = \"{NAMED}\"\nprotocol = \"{protocol}\"\nfamily = \"ipv4\"\nbind = \"any\"\nport = 53\n"
+        );
+        parse(&text).unwrap().1
+    }
+
+    #[test]
+    fn an_expected_udp_listener_is_missing_while_only_tcp_listens() {
+        let udp = expects("udp");
+        let tcp_now = [listen(Transport::Tcp, 53)];
+        let missing_udp = missing(&udp, &tcp_now, &[]);
+        assert_eq!(missing_udp.len(), 1);
+        assert_eq!(missing_udp[0].kind, DriftKind::MissingListener);
+        assert!(missing(&udp, &[listen(Transport::Udp, 53)], &[]).is_empty());
+        assert_eq!(
+            missing(&expects("tcp"), &[listen(Transport::Udp, 53)], &[]).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_tcp_entry_does_not_cover_a_learnt_udp_listener() {
+        let mut learnt = Learnt::default();
+        learnt.see(&listen(Transport::Udp, 53));
+        let (udp_listener, _, _) = learnt.listeners(RANGE).remove(0);
+        assert!(!covered_listener(&expects("tcp"), &udp_listener));
+        assert!(covered_listener(&expects("udp"), &udp_listener));
+    }
 }

@@ -36,6 +36,7 @@ fn query_of(args: &QueryArgs, filter: &Filter) -> Query {
         roles: filter.roles.clone(),
         events: args.events.clone(),
         containers: filter.containers.clone(),
+        protos: filter.protos.clone(),
     }
 }
 

@@ -1,14 +1,14 @@
 //! Reading sockets back (`portwatch query`): which were open at an instant, or
 //! lived in a window, narrowed by the filters; each as the live event that opened
-//! it, with its lifetime.
+//! it (a UDP socket's rows: its listener, and each flow), with its lifetime.
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use rusqlite::{types::Value, Connection, Row};
 
 use super::{
     schema::{
-        OUTCOME_CLOSED_INFERRED, OUTCOME_CONNECT_FAILED, ROLE_CLIENT, ROLE_LISTENER, ROLE_SERVER,
-        SPAN_OPEN,
+        proto_code, proto_of, OUTCOME_CLOSED_INFERRED, OUTCOME_CONNECT_FAILED, ROLE_CLIENT,
+        ROLE_LISTENER, ROLE_SERVER, SPAN_OPEN,
     },
     time::from_ns,
 };
@@ -53,6 +53,8 @@ pub struct Query {
     pub events: Vec<QueryEvent>,
     /// Container ids or prefixes.
     pub containers: Vec<String>,
+    /// Only sockets of these protocols (`--proto`; empty: TCP and UDP).
+    pub protos: Vec<Transport>,
 }
 
 /// Every span (`schema::span`) of a closed socket, for the clause of `--at`;
@@ -74,6 +76,7 @@ impl Query {
     /// The WHERE clause over `sockets s JOIN runs r LEFT JOIN processes p`, and its
     /// arguments.
     pub fn clause(&self) -> (String, Vec<Value>) {
+        let protos = &self.protos;
         let mut wh = vec!["1".to_string()];
         let mut args: Vec<Value> = Vec::new();
         if let Some(at) = self.at {
@@ -138,6 +141,13 @@ impl Query {
         if !self.local_ports.is_empty() {
             wh.push(any_of("s.local_port", ports(&self.local_ports), &mut args));
         }
+        if !protos.is_empty() {
+            let codes = protos
+                .iter()
+                .map(|p| Value::Integer(proto_code(*p)))
+                .collect();
+            wh.push(any_of("s.proto", codes, &mut args));
+        }
         if !self.pids.is_empty() {
             let v = self
                 .pids
@@ -190,7 +200,7 @@ impl Query {
 const COLUMNS: &str = "s.role, s.family, s.local_addr, s.local_port, s.remote_addr, s.remote_port,
     s.seen, s.opened, s.established, s.closed, s.outcome, s.errno, s.pid_exact, s.sock_id,
     p.pid, p.start_ns, p.comm, p.exe, p.cmdline, p.user, p.uid, p.ppid, p.cgroup, p.container_id,
-    r.mode";
+    r.mode, s.proto";
 
 /// Left joins: SQLite leaves out a join whose columns a statement does not use.
 pub const FROM: &str =
@@ -239,8 +249,9 @@ fn to_event(r: &Row<'_>, range: EphemeralRange, at: Option<i64>) -> rusqlite::Re
     } else {
         Family::Ipv4
     };
-    let local = endpoint(addr(r.get(2)?), r.get(3)?, range, Transport::Tcp);
-    let remote = endpoint(addr(r.get(4)?), r.get(5)?, range, Transport::Tcp);
+    let proto = proto_of(r.get(25)?);
+    let local = endpoint(addr(r.get(2)?), r.get(3)?, range, proto);
+    let remote = endpoint(addr(r.get(4)?), r.get(5)?, range, proto);
     let seen: i64 = r.get(6)?;
     let opened: Option<i64> = r.get(7)?;
     let closed: Option<i64> = r.get(9)?;
@@ -255,11 +266,7 @@ fn to_event(r: &Row<'_>, range: EphemeralRange, at: Option<i64>) -> rusqlite::Re
         (_, Role::Client) => EventKind::Connect,
     };
     let closed_then = closed.is_some_and(|c| at.is_none_or(|t| c <= t));
-    let state = match role {
-        _ if closed_then => TcpState::Close,
-        Role::Listener => TcpState::Listen,
-        _ => TcpState::Established,
-    };
+    let (state, old_state) = states(proto, role, closed_then);
     let pid: Option<u32> = r.get(14)?;
     let owner = match pid {
         Some(pid) => Some(Owner {
@@ -293,18 +300,14 @@ fn to_event(r: &Row<'_>, range: EphemeralRange, at: Option<i64>) -> rusqlite::Re
         time: from_ns(start),
         kind,
         role,
-        proto: Transport::Tcp,
+        proto,
         family,
         owner,
         pid_exact: r.get(12)?,
         local,
         remote,
         state,
-        old_state: match role {
-            Role::Listener => TcpState::Close,
-            Role::Server => TcpState::SynRecv,
-            Role::Client => TcpState::SynSent,
-        },
+        old_state,
         sock_id: r.get::<_, i64>(13)? as u64,
         cookie_id: false,
         netns: None,
@@ -326,4 +329,25 @@ fn to_event(r: &Row<'_>, range: EphemeralRange, at: Option<i64>) -> rusqlite::Re
     };
     event.notes = notes::notes(&event, range);
     Ok(event)
+}
+
+/// A socket's state as it was (`closed`: it had closed), and the one before its
+/// opening event (TCP) or its close (UDP). A UDP socket is unconnected (the
+/// kernel's CLOSE, `UNCONN`) while it listens and serves peers, connected
+/// (ESTABLISHED) as a client: most clients connect their socket, and the history
+/// does not keep which did not.
+fn states(proto: Transport, role: Role, closed: bool) -> (TcpState, TcpState) {
+    let open = match (proto, role) {
+        (Transport::Tcp, Role::Listener) => TcpState::Listen,
+        (Transport::Tcp, _) | (Transport::Udp, Role::Client) => TcpState::Established,
+        (Transport::Udp, _) => TcpState::Close,
+    };
+    let state = if closed { TcpState::Close } else { open };
+    let before = match (proto, role) {
+        (Transport::Udp, _) => open,
+        (Transport::Tcp, Role::Listener) => TcpState::Close,
+        (Transport::Tcp, Role::Server) => TcpState::SynRecv,
+        (Transport::Tcp, Role::Client) => TcpState::SynSent,
+    };
+    (state, before)
 }

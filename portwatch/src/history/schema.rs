@@ -9,14 +9,18 @@ use std::{
 
 use rusqlite::{Connection, OpenFlags};
 
+use super::migrate;
+use crate::event::model::Transport;
+
 /// Where `record` and `query` look without `--db`.
 pub const DEFAULT_DB: &str = "/var/lib/portwatch/portwatch.db";
 
 /// `PRAGMA application_id` of a portwatch database ("PWCH").
 pub const APPLICATION_ID: i32 = 0x5057_4348;
 
-/// The layout this portwatch writes and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+/// The layout this portwatch writes and reads: version 1's tables (`SCHEMA_V1`)
+/// and the steps of `migrate` since.
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Role codes in `sockets.role`.
 pub const ROLE_LISTENER: i64 = 0;
@@ -31,6 +35,25 @@ pub const OUTCOME_CONNECT_FAILED: i64 = 2;
 /// `pipeline::reconcile`).
 pub const OUTCOME_CLOSED_INFERRED: i64 = 3;
 
+/// Transport codes in `sockets.proto` (the IP protocol numbers).
+pub const PROTO_TCP: i64 = 6;
+pub const PROTO_UDP: i64 = 17;
+
+pub fn proto_code(proto: Transport) -> i64 {
+    match proto {
+        Transport::Tcp => PROTO_TCP,
+        Transport::Udp => PROTO_UDP,
+    }
+}
+
+/// The transport of a `sockets.proto` code (TCP for any code not UDP's).
+pub fn proto_of(code: i64) -> Transport {
+    match code {
+        PROTO_UDP => Transport::Udp,
+        _ => Transport::Tcp,
+    }
+}
+
 /// `sockets.span` of a socket not closed (yet): its end is its run's end.
 pub const SPAN_OPEN: i64 = 63;
 
@@ -43,9 +66,9 @@ pub fn span(life_ns: i64) -> i64 {
     (64 - i64::from(life_ns.max(0).leading_zeros())).min(SPAN_OPEN - 1)
 }
 
-/// Version 1. Times are nanoseconds since the Unix epoch (UTC); addresses are 4 or
-/// 16 bytes.
-const SCHEMA_V1: &str = "
+/// Version 1, as the first portwatch made it; `migrate` has the changes since.
+/// Times are nanoseconds since the Unix epoch (UTC); addresses are 4 or 16 bytes.
+pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE runs (
     id        INTEGER PRIMARY KEY,
     host      TEXT NOT NULL,
@@ -111,6 +134,8 @@ pub enum HistoryError {
     NotPortwatch(PathBuf),
     #[error("{}: written by a newer portwatch (schema {found}, this one knows up to {SCHEMA_VERSION}); use that version", path.display())]
     Newer { path: PathBuf, found: i32 },
+    #[error("{}: written by a much older portwatch (schema {found}): `portwatch record` into it once upgrades it", path.display())]
+    Older { path: PathBuf, found: i32 },
     #[error("{}: read-only (no write permission, or a read-only file system): cannot record into it", .0.display())]
     ReadOnly(PathBuf, #[source] nix::Error),
     #[error("{}: locked by another writer (is another `portwatch record` running on it?)", .0.display())]
@@ -216,6 +241,12 @@ pub fn open_for_query(path: &Path) -> Result<Connection, HistoryError> {
             found: version,
         });
     }
+    if !migrate::read_as_latest(&conn, version).map_err(&err)? {
+        return Err(HistoryError::Older {
+            path: path.into(),
+            found: version,
+        });
+    }
     Ok(conn)
 }
 
@@ -255,7 +286,7 @@ fn identity(conn: &Connection) -> rusqlite::Result<(i32, i32)> {
 }
 
 /// A new file gets the schema; a portwatch database of an older version is
-/// migrated; anything else is refused untouched.
+/// migrated in place (`migrate`); anything else is refused untouched.
 fn check_or_create(conn: &Connection, path: &Path) -> Result<(), HistoryError> {
     let err = HistoryError::sqlite(path);
     let (app, version) = identity(conn).map_err(&err)?;
@@ -264,9 +295,11 @@ fn check_or_create(conn: &Connection, path: &Path) -> Result<(), HistoryError> {
         .map_err(&err)?;
     if app == 0 && version == 0 && tables == 0 {
         let ddl = format!(
-            "BEGIN; {SCHEMA_V1} PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            "BEGIN; {SCHEMA_V1} PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {}; COMMIT;",
+            migrate::OLDEST
         );
-        return conn.execute_batch(&ddl).map_err(&err);
+        conn.execute_batch(&ddl).map_err(&err)?;
+        return migrate::upgrade(conn, migrate::OLDEST).map_err(&err);
     }
     if app != APPLICATION_ID {
         return Err(HistoryError::NotPortwatch(path.into()));
@@ -277,7 +310,7 @@ fn check_or_create(conn: &Connection, path: &Path) -> Result<(), HistoryError> {
             path: path.into(),
             found: v,
         }),
-        // Migrations from older versions go here, each in its own transaction.
+        v if v >= migrate::OLDEST => migrate::upgrade(conn, v).map_err(&err),
         _ => Err(HistoryError::NotPortwatch(path.into())),
     }
 }
@@ -330,24 +363,6 @@ mod tests {
         assert!(matches!(
             open_for_recording(&other),
             Err(HistoryError::NotPortwatch(_))
-        ));
-    }
-
-    #[test]
-    fn a_newer_schema_is_refused() {
-        let path = temp("newer");
-        drop(open_for_recording(&path).unwrap());
-        Connection::open(&path)
-            .unwrap()
-            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
-            .unwrap();
-        assert!(matches!(
-            open_for_recording(&path),
-            Err(HistoryError::Newer { .. })
-        ));
-        assert!(matches!(
-            open_for_query(&path),
-            Err(HistoryError::Newer { .. })
         ));
     }
 

@@ -1,26 +1,24 @@
 //! Events turned into socket rows, one transaction's worth at a time: one row per
-//! socket lifetime, its owner's process row made once.
+//! socket lifetime (a UDP socket: one per flow, and one while it listens; see
+//! `socket_rows`), its owner's process row made once.
 //!
 //! A socket that opens and closes within one batch (most connections) is written
 //! once, closed, at its close: one insert instead of an insert and an update, half
 //! the index work. What is still open when the batch ends is written open, so a
 //! crash loses no more than the batch being written.
-use std::{collections::HashMap, net::IpAddr, num::NonZeroUsize, path::Path};
+use std::{collections::HashMap, net::IpAddr, path::Path};
 
-use lru::LruCache;
-use rusqlite::{params, Transaction};
+use rusqlite::Transaction;
 
-use super::schema::{
-    span, HistoryError, OUTCOME_CLOSED, OUTCOME_CLOSED_INFERRED, OUTCOME_CONNECT_FAILED,
-    ROLE_CLIENT, ROLE_LISTENER, ROLE_SERVER, SPAN_OPEN,
+use super::{
+    rows::{self, ProcessRows, Times},
+    schema::{HistoryError, OUTCOME_CLOSED, OUTCOME_CLOSED_INFERRED, OUTCOME_CONNECT_FAILED},
+    socket_rows::{BySocket, RowKey},
 };
 use crate::{
-    event::model::{ConnEvent, EventKind, Family, Role},
+    event::model::{ConnEvent, EventKind, Role, Transport},
     history::time::to_ns,
 };
-
-/// Processes whose row ids the writer keeps at hand.
-const PROCESS_CACHE: NonZeroUsize = NonZeroUsize::new(16_384).unwrap();
 
 /// A socket's two ends, as the snapshot and live events both give them.
 type Ends = (IpAddr, u16, IpAddr, u16);
@@ -29,44 +27,34 @@ fn ends(e: &ConnEvent) -> Ends {
     (e.local.addr, e.local.port, e.remote.addr, e.remote.port)
 }
 
-fn role_code(role: Role) -> i64 {
-    match role {
-        Role::Listener => ROLE_LISTENER,
-        Role::Server => ROLE_SERVER,
-        Role::Client => ROLE_CLIENT,
+fn close_outcome(e: &ConnEvent) -> i64 {
+    if e.inferred {
+        OUTCOME_CLOSED_INFERRED
+    } else {
+        OUTCOME_CLOSED
     }
 }
 
-fn family_code(family: Family) -> i64 {
-    match family {
-        Family::Ipv4 => 4,
-        Family::Ipv6 => 6,
-    }
-}
-
-/// The address's bytes (4 or 16), without allocating.
-fn addr_bytes(addr: &IpAddr) -> ([u8; 16], usize) {
-    let mut bytes = [0u8; 16];
-    match addr {
-        IpAddr::V4(a) => {
-            bytes[..4].copy_from_slice(&a.octets());
-            (bytes, 4)
-        }
-        IpAddr::V6(a) => (a.octets(), 16),
-    }
+/// A row written open.
+#[derive(Clone, Copy)]
+struct OpenRow {
+    row: i64,
+    seen: i64,
+    /// First seen in the snapshot, its opening not known (yet). A UDP socket's
+    /// live events name it as the snapshot did (its inode), and the first that
+    /// opens this row gives it.
+    from_snapshot: bool,
 }
 
 /// What the writer remembers between batches.
 pub struct Sockets {
     run_id: i64,
-    /// Open sockets written so far: sock_id -> (row, seen).
-    open: HashMap<u64, (i64, i64)>,
-    /// Sockets first seen in the snapshot, by their ends (their live events may
-    /// name them by another id): ends -> (row, seen).
+    /// Rows written open so far.
+    open: BySocket<OpenRow>,
+    /// TCP sockets first seen in the snapshot, by their ends (their live events
+    /// may name them by another id): ends -> (row, seen).
     existing: HashMap<Ends, (i64, i64)>,
-    /// Recent processes of this run: (pid, start_ns) -> row. Bounded: a process
-    /// not found here is looked up (or added) by its unique key.
-    processes: LruCache<(u32, u64), i64>,
+    processes: ProcessRows,
     /// Rows written.
     pub written: u64,
 }
@@ -75,9 +63,9 @@ impl Sockets {
     pub fn new(run_id: i64) -> Sockets {
         Sockets {
             run_id,
-            open: HashMap::new(),
+            open: BySocket::default(),
             existing: HashMap::new(),
-            processes: LruCache::new(PROCESS_CACHE),
+            processes: ProcessRows::new(run_id),
             written: 0,
         }
     }
@@ -88,12 +76,12 @@ impl Sockets {
             tx,
             path,
             sockets: self,
-            pending: HashMap::new(),
+            pending: BySocket::default(),
         }
     }
 }
 
-/// A socket opened in this batch, not written yet.
+/// A socket row opened in this batch, not written yet.
 struct Pending {
     event: Box<ConnEvent>,
     /// When it opened (also when it was first seen).
@@ -101,12 +89,34 @@ struct Pending {
     established: Option<i64>,
 }
 
+impl Pending {
+    /// Its row's times, ended or not.
+    fn times(&self, ended: Option<(i64, i64, Option<i32>)>) -> Times {
+        Times {
+            seen: self.opened,
+            opened: Some(self.opened),
+            established: self.established,
+            ended,
+        }
+    }
+}
+
+/// What an opening event is to the rows known (`Batch::opens`).
+enum Opens {
+    /// The row the snapshot wrote for it.
+    SnapshotRow(i64),
+    NewRow,
+    /// A UDP flow reported again (the kernel's bounded table of flows reported
+    /// once forgot it): its row stands.
+    KnownFlow,
+}
+
 /// One transaction's view. [`Batch::finish`] writes what is still pending.
 pub struct Batch<'a, 't> {
     tx: &'a Transaction<'t>,
     path: &'a Path,
     sockets: &'a mut Sockets,
-    pending: HashMap<u64, Pending>,
+    pending: BySocket<Pending>,
 }
 
 impl Batch<'_, '_> {
@@ -120,223 +130,234 @@ impl Batch<'_, '_> {
         match e.kind {
             EventKind::Listen => self.opening(e, t, None),
             EventKind::Connect => self.opening(e, began.unwrap_or(t), Some(t)),
-            EventKind::Accept => self.accepted(e, t),
+            EventKind::Accept if e.proto == Transport::Tcp => self.accepted(e, t),
+            // A UDP server's first datagram to a new peer: a flow that opens.
+            EventKind::Accept => self.opening(e, t, Some(t)),
             EventKind::ConnectFailed => {
                 let opened = began.unwrap_or(t);
                 let errno = e.error.as_ref().map(|x| x.errno);
-                self.sockets.open.remove(&e.sock_id);
-                self.pending.remove(&e.sock_id);
-                let ended = Some((t, OUTCOME_CONNECT_FAILED, errno));
-                self.insert(&e, opened, Some(opened), None, ended).map(drop)
+                let key = RowKey::of(&e);
+                self.sockets.open.remove(&key);
+                self.pending.remove(&key);
+                let times = Times {
+                    seen: opened,
+                    opened: Some(opened),
+                    established: None,
+                    ended: Some((t, OUTCOME_CONNECT_FAILED, errno)),
+                };
+                self.insert(&e, times).map(drop)
             }
+            EventKind::Close if e.proto == Transport::Udp => self.close_udp(&e, t, began),
             EventKind::Close => self.close(&e, t, began),
-            EventKind::Snapshot => {
-                let row = self.insert(&e, t, None, None, None)?;
-                self.sockets.open.insert(e.sock_id, (row, t));
-                self.sockets.existing.insert(ends(&e), (row, t));
-                Ok(())
-            }
+            EventKind::Snapshot => self.snapshot(&e, t),
         }
     }
 
-    /// Write what is still open at the end of the batch.
-    pub fn finish(mut self) -> Result<(), HistoryError> {
-        for (sock_id, p) in std::mem::take(&mut self.pending) {
-            let row = self.insert(&p.event, p.opened, Some(p.opened), p.established, None)?;
-            self.sockets.open.insert(sock_id, (row, p.opened));
+    /// A socket that existed when tracing began: written open, its opening not
+    /// known. A UDP row a live event already gave (it came first) is not written
+    /// twice.
+    fn snapshot(&mut self, e: &ConnEvent, t: i64) -> Result<(), HistoryError> {
+        let key = RowKey::of(e);
+        if e.proto == Transport::Udp
+            && (self.pending.contains(&key) || self.sockets.open.contains(&key))
+        {
+            return Ok(());
+        }
+        let times = Times {
+            seen: t,
+            opened: None,
+            established: None,
+            ended: None,
+        };
+        let row = self.insert(e, times)?;
+        let open = OpenRow {
+            row,
+            seen: t,
+            from_snapshot: true,
+        };
+        self.sockets.open.insert(key, open);
+        if e.proto == Transport::Tcp {
+            self.sockets.existing.insert(ends(e), (row, t));
         }
         Ok(())
     }
 
-    /// An accept: the exact owner of a socket known already (a replayed id), or a
-    /// socket that opens.
+    /// Write what is still open at the end of the batch.
+    pub fn finish(mut self) -> Result<(), HistoryError> {
+        let pending: Vec<(RowKey, Pending)> = self.pending.drain().collect();
+        for (key, p) in pending {
+            let row = self.insert(&p.event, p.times(None))?;
+            let open = OpenRow {
+                row,
+                seen: p.opened,
+                from_snapshot: false,
+            };
+            self.sockets.open.insert(key, open);
+        }
+        Ok(())
+    }
+
+    /// A TCP accept: the exact owner of a socket known already (a replayed id),
+    /// or a socket that opens.
     fn accepted(&mut self, e: Box<ConnEvent>, t: i64) -> Result<(), HistoryError> {
-        if let Some(p) = self.pending.get_mut(&e.sock_id) {
+        let key = RowKey::of(&e);
+        if let Some(p) = self.pending.get_mut(&key) {
             p.event = e;
             return Ok(());
         }
-        match self.sockets.open.get(&e.sock_id) {
-            Some(&(row, _)) => self.set_owner(row, &e),
+        match self.sockets.open.get_mut(&key) {
+            Some(open) => {
+                let row = open.row;
+                self.set_owner(row, &e)
+            }
             None => self.opening(e, t, Some(t)),
         }
     }
 
-    /// A socket that opened at `opened` (listen, connect, accept): pending until its
-    /// close or the batch's end, unless the snapshot taken as tracing began listed
-    /// it already (it opened between the attach and the snapshot): that row gets
-    /// its opening and exact owner.
+    /// What the opening event `e` is to the rows known: a snapshot row it opens
+    /// (taken: TCP's by its ends, UDP's by its socket and peer), a new row, or
+    /// a UDP flow known already.
+    fn opens(&mut self, e: &ConnEvent) -> Opens {
+        if e.proto == Transport::Tcp {
+            return match self.sockets.existing.remove(&ends(e)) {
+                Some((row, _)) => Opens::SnapshotRow(row),
+                None => Opens::NewRow,
+            };
+        }
+        let key = RowKey::of(e);
+        let flow = e.role != Role::Listener;
+        match self.sockets.open.get_mut(&key) {
+            Some(open) if open.from_snapshot => {
+                open.from_snapshot = false;
+                Opens::SnapshotRow(open.row)
+            }
+            Some(_) if flow => Opens::KnownFlow,
+            _ if flow && self.pending.contains(&key) => Opens::KnownFlow,
+            _ => Opens::NewRow,
+        }
+    }
+
+    /// A socket row that opened at `opened` (listen, connect, accept): pending
+    /// until its close or the batch's end, unless the snapshot taken as tracing
+    /// began listed it already (it opened between the attach and the snapshot):
+    /// that row gets its opening and exact owner.
     fn opening(
         &mut self,
         e: Box<ConnEvent>,
         opened: i64,
         established: Option<i64>,
     ) -> Result<(), HistoryError> {
-        let Some((row, _)) = self.sockets.existing.remove(&ends(&e)) else {
-            let pending = Pending {
-                event: e,
-                opened,
-                established,
-            };
-            self.pending.insert(pending.event.sock_id, pending);
-            return Ok(());
-        };
-        let process = self.process(&e)?;
-        self.tx
-            .prepare_cached(
-                "UPDATE sockets SET seen = min(seen, ?2), opened = ?2, established = ?3,
-                   process_id = ?4, pid_exact = ?5, sock_id = ?6 WHERE id = ?1",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    row,
+        let key = RowKey::of(&e);
+        let row = match self.opens(&e) {
+            Opens::SnapshotRow(row) => row,
+            Opens::KnownFlow => return Ok(()),
+            Opens::NewRow => {
+                let pending = Pending {
+                    event: e,
                     opened,
                     established,
-                    process,
-                    e.pid_exact,
-                    e.sock_id as i64
-                ])
-            })
-            .map_err(self.sqlite())?;
-        self.sockets.open.insert(e.sock_id, (row, opened));
+                };
+                self.pending.insert(key, pending);
+                return Ok(());
+            }
+        };
+        let process = self.process(&e)?;
+        rows::set_opening(self.tx, row, process, &e, opened, established).map_err(self.sqlite())?;
+        let open = OpenRow {
+            row,
+            seen: opened,
+            from_snapshot: false,
+        };
+        self.sockets.open.insert(key, open);
         Ok(())
     }
 
+    /// A TCP socket's close.
     fn close(&mut self, e: &ConnEvent, t: i64, began: Option<i64>) -> Result<(), HistoryError> {
-        let outcome = if e.inferred {
-            OUTCOME_CLOSED_INFERRED
-        } else {
-            OUTCOME_CLOSED
-        };
-        if let Some(p) = self.pending.remove(&e.sock_id) {
-            let ended = Some((t, outcome, None));
-            return self
-                .insert(&p.event, p.opened, Some(p.opened), p.established, ended)
-                .map(drop);
+        let outcome = close_outcome(e);
+        let key = RowKey::of(e);
+        if let Some(p) = self.pending.remove(&key) {
+            return self.insert_closed(p, t, outcome);
         }
         let by_ends = ends(e);
-        let row = match self.sockets.open.remove(&e.sock_id) {
-            Some(row) => Some(row),
+        let row = match self.sockets.open.remove(&key) {
+            Some(open) => Some((open.row, open.seen)),
             None => self.sockets.existing.remove(&by_ends),
         };
         self.sockets.existing.remove(&by_ends);
         match row {
-            Some((row, seen)) => {
-                self.tx
-                    .prepare_cached(
-                        "UPDATE sockets SET closed = ?2, outcome = ?3, span = ?4 WHERE id = ?1",
-                    )
-                    .and_then(|mut s| s.execute(params![row, t, outcome, span(t - seen)]))
-                    .map_err(self.sqlite())?;
-                Ok(())
-            }
-            // Opened before recording and not in the snapshot (or a connection
-            // closed before anyone accepted it): its lifetime from the close.
-            None => {
-                let ended = Some((t, outcome, None));
-                self.insert(e, began.unwrap_or(t), began, None, ended)
-                    .map(drop)
-            }
+            Some((row, seen)) => self.set_closed(row, seen, t, outcome),
+            None => self.closed_unseen(e, t, began, outcome),
         }
+    }
+
+    /// A UDP socket's close (the kernel's, or inferred): every row of it, its
+    /// flows and its listener, closes.
+    fn close_udp(&mut self, e: &ConnEvent, t: i64, began: Option<i64>) -> Result<(), HistoryError> {
+        let outcome = close_outcome(e);
+        let pending: Vec<Pending> = self.pending.remove_udp_socket(e.sock_id).collect();
+        let open: Vec<OpenRow> = self.sockets.open.remove_udp_socket(e.sock_id).collect();
+        if pending.is_empty() && open.is_empty() {
+            return self.closed_unseen(e, t, began, outcome);
+        }
+        for p in pending {
+            self.insert_closed(p, t, outcome)?;
+        }
+        for o in open {
+            self.set_closed(o.row, o.seen, t, outcome)?;
+        }
+        Ok(())
+    }
+
+    /// A row opened in this batch, written closed at `t`.
+    fn insert_closed(&mut self, p: Pending, t: i64, outcome: i64) -> Result<(), HistoryError> {
+        self.insert(&p.event, p.times(Some((t, outcome, None))))
+            .map(drop)
+    }
+
+    /// A row written open, closed at `t`.
+    fn set_closed(
+        &mut self,
+        row: i64,
+        seen: i64,
+        t: i64,
+        outcome: i64,
+    ) -> Result<(), HistoryError> {
+        rows::set_closed(self.tx, row, seen, t, outcome).map_err(self.sqlite())
+    }
+
+    /// The close of a socket opened before recording and not in the snapshot (or
+    /// a connection closed before anyone accepted it): its lifetime from the close.
+    fn closed_unseen(
+        &mut self,
+        e: &ConnEvent,
+        t: i64,
+        began: Option<i64>,
+        outcome: i64,
+    ) -> Result<(), HistoryError> {
+        let times = Times {
+            seen: began.unwrap_or(t),
+            opened: began,
+            established: None,
+            ended: Some((t, outcome, None)),
+        };
+        self.insert(e, times).map(drop)
     }
 
     /// The process row of the event's owner, made once per run.
     fn process(&mut self, e: &ConnEvent) -> Result<Option<i64>, HistoryError> {
-        let Some(owner) = &e.owner else {
-            return Ok(None);
-        };
-        let key = (owner.pid, owner.start_ns.unwrap_or(0));
-        if let Some(&id) = self.sockets.processes.get(&key) {
-            return Ok(Some(id));
-        }
-        let details = e.process.as_deref();
-        let cmdline = details
-            .and_then(|d| d.cmdline.as_deref())
-            .map(|c| serde_json::to_string(c).unwrap_or_default());
-        let id: i64 = self
-            .tx
-            .prepare_cached(
-                "INSERT INTO processes (run_id, pid, start_ns, comm, exe, cmdline, user, uid, ppid, cgroup, container_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                 ON CONFLICT (run_id, pid, start_ns) DO UPDATE SET exe = coalesce(exe, excluded.exe)
-                 RETURNING id",
-            )
-            .and_then(|mut s| {
-                s.query_row(
-                    params![
-                        self.sockets.run_id,
-                        owner.pid,
-                        key.1 as i64,
-                        owner.comm,
-                        details.and_then(|d| d.exe.as_deref()),
-                        cmdline,
-                        details.and_then(|d| d.user.as_deref()),
-                        owner.uid,
-                        owner.ppid,
-                        details.and_then(|d| d.cgroup.as_deref()),
-                        details.and_then(|d| d.container_id.as_deref()),
-                    ],
-                    |r| r.get(0),
-                )
-            })
-            .map_err(self.sqlite())?;
-        self.sockets.processes.put(key, id);
-        Ok(Some(id))
+        self.sockets.processes.of(self.tx, e).map_err(self.sqlite())
     }
 
     fn set_owner(&mut self, row: i64, e: &ConnEvent) -> Result<(), HistoryError> {
         let process = self.process(e)?;
-        self.tx
-            .prepare_cached("UPDATE sockets SET process_id = ?2, pid_exact = ?3 WHERE id = ?1")
-            .and_then(|mut s| s.execute(params![row, process, e.pid_exact]))
-            .map_err(self.sqlite())?;
-        Ok(())
+        rows::set_owner(self.tx, row, process, e.pid_exact).map_err(self.sqlite())
     }
 
-    /// A socket row: first `seen`, `opened` (None: before recording),
-    /// `established`, and when it already ended, (closed, outcome, errno).
-    fn insert(
-        &mut self,
-        e: &ConnEvent,
-        seen: i64,
-        opened: Option<i64>,
-        established: Option<i64>,
-        ended: Option<(i64, i64, Option<i32>)>,
-    ) -> Result<i64, HistoryError> {
+    /// A socket row for `e`.
+    fn insert(&mut self, e: &ConnEvent, times: Times) -> Result<i64, HistoryError> {
         let process = self.process(e)?;
-        let (closed, outcome, errno, life) = match ended {
-            Some((c, o, n)) => (Some(c), o, n, span(c - seen)),
-            None => (None, 0, None, SPAN_OPEN),
-        };
-        let (local, local_len) = addr_bytes(&e.local.addr);
-        let (remote, remote_len) = addr_bytes(&e.remote.addr);
-        let row = self
-            .tx
-            .prepare_cached(
-                "INSERT INTO sockets (run_id, process_id, pid_exact, role, family, local_addr, local_port,
-                   remote_addr, remote_port, seen, opened, established, closed, outcome, errno, sock_id, span)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-            )
-            .and_then(|mut s| {
-                s.insert(params![
-                    self.sockets.run_id,
-                    process,
-                    e.pid_exact,
-                    role_code(e.role),
-                    family_code(e.family),
-                    &local[..local_len],
-                    e.local.port,
-                    &remote[..remote_len],
-                    e.remote.port,
-                    seen,
-                    opened,
-                    established,
-                    closed,
-                    outcome,
-                    errno,
-                    e.sock_id as i64,
-                    life,
-                ])
-            })
+        let row = rows::insert_socket(self.tx, self.sockets.run_id, process, e, times)
             .map_err(self.sqlite())?;
         self.sockets.written += 1;
         Ok(row)

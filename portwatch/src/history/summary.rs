@@ -10,9 +10,10 @@ use serde::Serialize;
 
 use super::{
     query::{Query, FROM, WITH_SPANS},
-    schema::{OUTCOME_CONNECT_FAILED, ROLE_CLIENT, ROLE_LISTENER, ROLE_SERVER},
+    schema::{OUTCOME_CONNECT_FAILED, PROTO_UDP, ROLE_CLIENT, ROLE_LISTENER, ROLE_SERVER},
     time::from_ns,
 };
+use crate::event::model::Transport;
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct ProcessSummary {
@@ -22,8 +23,10 @@ pub struct ProcessSummary {
     /// The process name, where the executable is not known.
     pub comm: Option<String>,
     pub user: Option<String>,
-    /// Distinct ports it listened on.
+    /// Distinct TCP ports it listened on.
     pub listen_ports: Vec<u16>,
+    /// Distinct UDP ports it listened on (bound as a server).
+    pub udp_listen_ports: Vec<u16>,
     /// Distinct remote addresses and remote ports of its connections.
     pub remote_peers: u64,
     pub remote_ports: u64,
@@ -39,6 +42,7 @@ pub struct ProcessSummary {
 #[derive(Default)]
 struct Acc {
     listen_ports: HashSet<u16>,
+    udp_listen_ports: HashSet<u16>,
     /// Addresses as numbers (IPv4 in the low bits): no allocation per row.
     peers: HashSet<u128>,
     remote_ports: HashSet<u16>,
@@ -56,7 +60,7 @@ pub fn summarize(conn: &Connection, q: &Query) -> rusqlite::Result<Vec<ProcessSu
     let (clause, args) = q.clause();
     let sql = format!(
         "{WITH_SPANS} SELECT s.process_id, s.role, s.outcome, s.local_port, s.remote_addr, s.remote_port,
-            coalesce(s.opened, s.seen), coalesce(s.closed, s.established, s.opened, s.seen)
+            coalesce(s.opened, s.seen), coalesce(s.closed, s.established, s.opened, s.seen), s.proto
          FROM {FROM} WHERE {clause}"
     );
     let mut by_process: HashMap<Option<i64>, Acc> = HashMap::new();
@@ -71,6 +75,9 @@ pub fn summarize(conn: &Connection, q: &Query) -> rusqlite::Result<Vec<ProcessSu
         let role: i64 = r.get(1)?;
         let outcome: i64 = r.get(2)?;
         match role {
+            ROLE_LISTENER if r.get::<_, i64>(8)? == PROTO_UDP => {
+                acc.udp_listen_ports.insert(r.get(3)?);
+            }
             ROLE_LISTENER => {
                 acc.listen_ports.insert(r.get(3)?);
             }
@@ -109,6 +116,7 @@ pub fn summarize(conn: &Connection, q: &Query) -> rusqlite::Result<Vec<ProcessSu
             ..Acc::default()
         });
         into.listen_ports.extend(acc.listen_ports);
+        into.udp_listen_ports.extend(acc.udp_listen_ports);
         into.peers.extend(acc.peers);
         into.remote_ports.extend(acc.remote_ports);
         into.out += acc.out;
@@ -121,13 +129,17 @@ pub fn summarize(conn: &Connection, q: &Query) -> rusqlite::Result<Vec<ProcessSu
     let mut out: Vec<ProcessSummary> = merged
         .into_iter()
         .map(|((exe, comm, user), acc)| {
-            let mut listen_ports: Vec<u16> = acc.listen_ports.into_iter().collect();
-            listen_ports.sort_unstable();
+            let sorted = |ports: HashSet<u16>| {
+                let mut ports: Vec<u16> = ports.into_iter().collect();
+                ports.sort_unstable();
+                ports
+            };
             ProcessSummary {
                 exe,
                 comm,
                 user,
-                listen_ports,
+                listen_ports: sorted(acc.listen_ports),
+                udp_listen_ports: sorted(acc.udp_listen_ports),
                 remote_peers: acc.peers.len() as u64,
                 remote_ports: acc.remote_ports.len() as u64,
                 connections_out: acc.out,
@@ -162,7 +174,9 @@ pub fn write_table(rows: &[ProcessSummary], out: &mut impl Write) -> io::Result<
         "EXECUTABLE", "USER", "LISTENS ON", "PEERS", "PORTS", "OUT", "IN", "FAILED", "FIRST SEEN"
     )?;
     for r in rows {
-        let ports: Vec<String> = r.listen_ports.iter().map(u16::to_string).collect();
+        let tcp = r.listen_ports.iter().map(u16::to_string);
+        let udp = r.udp_listen_ports.iter().map(|p| format!("{p}/udp"));
+        let ports: Vec<String> = tcp.chain(udp).collect();
         writeln!(
             out,
             "{:<32} {:<10} {:<20} {:>6} {:>6} {:>8} {:>8} {:>6}  {:<24} {}",

@@ -73,7 +73,7 @@ impl UdpServer {
 
 /// How a UDP client sends its datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Send {
+pub enum Way {
     /// connect(), then send(): the socket has a peer.
     Connected,
     /// sendto() with the address.
@@ -82,12 +82,12 @@ pub enum Send {
     SendMsg,
 }
 
-impl Send {
+impl Way {
     fn arg(self) -> &'static str {
         match self {
-            Send::Connected => "connected",
-            Send::SendTo => "sendto",
-            Send::SendMsg => "sendmsg",
+            Way::Connected => "connected",
+            Way::SendTo => "sendto",
+            Way::SendMsg => "sendmsg",
         }
     }
 }
@@ -95,7 +95,7 @@ impl Send {
 /// Send one datagram to `server` as `name`, wait for the answer, hold, close.
 /// Its end: the address its socket is bound to (the source address routing
 /// chose once connected, else the wildcard) and its port.
-pub fn udp_client(server: SocketAddr, name: &str, how: Send, hold: Hold) -> Result<End> {
+pub fn udp_client(server: SocketAddr, name: &str, how: Way, hold: Hold) -> Result<End> {
     let args = vec![
         "udp-client".into(),
         server.ip().to_string(),

@@ -15,7 +15,7 @@ use crate::{
     harness::{
         helpers::{End, Hold},
         tracer::Tracer,
-        udp_helpers::{udp_client, udp_spray, Send, UdpServer},
+        udp_helpers::{udp_client, udp_spray, UdpServer, Way},
     },
 };
 
@@ -27,7 +27,7 @@ pub const SERVER_PORTS_V6: &str = "24820,24821,24822,24823,0";
 /// A server on `addr` and a client per way of sending, each its own process.
 pub fn server_and_clients(tracer: &Tracer, addr: IpAddr, ports: &str) -> Result<Vec<String>> {
     let since = tracer.events().len();
-    let ways = [Send::Connected, Send::SendTo, Send::SendMsg];
+    let ways = [Way::Connected, Way::SendTo, Way::SendMsg];
     let mut server = UdpServer::spawn(
         addr,
         ports,
@@ -62,7 +62,7 @@ pub fn server_and_clients(tracer: &Tracer, addr: IpAddr, ports: &str) -> Result<
         if !answered.iter().any(|(_, port)| *port == client.port) {
             bail!("the worker never answered client port {}", client.port);
         }
-        let connected = *how == Send::Connected;
+        let connected = *how == Way::Connected;
         let server_end = End {
             proc: worker.clone(),
             ..listener.clone()
@@ -145,7 +145,7 @@ pub fn dns(tracer: &Tracer) -> Result<Vec<String>> {
     }
     let target = SocketAddr::new(addr, server.listener.port);
     // Connected, as the C library's resolver does.
-    let client = udp_client(target, "pw-dig", Send::Connected, Hold::Ms(0))?;
+    let client = udp_client(target, "pw-dig", Way::Connected, Hold::Ms(0))?;
     let (worker, _) = server.answered()?;
     let listener = server.listener.clone();
     server.finish()?;

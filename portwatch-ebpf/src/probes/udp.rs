@@ -21,8 +21,7 @@
 //! table: unlike the sock's address it is never reused within a boot.
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_user};
 use portwatch_common::{
-    ConfigFlag, EventKind, Origin, SockInfo, TcpState, UdpFlowKey, AF_INET, AF_INET6,
-    IPPROTO_UDP,
+    ConfigFlag, EventKind, Origin, SockInfo, TcpState, UdpFlowKey, AF_INET, AF_INET6, IPPROTO_UDP,
 };
 
 use crate::{

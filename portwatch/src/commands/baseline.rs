@@ -43,7 +43,7 @@ pub fn run(cli: &Cli, filter: &Filter, args: &BaselineArgs, info: RunInfo) -> Re
 
 /// The sockets that exist now, as snapshot events with their processes.
 fn sockets_now() -> Result<Vec<ConnEvent>, Error> {
-    let sockets = sockdiag::tcp_sockets().map_err(Error::Snapshot)?;
+    let sockets = sockdiag::tcp_and_udp_sockets().map_err(Error::Snapshot)?;
     let mut events = snapshot::events(&sockets, EphemeralRange::of_host());
     let mut enricher = Enricher::new();
     for e in &mut events {

@@ -16,9 +16,10 @@ pub fn run(cli: &Cli, filter: &Filter, info: RunInfo) -> Result<(), Error> {
     print_existing(&mut Pipeline::new(printer.as_mut(), filter))
 }
 
-/// The sockets that exist now, through `pipeline`.
+/// The TCP and UDP sockets that exist now, through `pipeline` (whose filter
+/// keeps the protocols asked for).
 pub fn print_existing(pipeline: &mut Pipeline<'_>) -> Result<(), Error> {
-    let sockets = sockdiag::tcp_sockets().map_err(Error::Snapshot)?;
+    let sockets = sockdiag::tcp_and_udp_sockets().map_err(Error::Snapshot)?;
     pipeline.existing(snapshot::events(&sockets, EphemeralRange::of_host()))?;
     Ok(())
 }

@@ -65,7 +65,7 @@ impl Metrics {
         };
         registry.register(
             "events",
-            "Events shown, by kind, role and family",
+            "Events shown, by kind, role, protocol and family",
             m.events.clone(),
         );
         registry.register(
@@ -90,7 +90,7 @@ impl Metrics {
         );
         registry.register(
             "listeners",
-            "Listening sockets now, by port, family and executable",
+            "Listening sockets now, by port, protocol, family and executable",
             m.listeners.clone(),
         );
         registry.register(
@@ -132,6 +132,7 @@ impl Metrics {
             .get_or_create(&vec![
                 ("event", e.kind.name().to_string()),
                 ("role", e.role.name().to_string()),
+                ("proto", e.proto.name().to_string()),
                 ("family", e.family.name().to_string()),
             ])
             .inc();
@@ -164,6 +165,7 @@ impl Metrics {
         }
         let labels: Labels = vec![
             ("port", e.local.port.to_string()),
+            ("proto", e.proto.name().to_string()),
             ("family", e.family.name().to_string()),
             (
                 "exe",
@@ -303,12 +305,14 @@ mod tests {
         let body = text(&registry);
         assert!(
             body.contains(
-                "portwatch_events_total{event=\"connect\",role=\"client\",family=\"ipv4\"} 2"
+                "portwatch_events_total{event=\"connect\",role=\"client\",proto=\"tcp\",family=\"ipv4\"} 2"
             ),
             "{body}"
         );
         assert!(
-            body.contains("portwatch_listeners{port=\"51031\",family=\"ipv4\",exe=\"\"} 1"),
+            body.contains(
+                "portwatch_listeners{port=\"51031\",proto=\"tcp\",family=\"ipv4\",exe=\"\"} 1"
+            ),
             "{body}"
         );
         assert!(

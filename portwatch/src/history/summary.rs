@@ -13,7 +13,6 @@ use super::{
     schema::{OUTCOME_CONNECT_FAILED, PROTO_UDP, ROLE_CLIENT, ROLE_LISTENER, ROLE_SERVER},
     time::from_ns,
 };
-use crate::event::model::Transport;
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct ProcessSummary {

@@ -251,12 +251,12 @@ impl<'p> Pipeline<'p> {
         self.printer.flush()
     }
 
-    /// Compare the sockets shown open with those the kernel has (`alive`: their
-    /// fingerprints, listed after the ring buffer was drained): a close the kernel never reported is
+    /// Compare the sockets shown open with those the kernel has (`listing`, taken
+    /// after the ring buffer was drained): a close the kernel never reported is
     /// shown, inferred, once the socket is missing from two listings in a row.
-    pub fn reconcile(&mut self, alive: &reconcile::Fingerprints) -> io::Result<()> {
+    pub fn reconcile(&mut self, listing: &reconcile::Listing) -> io::Result<()> {
         let range = self.decoder.range();
-        for close in self.open.reconcile(alive, chrono::Utc::now(), range) {
+        for close in self.open.reconcile(listing, chrono::Utc::now(), range) {
             let unowned = close.owner.is_none();
             if self.deliver(close)? {
                 self.stats.events += 1;
@@ -267,10 +267,10 @@ impl<'p> Pipeline<'p> {
         self.printer.flush()
     }
 
-    /// Whether no socket is followed (open, or set aside until its close is
-    /// inferred): nothing to compare with the kernel's.
-    pub fn nothing_to_reconcile(&self) -> bool {
-        self.open.is_empty()
+    /// Whether a socket of `proto` is followed (open, or set aside until its
+    /// close is inferred): the next look needs the kernel's `proto` sockets.
+    pub fn follows(&self, proto: crate::event::model::Transport) -> bool {
+        self.open.follows(proto)
     }
 
     /// Sockets shown open and not closed yet.

@@ -7,12 +7,19 @@ use tokio::{
     signal::unix::{signal, SignalKind},
 };
 
-use super::{Pipeline, Stats};
+use super::{
+    reconcile::{self, Keys, Listing},
+    Pipeline, Stats,
+};
 use portwatch_common::Counter;
 
 use crate::{
     enrich::procfs,
-    kernel::tracer::Tracer,
+    event::model::Transport,
+    kernel::{
+        sockdiag::{self, DiagSocket},
+        tracer::Tracer,
+    },
     output::{LossReport, StatsReport},
 };
 
@@ -61,31 +68,45 @@ fn drain(
 
 /// Drain the ring buffer, then look at the kernel's sockets and show the closes
 /// it never reported (drained first: a close already in the buffer is not
-/// inferred); a listing that fails is said once on stderr, and looks stop.
+/// inferred). Only the protocols a followed socket has are listed; one whose
+/// listing fails is said once on stderr and put in `unlisted`, not listed again.
 fn look(
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
     pipeline: &mut Pipeline<'_>,
-    failed: &mut bool,
+    unlisted: &mut Vec<Transport>,
 ) -> io::Result<()> {
     drain(ring, pipeline)?;
-    if *failed || pipeline.nothing_to_reconcile() {
-        return Ok(());
-    }
-    let mut alive = super::reconcile::Fingerprints::default();
-    let listed = crate::kernel::sockdiag::each_open_tcp_socket(&mut |s| {
-        alive.extend(super::reconcile::listed(&s));
-    });
-    match listed {
-        Ok(()) => pipeline.reconcile(&alive),
-        Err(e) => {
-            *failed = true;
-            eprintln!(
-                "portwatch: warning: cannot list the kernel's sockets ({}): a close the kernel does not report will not be inferred",
-                crate::one_line(&e)
-            );
-            Ok(())
+    let mut listing = Listing::default();
+    for proto in [Transport::Tcp, Transport::Udp] {
+        if unlisted.contains(&proto) || !pipeline.follows(proto) {
+            continue;
+        }
+        let mut alive = Keys::default();
+        let mut each = |s: DiagSocket| alive.extend(reconcile::listed(&s));
+        let listed = match proto {
+            Transport::Tcp => sockdiag::each_open_tcp_socket(&mut each),
+            Transport::Udp => sockdiag::each_udp_socket(&mut each),
+        };
+        match listed {
+            Ok(()) => match proto {
+                Transport::Tcp => listing.tcp = Some(alive),
+                Transport::Udp => listing.udp = Some(alive),
+            },
+            Err(e) => {
+                unlisted.push(proto);
+                eprintln!(
+                    "portwatch: warning: cannot list the kernel's {} sockets ({}): a {} close the kernel does not report will not be inferred",
+                    proto.name(),
+                    crate::one_line(&e),
+                    proto.name()
+                );
+            }
         }
     }
+    if listing.tcp.is_none() && listing.udp.is_none() {
+        return Ok(());
+    }
+    pipeline.reconcile(&listing)
 }
 
 /// Report what the owner store could not keep since the last look: on stderr.
@@ -225,10 +246,11 @@ pub struct Reload {
     pub baseline: Option<std::path::PathBuf>,
 }
 
-/// The listeners of the sockets that exist now, for the baseline's check; none
-/// when they cannot be read (said once on stderr by the caller's snapshot).
+/// The TCP and UDP sockets that exist now, for the baseline's check (its
+/// listeners); none when they cannot be read (said once on stderr by the
+/// caller's snapshot).
 fn listeners_now() -> Vec<crate::event::model::ConnEvent> {
-    match crate::kernel::sockdiag::tcp_sockets() {
+    match sockdiag::tcp_and_udp_sockets() {
         Ok(sockets) => {
             super::snapshot::events(&sockets, crate::event::classify::EphemeralRange::of_host())
         }
@@ -272,7 +294,7 @@ pub async fn run(
     let mut reconcile_tick = tokio::time::interval(RECONCILE_INTERVAL);
     reconcile_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     reconcile_tick.tick().await;
-    let mut listing_failed = false;
+    let mut unlisted = Vec::new();
     let mut next_look = std::time::Instant::now();
 
     let outcome = loop {
@@ -298,7 +320,7 @@ pub async fn run(
             }
             _ = reconcile_tick.tick(), if std::time::Instant::now() >= next_look => {
                 let began = std::time::Instant::now();
-                let result = look(ring.get_mut(), &mut pipeline, &mut listing_failed);
+                let result = look(ring.get_mut(), &mut pipeline, &mut unlisted);
                 next_look = began + began.elapsed() * LOOK_SPACING;
                 if let Err(e) = result {
                     break Err(e);
@@ -329,10 +351,10 @@ pub async fn run(
         // the last losses reported.
         Ok(Ended::Signal) => {
             // Two last looks at the kernel's sockets.
-            let mut last_looks = look(ring.get_mut(), &mut pipeline, &mut listing_failed);
+            let mut last_looks = look(ring.get_mut(), &mut pipeline, &mut unlisted);
             if last_looks.is_ok() {
                 tokio::time::sleep(LAST_LOOK_PAUSE).await;
-                last_looks = look(ring.get_mut(), &mut pipeline, &mut listing_failed);
+                last_looks = look(ring.get_mut(), &mut pipeline, &mut unlisted);
             }
             last_looks
                 .and_then(|()| report_loss(tracer, &mut pipeline))

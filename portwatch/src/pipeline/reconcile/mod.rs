@@ -6,11 +6,15 @@
 //! missing: lost in a full ring buffer, or a state change the kernel ran no
 //! program for without counting a miss.
 //!
-//! Sockets are known by their endpoints, the same in an event, in the kernel's
+//! TCP sockets are known by their endpoints, the same in an event, in the kernel's
 //! listing and under either owner store (whose socket ids differ), through a
 //! 64-bit fingerprint: a collision can only keep a socket open longer, never close
 //! a live one. A live socket's endpoints are unique in its network namespace, so
 //! only sockets of this one (the namespace sock_diag lists) are followed.
+//!
+//! UDP sockets are known by their inode number, in every event (one per peer, of
+//! one socket) and in the kernel's listing. Mode tracepoint has no hook where a
+//! UDP socket is released: its closes are all inferred here.
 use std::{
     collections::HashSet,
     hash::BuildHasher,
@@ -53,20 +57,35 @@ fn fingerprint(local: &End, remote: &End) -> u64 {
     FixedState::with_seed(0x706f_7274_7761_7463).hash_one((local, remote))
 }
 
-/// Sets of fingerprints (already hashes: hashed again, cheaply).
-pub type Fingerprints = HashSet<u64, foldhash::fast::RandomState>;
+/// The keys of the sockets of a listing: TCP ones' fingerprints, UDP ones' inode
+/// numbers (hashed again, cheaply).
+pub type Keys = HashSet<u64, foldhash::fast::RandomState>;
 
-/// The fingerprint of a socket of the kernel's listing, unless it stands for a
-/// closed one (TIME_WAIT, CLOSE).
+/// The key of a socket of the kernel's listing, unless it stands for a closed one
+/// (TCP's TIME_WAIT, CLOSE; UDP's CLOSE is unconnected, and listed only if open).
 pub fn listed(s: &DiagSocket) -> Option<u64> {
     const TIME_WAIT: u8 = TcpState::TimeWait as u8;
     const CLOSE: u8 = TcpState::Close as u8;
-    (s.state != TIME_WAIT && s.state != CLOSE)
-        .then(|| fingerprint(&end(s.local.0, s.local.1), &end(s.remote.0, s.remote.1)))
+    match s.proto {
+        Transport::Udp => Some(u64::from(s.inode)),
+        Transport::Tcp => (s.state != TIME_WAIT && s.state != CLOSE)
+            .then(|| fingerprint(&end(s.local.0, s.local.1), &end(s.remote.0, s.remote.1))),
+    }
+}
+
+/// The kernel's sockets at one look, by [`listed`] key: per protocol, None when it
+/// was not listed (its sockets are left as they were).
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub tcp: Option<Keys>,
+    pub udp: Option<Keys>,
 }
 
 /// What is kept of an open socket to close it later: about 80 bytes.
 struct Open {
+    proto: Transport,
+    /// The state of its first event (what a UDP socket was: connected or not).
+    state: TcpState,
     sock_id: u64,
     /// When it opened, ns since the epoch.
     opened_ns: i64,
@@ -88,6 +107,27 @@ struct Open {
     absent_ns: i64,
 }
 
+/// Take from `open` the sockets absent from `alive` (a listing taken at `now_ns`)
+/// and from the one before; those absent only now are marked.
+fn take_absent_twice(open: &mut HashMap<u64, Open>, alive: &Keys, now_ns: i64) -> Vec<Open> {
+    let mut gone = Vec::new();
+    for (key, socket) in open.iter_mut() {
+        if alive.contains(key) {
+            socket.absent_ns = 0;
+        } else if socket.absent_ns != 0 {
+            gone.push(*key);
+        } else {
+            socket.absent_ns = now_ns;
+        }
+    }
+    let taken = gone.iter().filter_map(|key| open.remove(key)).collect();
+    // Memory back once a crowd of sockets is gone.
+    if open.capacity() > 4 * open.len() + 1024 {
+        open.shrink_to(2 * open.len());
+    }
+    taken
+}
+
 /// A socket set aside: closed by the time of `by`.
 struct Aside {
     open: Open,
@@ -104,8 +144,10 @@ pub struct OpenSockets {
     /// This process's network namespace; None: unknown, only snapshot sockets
     /// are followed.
     netns: Option<u32>,
-    /// By fingerprint.
+    /// TCP sockets, by fingerprint.
     open: HashMap<u64, Open>,
+    /// UDP sockets, by inode number.
+    udp: HashMap<u64, Open>,
     /// Sockets whose endpoints a later socket took, by socket id: closed, their
     /// close perhaps still to come.
     aside: HashMap<u64, Aside>,
@@ -118,6 +160,7 @@ impl Default for OpenSockets {
         OpenSockets {
             netns: crate::enrich::procfs::own_netns(),
             open: HashMap::default(),
+            udp: HashMap::default(),
             aside: HashMap::default(),
             last_owner: None,
         }
@@ -145,41 +188,48 @@ impl OpenSockets {
         }
     }
 
-    /// Follow one event shown: an opening one starts a socket, a closing one ends
-    /// it. Two live sockets never share their endpoints, so a socket whose
-    /// endpoints another one opens with (or closes with, both ids being the
-    /// kernel's cookies) has closed: unreported
-    /// (its close lost in a full ring buffer, say), or reported later (the kernel
-    /// frees the endpoints a moment before the close's event is written, so the
-    /// next socket's events can come first). It is set aside, and its close
-    /// inferred at the next look but one unless its own close comes by then.
-    pub fn follow(&mut self, e: &ConnEvent) {
-        if e.proto != Transport::Tcp {
-            // The kernel's listing followed here is TCP's.
-            return;
+    /// What is kept of the socket `e` opens.
+    fn opening(&mut self, e: &ConnEvent) -> Open {
+        Open {
+            proto: e.proto,
+            state: e.state,
+            sock_id: e.sock_id,
+            opened_ns: e.time.timestamp_nanos_opt().unwrap_or(0),
+            local: end(e.local.addr, e.local.port),
+            remote: end(e.remote.addr, e.remote.port),
+            netns: e.netns.unwrap_or(0),
+            role: e.role,
+            family: e.family,
+            pid_exact: e.pid_exact,
+            from_snapshot: e.kind == EventKind::Snapshot,
+            cookie_id: e.cookie_id,
+            owner: self.shared_owner(&e.owner),
+            absent_ns: 0,
         }
-        let local = end(e.local.addr, e.local.port);
-        let remote = end(e.remote.addr, e.remote.port);
-        let key = fingerprint(&local, &remote);
+    }
+
+    /// Follow one event shown: an opening one starts a socket, a closing one ends
+    /// it (a UDP socket's: [`Self::follow_udp`]). Two live TCP sockets never
+    /// share their endpoints, so a socket whose endpoints another one opens with
+    /// (or closes with, both ids being the kernel's cookies) has closed:
+    /// unreported (its close lost in a full ring buffer, say), or reported later
+    /// (the kernel frees the endpoints a moment before the close's event is
+    /// written, so the next socket's events can come first). It is set aside, and
+    /// its close inferred at the next look but one unless its own close comes by
+    /// then.
+    pub fn follow(&mut self, e: &ConnEvent) {
+        if e.proto == Transport::Udp {
+            return self.follow_udp(e);
+        }
+        let key = fingerprint(
+            &end(e.local.addr, e.local.port),
+            &end(e.remote.addr, e.remote.port),
+        );
         match e.kind {
             EventKind::Listen | EventKind::Accept | EventKind::Connect | EventKind::Snapshot
                 if self.here(e) =>
             {
-                let owner = self.shared_owner(&e.owner);
-                let open = Open {
-                    sock_id: e.sock_id,
-                    opened_ns: e.time.timestamp_nanos_opt().unwrap_or(0),
-                    local,
-                    remote,
-                    netns: e.netns.unwrap_or(0),
-                    role: e.role,
-                    family: e.family,
-                    pid_exact: e.pid_exact,
-                    from_snapshot: e.kind == EventKind::Snapshot,
-                    cookie_id: e.cookie_id,
-                    owner,
-                    absent_ns: 0,
-                };
+                let open = self.opening(e);
                 if let Some(before) = self.open.insert(key, open) {
                     // A socket opens once: another opening is another socket. But a
                     // snapshot's socket id is sock_diag's cookie, which a live event
@@ -223,6 +273,23 @@ impl OpenSockets {
         }
     }
 
+    /// Follow one event of a UDP socket: its first opening event opens it, later
+    /// ones (flows to other peers) are of the same socket; the kernel's close ends it.
+    fn follow_udp(&mut self, e: &ConnEvent) {
+        match e.kind {
+            EventKind::Listen | EventKind::Accept | EventKind::Connect | EventKind::Snapshot
+                if self.here(e) && !self.udp.contains_key(&e.sock_id) =>
+            {
+                let open = self.opening(e);
+                self.udp.insert(e.sock_id, open);
+            }
+            EventKind::Close | EventKind::ConnectFailed => {
+                self.udp.remove(&e.sock_id);
+            }
+            _ => {}
+        }
+    }
+
     fn set_aside(&mut self, open: Open, key: u64, by: DateTime<Utc>) {
         self.aside.insert(
             open.sock_id,
@@ -237,39 +304,44 @@ impl OpenSockets {
 
     /// Sockets open in the stream now.
     pub fn len(&self) -> usize {
-        self.open.len()
+        self.open.len() + self.udp.len()
     }
 
     /// Whether no socket is open in the stream, and none set aside.
     pub fn is_empty(&self) -> bool {
-        self.open.is_empty() && self.aside.is_empty()
+        self.open.is_empty() && self.udp.is_empty() && self.aside.is_empty()
     }
 
-    /// Compare with the kernel's sockets (`alive`: the fingerprints of a listing
-    /// taken at `now`, after the ring buffer was drained): the sockets absent from
-    /// this listing and from the one before are closed, and those set aside before
-    /// the last look; their close events (`range` to classify their ports) are
-    /// returned. The others absent now are looked at again next time.
+    /// Whether a socket of `proto` is followed (open, or set aside): the next
+    /// look needs the kernel's listing of `proto`.
+    pub fn follows(&self, proto: Transport) -> bool {
+        match proto {
+            Transport::Tcp => !self.open.is_empty() || !self.aside.is_empty(),
+            Transport::Udp => !self.udp.is_empty(),
+        }
+    }
+
+    /// Compare with the kernel's sockets (`listing`, taken at `now` after the
+    /// ring buffer was drained): the sockets of a protocol listed that are absent
+    /// from this listing and from the one before are closed, and those set aside
+    /// before the last look; their close events (`range` to classify their ports)
+    /// are returned. The others absent now are looked at again next time.
     pub fn reconcile(
         &mut self,
-        alive: &Fingerprints,
+        listing: &Listing,
         now: DateTime<Utc>,
         range: EphemeralRange,
     ) -> Vec<ConnEvent> {
         let now_ns = now.timestamp_nanos_opt().unwrap_or(1);
         let mut gone = Vec::new();
-        for (key, open) in self.open.iter_mut() {
-            if alive.contains(key) {
-                open.absent_ns = 0;
-            } else if open.absent_ns != 0 {
-                gone.push(*key);
-            } else {
-                open.absent_ns = now_ns;
-            }
+        if let Some(alive) = &listing.tcp {
+            gone.extend(take_absent_twice(&mut self.open, alive, now_ns));
+        }
+        if let Some(alive) = &listing.udp {
+            gone.extend(take_absent_twice(&mut self.udp, alive, now_ns));
         }
         let mut closes: Vec<ConnEvent> = gone
-            .iter()
-            .filter_map(|key| self.open.remove(key))
+            .into_iter()
             // Closed at its first absence at the latest.
             .map(|open| {
                 let time = DateTime::from_timestamp_nanos(open.absent_ns);
@@ -285,32 +357,30 @@ impl OpenSockets {
         for aside in aged.iter().filter_map(|id| self.aside.remove(id)) {
             closes.push(closed_event(aside.open, aside.by, range));
         }
-        // Memory back once a crowd of sockets is gone.
-        if self.open.capacity() > 4 * self.open.len() + 1024 {
-            self.open.shrink_to(2 * self.open.len());
-        }
         closes
     }
 }
 
-/// The inferred close of `open`, which had closed by `time`.
+/// The inferred close of `open`, which had closed by `time`: a UDP socket as it
+/// was at its first event (the peer of its first flow).
 fn closed_event(open: Open, time: DateTime<Utc>, range: EphemeralRange) -> ConnEvent {
     let opened = DateTime::from_timestamp_nanos(open.opened_ns);
+    let proto = open.proto;
     let mut event = ConnEvent {
         time,
         kind: EventKind::Close,
         role: open.role,
-        proto: Transport::Tcp,
+        proto,
         family: open.family,
         owner: open.owner.map(|o| (*o).clone()),
         pid_exact: open.pid_exact,
-        local: endpoint(addr_of(&open.local), open.local.1, range, Transport::Tcp),
-        remote: endpoint(addr_of(&open.remote), open.remote.1, range, Transport::Tcp),
+        local: endpoint(addr_of(&open.local), open.local.1, range, proto),
+        remote: endpoint(addr_of(&open.remote), open.remote.1, range, proto),
         state: TcpState::Close,
-        old_state: if open.role == Role::Listener {
-            TcpState::Listen
-        } else {
-            TcpState::Established
+        old_state: match proto {
+            Transport::Udp => open.state,
+            Transport::Tcp if open.role == Role::Listener => TcpState::Listen,
+            Transport::Tcp => TcpState::Established,
         },
         sock_id: open.sock_id,
         cookie_id: open.cookie_id,

@@ -20,8 +20,12 @@ fn key(e: &ConnEvent) -> u64 {
     )
 }
 
-fn listing(sockets: &[&ConnEvent]) -> Fingerprints {
-    sockets.iter().map(|e| key(e)).collect()
+/// A listing of TCP sockets only.
+fn listing(sockets: &[&ConnEvent]) -> Listing {
+    Listing {
+        tcp: Some(sockets.iter().map(|e| key(e)).collect()),
+        udp: None,
+    }
 }
 
 fn look(open: &mut OpenSockets, alive: &[&ConnEvent], now: DateTime<Utc>) -> Vec<ConnEvent> {
@@ -212,5 +216,187 @@ fn without_exact_ids_another_opening_still_proves_the_first_socket_closed() {
     assert_eq!(
         closed.iter().map(|e| e.sock_id).collect::<Vec<_>>(),
         vec![b.sock_id]
+    );
+}
+
+/// An event of the UDP socket with inode `inode`, of this network namespace:
+/// `peer` 0 for none (bound and unconnected).
+fn udp_event(kind: EventKind, role: Role, inode: u64, peer: u16) -> ConnEvent {
+    let range = EphemeralRange::LINUX_DEFAULT;
+    let mut e = event(kind, None);
+    e.proto = Transport::Udp;
+    e.role = role;
+    e.sock_id = inode;
+    e.cookie_id = false;
+    e.local = endpoint(e.local.addr, 5353, range, Transport::Udp);
+    e.remote = endpoint(e.remote.addr, peer, range, Transport::Udp);
+    e.state = TcpState::Close;
+    e.old_state = TcpState::Close;
+    e
+}
+
+/// A listing of UDP sockets only, by inode.
+fn udp_look(open: &mut OpenSockets, inodes: &[u64], now: DateTime<Utc>) -> Vec<ConnEvent> {
+    let listing = Listing {
+        tcp: None,
+        udp: Some(inodes.iter().copied().collect()),
+    };
+    open.reconcile(&listing, now, EphemeralRange::LINUX_DEFAULT)
+}
+
+#[test]
+fn several_flows_of_one_udp_socket_are_one_socket_closed_once() {
+    let now = Utc::now();
+    let mut open = OpenSockets::default();
+    let mut listen = udp_event(EventKind::Listen, Role::Listener, 77, 0);
+    listen.time = now - chrono::Duration::seconds(10);
+    open.follow(&listen);
+    // Its first datagram to each of two peers, and the start-up snapshot's row.
+    open.follow(&udp_event(EventKind::Accept, Role::Server, 77, 40001));
+    open.follow(&udp_event(EventKind::Accept, Role::Server, 77, 40002));
+    open.follow(&udp_event(EventKind::Snapshot, Role::Listener, 77, 0));
+    assert_eq!(open.len(), 1);
+    assert!(open.follows(Transport::Udp) && !open.follows(Transport::Tcp));
+    assert!(udp_look(&mut open, &[77], now).is_empty());
+    assert!(udp_look(&mut open, &[], now).is_empty());
+    let closed = udp_look(&mut open, &[], now + chrono::Duration::seconds(5));
+    let [close] = closed.as_slice() else {
+        panic!("{closed:?}")
+    };
+    // As it was at its first event: a listener on 5353 without a peer.
+    assert_eq!(
+        (close.kind, close.proto, close.role, close.sock_id),
+        (EventKind::Close, Transport::Udp, Role::Listener, 77)
+    );
+    assert!(close.inferred && !close.cookie_id);
+    assert!(close.state == TcpState::Close && close.old_state == TcpState::Close);
+    assert_eq!((close.local.port, close.remote.port), (5353, 0));
+    assert_eq!(close.local.service, Some("mdns"));
+    assert_eq!(close.owner, listen.owner);
+    // Closed at the first listing without it, 10 s after it opened.
+    assert_eq!(close.time, now);
+    assert_eq!(close.duration, Some(std::time::Duration::from_secs(10)));
+    assert!(open.is_empty() && !open.follows(Transport::Udp));
+
+    // A connected socket: closed as connected, to the peer of its first flow.
+    let mut first = udp_event(EventKind::Connect, Role::Client, 78, 53);
+    first.state = TcpState::Established;
+    first.old_state = TcpState::Established;
+    open.follow(&first);
+    open.follow(&udp_event(EventKind::Connect, Role::Client, 78, 123));
+    assert!(udp_look(&mut open, &[], now).is_empty());
+    let closed = udp_look(&mut open, &[], now);
+    let [close] = closed.as_slice() else {
+        panic!("{closed:?}")
+    };
+    assert_eq!(
+        (close.role, close.remote.port, close.old_state),
+        (Role::Client, 53, TcpState::Established)
+    );
+    assert_eq!(close.remote.service, Some("domain"));
+}
+
+#[test]
+fn the_kernels_udp_close_stops_inference() {
+    let now = Utc::now();
+    let mut open = OpenSockets::default();
+    open.follow(&udp_event(EventKind::Connect, Role::Client, 79, 53));
+    open.follow(&udp_event(EventKind::Connect, Role::Client, 80, 53));
+    // Another socket's close on the same endpoints closes only that one.
+    open.follow(&udp_event(EventKind::Close, Role::Client, 80, 53));
+    assert_eq!(open.len(), 1);
+    assert!(udp_look(&mut open, &[79], now).is_empty());
+    // Absent once, then the kernel's close (mode fentry or kprobe).
+    assert!(udp_look(&mut open, &[], now).is_empty());
+    open.follow(&udp_event(EventKind::Close, Role::Client, 79, 53));
+    assert!(open.is_empty());
+    assert!(udp_look(&mut open, &[], now).is_empty() && udp_look(&mut open, &[], now).is_empty());
+}
+
+#[test]
+fn a_udp_socket_still_listed_or_not_looked_at_is_not_closed() {
+    let now = Utc::now();
+    let mut open = OpenSockets::default();
+    open.follow(&udp_event(EventKind::Listen, Role::Listener, 81, 0));
+    assert!(udp_look(&mut open, &[81, 82], now).is_empty());
+    // Absent once, listed again: looked at afresh.
+    assert!(udp_look(&mut open, &[], now).is_empty());
+    assert!(udp_look(&mut open, &[81], now).is_empty());
+    assert!(udp_look(&mut open, &[], now).is_empty());
+    // Looks that list TCP only say nothing of it.
+    assert!(look(&mut open, &[], now).is_empty());
+    assert!(look(&mut open, &[], now).is_empty());
+    assert_eq!(open.len(), 1);
+    // Another network namespace's UDP socket is not followed.
+    let mut elsewhere = udp_event(EventKind::Connect, Role::Client, 83, 53);
+    elsewhere.netns = Some(1);
+    open.follow(&elsewhere);
+    assert_eq!(open.len(), 1);
+}
+
+#[test]
+fn tcp_sockets_are_followed_apart_from_udp_ones() {
+    let now = Utc::now();
+    let mut open = OpenSockets::default();
+    let tcp = event(EventKind::Connect, None);
+    // A UDP socket with the TCP socket's endpoints, its id its TCP cookie.
+    let mut udp = udp_event(EventKind::Connect, Role::Client, tcp.sock_id, 0);
+    udp.local = tcp.local.clone();
+    udp.remote = tcp.remote.clone();
+    open.follow(&tcp);
+    open.follow(&udp);
+    assert_eq!(open.len(), 2);
+    assert!(open.follows(Transport::Tcp) && open.follows(Transport::Udp));
+    // The UDP socket's close does not close the TCP one, nor the other way.
+    let mut udp_close = udp.clone();
+    udp_close.kind = EventKind::Close;
+    open.follow(&udp_close);
+    assert!(open.follows(Transport::Tcp) && !open.follows(Transport::Udp));
+    open.follow(&udp);
+    let mut tcp_close = tcp.clone();
+    tcp_close.kind = EventKind::Close;
+    open.follow(&tcp_close);
+    assert!(!open.follows(Transport::Tcp) && open.follows(Transport::Udp));
+    open.follow(&tcp);
+    // A listing of both: the TCP socket gone, the UDP one there; its inode does
+    // not keep the TCP socket.
+    let listing = Listing {
+        tcp: Some(Keys::default()),
+        udp: Some([udp.sock_id, key(&tcp)].into_iter().collect()),
+    };
+    let range = EphemeralRange::LINUX_DEFAULT;
+    assert!(open.reconcile(&listing, now, range).is_empty());
+    let closed = open.reconcile(&listing, now, range);
+    let [close] = closed.as_slice() else {
+        panic!("{closed:?}")
+    };
+    assert_eq!(
+        (close.proto, close.sock_id, close.old_state, close.cookie_id),
+        (Transport::Tcp, tcp.sock_id, TcpState::Established, true)
+    );
+    assert!(!open.follows(Transport::Tcp) && open.follows(Transport::Udp));
+}
+
+#[test]
+fn listed_keys_by_protocol() {
+    use crate::kernel::sockdiag::DiagSocket;
+    let mut s = DiagSocket {
+        proto: Transport::Udp,
+        state: TcpState::Close as u8,
+        local: (IpAddr::from([127, 0, 0, 1]), 5353),
+        remote: (IpAddr::from([0, 0, 0, 0]), 0),
+        inode: 4242,
+        uid: 0,
+        cookie: 9,
+    };
+    // UDP: the inode, whatever the state (CLOSE is unconnected).
+    assert_eq!(listed(&s), Some(4242));
+    // TCP: the endpoints' fingerprint, unless closed.
+    s.proto = Transport::Tcp;
+    assert_eq!(listed(&s), None);
+    s.state = TcpState::Listen as u8;
+    assert_eq!(
+        listed(&s),
+        Some(fingerprint(&end(s.local.0, 5353), &end(s.remote.0, 0)))
     );
 }

@@ -332,6 +332,10 @@ impl Expected<'_> {
         let mut got = EventCounts::new();
         for (labels, value) in p.query("portwatch_events_total")? {
             let label = |k: &str| labels.get(k).cloned().unwrap_or_default();
+            // The scenario is TCP's; a UDP series is another count.
+            if label("proto") != "tcp" {
+                continue;
+            }
             got.insert(
                 (label("event"), label("role"), label("family")),
                 value as u64,
@@ -373,9 +377,14 @@ impl Expected<'_> {
                 .collect();
             match (phase, series.as_slice()) {
                 (Phase::Listening, [(labels, value)]) => {
-                    let want: BTreeMap<&str, &str> =
-                        [("port", port_text.as_str()), ("family", family), ("exe", self.exe)].into();
-                    let have: BTreeMap<&str, &str> = ["port", "family", "exe"]
+                    let want: BTreeMap<&str, &str> = [
+                        ("port", port_text.as_str()),
+                        ("proto", "tcp"),
+                        ("family", family),
+                        ("exe", self.exe),
+                    ]
+                    .into();
+                    let have: BTreeMap<&str, &str> = ["port", "proto", "family", "exe"]
                         .into_iter()
                         .map(|k| (k, labels.get(k).map_or("(none)", String::as_str)))
                         .collect();

@@ -32,7 +32,7 @@ fn scenarios<'a>(portwatch: &'a str, mode: &'a str) -> Vec<Scenario<'a>> {
     let any = std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
     vec![
         (
-            "the accept hook: fexit, kretprobe, BPF LSM where doctor allows it, else the syscalls",
+            "the accept hook (fexit, kretprobe, BPF LSM where doctor allows it, else the syscalls) and UDP's hooks",
             Box::new(move |t| accept_hook::accept_hook(t, portwatch, mode)),
         ),
         (

@@ -15,71 +15,22 @@
 //! UDP sockets are known by their inode number, in every event (one per peer, of
 //! one socket) and in the kernel's listing. Mode tracepoint has no hook where a
 //! UDP socket is released: its closes are all inferred here.
-use std::{
-    collections::HashSet,
-    hash::BuildHasher,
-    net::{IpAddr, Ipv6Addr},
-    sync::Arc,
-};
+mod keys;
 
-use foldhash::{fast::FixedState, HashMap};
+use std::sync::Arc;
+
+use foldhash::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::{
-    event::{
-        address::plain,
-        classify::{endpoint, EphemeralRange},
-        model::{ConnEvent, EventKind, Family, Owner, Role, TcpState, Transport},
-        notes,
-    },
-    kernel::sockdiag::DiagSocket,
+use keys::{addr_of, end, fingerprint, unspecified, End};
+pub use keys::{listed, Keys, Listing};
+
+use crate::event::{
+    classify::{endpoint, EphemeralRange},
+    model::{ConnEvent, EventKind, Family, Owner, Role, TcpState, Transport},
+    notes,
 };
-
-/// One end, compactly: the address as IPv6 (IPv4 mapped), and the port.
-type End = ([u8; 16], u16);
-
-fn end(addr: IpAddr, port: u16) -> End {
-    let v6 = match plain(addr) {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-        IpAddr::V6(v6) => v6,
-    };
-    (v6.octets(), port)
-}
-
-fn addr_of(end: &End) -> IpAddr {
-    plain(IpAddr::V6(Ipv6Addr::from(end.0)))
-}
-
-/// One socket's endpoints as a number, the same from an event and from the
-/// kernel's listing.
-fn fingerprint(local: &End, remote: &End) -> u64 {
-    FixedState::with_seed(0x706f_7274_7761_7463).hash_one((local, remote))
-}
-
-/// The keys of the sockets of a listing: TCP ones' fingerprints, UDP ones' inode
-/// numbers (hashed again, cheaply).
-pub type Keys = HashSet<u64, foldhash::fast::RandomState>;
-
-/// The key of a socket of the kernel's listing, unless it stands for a closed one
-/// (TCP's TIME_WAIT, CLOSE; UDP's CLOSE is unconnected, and listed only if open).
-pub fn listed(s: &DiagSocket) -> Option<u64> {
-    const TIME_WAIT: u8 = TcpState::TimeWait as u8;
-    const CLOSE: u8 = TcpState::Close as u8;
-    match s.proto {
-        Transport::Udp => Some(u64::from(s.inode)),
-        Transport::Tcp => (s.state != TIME_WAIT && s.state != CLOSE)
-            .then(|| fingerprint(&end(s.local.0, s.local.1), &end(s.remote.0, s.remote.1))),
-    }
-}
-
-/// The kernel's sockets at one look, by [`listed`] key: per protocol, None when it
-/// was not listed (its sockets are left as they were).
-#[derive(Debug, Default)]
-pub struct Listing {
-    pub tcp: Option<Keys>,
-    pub udp: Option<Keys>,
-}
 
 /// What is kept of an open socket to close it later: about 80 bytes.
 struct Open {
@@ -196,7 +147,14 @@ impl OpenSockets {
             sock_id: e.sock_id,
             opened_ns: e.time.timestamp_nanos_opt().unwrap_or(0),
             local: end(e.local.addr, e.local.port),
-            remote: end(e.remote.addr, e.remote.port),
+            remote: if e.proto == Transport::Udp && e.state != TcpState::Established {
+                // An unconnected UDP socket has no peer of its own (its flows'
+                // peers are not the socket's): its close says so, as the
+                // kernel's does.
+                end(unspecified(e.local.addr), 0)
+            } else {
+                end(e.remote.addr, e.remote.port)
+            },
             netns: e.netns.unwrap_or(0),
             role: e.role,
             family: e.family,

@@ -1,5 +1,7 @@
 //! The reconciler against hand-made events and listings.
 use super::*;
+use std::net::IpAddr;
+
 use crate::event::decode::tests::sample_event;
 
 /// An event of `kind` from a process of this network namespace (`netns`:

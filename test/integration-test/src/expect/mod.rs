@@ -175,12 +175,18 @@ pub fn compare(events: &[Value], expected: &[Expected]) -> Vec<String> {
 /// Compare every expected event, each also naming the tracer's attach mode, once
 /// the tracer has shown them all (or timed out).
 pub fn check(tracer: &Tracer, expected: &[Expected]) -> Vec<String> {
+    check_within(tracer, expected, EVENT_TIMEOUT)
+}
+
+/// The same, waiting up to `timeout` (for closes portwatch infers at its second
+/// look at the kernel's sockets, 5 s apart).
+pub fn check_within(tracer: &Tracer, expected: &[Expected], timeout: Duration) -> Vec<String> {
     let mode = json!({ "attach": tracer.mode() });
     let expected: Vec<Expected> = expected
         .iter()
         .cloned()
         .map(|x| x.with(mode.clone()))
         .collect();
-    let events = tracer.wait_for(EVENT_TIMEOUT, |events| all_present(events, &expected));
+    let events = tracer.wait_for(timeout, |events| all_present(events, &expected));
     compare(&events, &expected)
 }

@@ -154,6 +154,11 @@ impl<'p> Pipeline<'p> {
 
     /// A decoded event: enriched, filtered and printed. Whether it was printed.
     fn deliver(&mut self, mut event: ConnEvent) -> io::Result<bool> {
+        if self.open.is_udp_listener(&event) {
+            // A UDP server bound before tracing began answers a new peer: the
+            // kernel side could not know the socket was a server's.
+            crate::event::classify::as_udp_reply(&mut event, self.decoder.range());
+        }
         self.enricher.enrich(&mut event);
         if !self.filter.matches(&event) {
             return Ok(false);

@@ -248,6 +248,18 @@ impl OpenSockets {
         }
     }
 
+    /// Whether `e` is a UDP flow (`connect`) of a socket followed as a listener
+    /// (one the start-up snapshot found bound): its first datagram to a peer is
+    /// a server's answer.
+    pub fn is_udp_listener(&self, e: &ConnEvent) -> bool {
+        e.proto == Transport::Udp
+            && e.kind == EventKind::Connect
+            && self
+                .udp
+                .get(&e.sock_id)
+                .is_some_and(|open| open.role == Role::Listener)
+    }
+
     fn set_aside(&mut self, open: Open, key: u64, by: DateTime<Utc>) {
         self.aside.insert(
             open.sock_id,

@@ -70,6 +70,10 @@ fn scenarios<'a>(portwatch: &'a str, mode: &'a str) -> Vec<Scenario<'a>> {
             Box::new(udp::dns),
         ),
         (
+            "udp: a server bound before tracing is in the snapshot, and its answers are server replies",
+            Box::new(move |_| udp::bound_before_tracing(portwatch, mode)),
+        ),
+        (
             "process details: exe, cmdline, user, parent, cgroup, container",
             Box::new(investigate::process_details),
         ),

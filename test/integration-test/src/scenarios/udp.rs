@@ -14,6 +14,7 @@ use crate::{
     expect::{self, Expected},
     harness::{
         helpers::{End, Hold},
+        launch::Launch,
         tracer::Tracer,
         udp_helpers::{udp_client, udp_spray, UdpServer, Way},
     },
@@ -172,4 +173,49 @@ pub fn dns(tracer: &Tracer) -> Result<Vec<String>> {
         ),
     ];
     Ok(expect::check_within(tracer, &expected, CLOSES_TIMEOUT))
+}
+
+/// A UDP server bound before portwatch started: the start-up snapshot lists it
+/// (a listener, with its owner), and its worker's answers are server replies,
+/// though the kernel side never saw the socket bound.
+pub fn bound_before_tracing(portwatch: &str, mode: &str) -> Result<Vec<String>> {
+    let addr: IpAddr = Ipv4Addr::LOCALHOST.into();
+    let mut server = UdpServer::spawn(
+        addr,
+        "24830,24831,24832,24833,0",
+        "pw-udp-early",
+        "pw-udp-early-w",
+        1,
+        Hold::Ms(HOLD_MS),
+    )?;
+    let listener = server.listener.clone();
+    let port = listener.port.to_string();
+    let tracer = Tracer::start(Launch::trace(portwatch, mode).args(["--port", &port]))?;
+    let client = udp_client(
+        SocketAddr::new(addr, listener.port),
+        "pw-udp-late",
+        Way::SendTo,
+        Hold::Ms(0),
+    )?;
+    let (worker, _) = server.answered()?;
+    server.finish()?;
+    let server_end = End {
+        proc: worker,
+        ..listener.clone()
+    };
+    // Bound before tracing: listed, owner read from /proc (the process's own
+    // thread id is its pid), exact as the only holder until the worker forked:
+    // both hold it now, so the lowest pid is named, inexactly.
+    let mut snapshot = expect::udp_listen(&listener)
+        .named("the early server, from the snapshot")
+        .with(serde_json::json!({"event": "snapshot", "pid_exact": false}));
+    snapshot.event = "snapshot";
+    let expected = vec![
+        snapshot,
+        expect::udp_connect(&client, &listener, false),
+        expect::udp_reply(&server_end, &client, addr),
+    ];
+    let mut failures = expect::check(&tracer, &expected);
+    failures.extend(super::stop(tracer)?);
+    Ok(failures)
 }

@@ -25,12 +25,16 @@ use crate::{
 };
 
 /// Longer than the writer's batch (0.5 s): what happened is committed by then.
-const COMMITTED: Duration = Duration::from_millis(1500);
+pub(crate) const COMMITTED: Duration = Duration::from_millis(1500);
 
 pub fn record_all(checks: &mut Checks, portwatch: &str, loadgen: Option<&str>, mode: &str) {
     checks.run(
         &format!("[{mode}] history: sockets open before, during and after a run of helpers, a listener from before the recording, a failed connect, a summary"),
         || ground_truth(portwatch, mode),
+    );
+    checks.run(
+        &format!("[{mode}] history: UDP rows (a bound server, its worker's flows, two clients) at an instant, by protocol, all closed after"),
+        || crate::history_udp::udp_rows(portwatch, mode),
     );
     checks.run(
         &format!("[{mode}] history: retention drops old closed sockets, never open ones"),
@@ -63,7 +67,12 @@ pub(crate) fn fresh_db(name: &str) -> Result<PathBuf> {
     Ok(dir.join("history.db"))
 }
 
-fn record(portwatch: &str, mode: &str, db: &Path, extra: &[&str]) -> Result<Running<()>> {
+pub(crate) fn record(
+    portwatch: &str,
+    mode: &str,
+    db: &Path,
+    extra: &[&str],
+) -> Result<Running<()>> {
     Launch::trace(portwatch, mode)
         .arg("record")
         .arg("--db")
@@ -95,7 +104,7 @@ pub(crate) fn query(portwatch: &str, db: &Path, args: &[&str]) -> Result<Vec<Val
 }
 
 /// The current time, RFC 3339 with nanoseconds.
-fn now() -> String {
+pub(crate) fn now() -> String {
     let t = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -125,7 +134,7 @@ fn rfc3339(t: Duration) -> String {
 }
 
 /// Stop a recording with SIGINT: exit 0 and a `recorded N sockets` line.
-fn stop(recording: Running<()>) -> Result<Vec<String>> {
+pub(crate) fn stop(recording: Running<()>) -> Result<Vec<String>> {
     let stopped = recording.stop()?;
     let mut failures = Vec::new();
     if !stopped.status.success() {

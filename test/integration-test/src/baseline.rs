@@ -32,6 +32,10 @@ pub fn record_all(checks: &mut Checks, portwatch: &str, loadgen: Option<&str>, m
         || drift(portwatch, loadgen, mode),
     );
     checks.run(
+        "baseline: a UDP server learnt as a udp listener; a TCP listener on its port does not stand in for it; a new UDP server is unexpected",
+        || crate::baseline_udp::udp_listeners(portwatch),
+    );
+    checks.run(
         "baseline: bad baseline files refused with their line (exit 2); check exit codes 0, 1, 2",
         || bad_files(portwatch),
     );

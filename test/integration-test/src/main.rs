@@ -12,6 +12,7 @@
 //! written to FILE as data (see `report`). `integration-test helper ...` is how it
 //! runs its own helper processes (re-executing itself).
 mod baseline;
+mod baseline_udp;
 mod checks;
 mod expect;
 mod failures;

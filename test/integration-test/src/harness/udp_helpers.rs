@@ -64,6 +64,11 @@ impl UdpServer {
         ))
     }
 
+    /// Kill the server and its worker.
+    pub fn kill(self) {
+        self.helper.kill()
+    }
+
     /// Wait until the server has closed its socket and exited.
     pub fn finish(mut self) -> Result<()> {
         self.helper.report("closed", 1)?;

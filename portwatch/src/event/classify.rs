@@ -68,14 +68,6 @@ pub fn endpoint(
     }
 }
 
-/// A UDP flow event (`connect`) of a socket known to be a server's: its answer to
-/// a new peer (`accept`, role server), notes as such.
-pub fn as_udp_reply(e: &mut super::model::ConnEvent, range: EphemeralRange) {
-    e.kind = EventKind::Accept;
-    e.role = Role::Server;
-    e.notes = super::notes::notes(e, range);
-}
-
 /// The role of the local machine in an event. Listen, accept and connect say it by
 /// themselves; a close carries the role its socket began with (`origin`), and only
 /// for a socket whose beginning was not seen is it inferred from the ports, the way

@@ -37,6 +37,14 @@ pub fn notes(e: &ConnEvent, range: EphemeralRange) -> Vec<Note> {
     out
 }
 
+/// A UDP flow event (`connect`) of a socket known to be a server's: its answer to
+/// a new peer (`accept`, role server), noted as such.
+pub fn as_udp_reply(e: &mut ConnEvent, range: EphemeralRange) {
+    e.kind = super::model::EventKind::Accept;
+    e.role = Role::Server;
+    e.notes = notes(e, range);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

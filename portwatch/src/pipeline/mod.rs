@@ -157,7 +157,7 @@ impl<'p> Pipeline<'p> {
         if self.open.is_udp_listener(&event) {
             // A UDP server bound before tracing began answers a new peer: the
             // kernel side could not know the socket was a server's.
-            crate::event::classify::as_udp_reply(&mut event, self.decoder.range());
+            crate::event::notes::as_udp_reply(&mut event, self.decoder.range());
         }
         self.enricher.enrich(&mut event);
         if !self.filter.matches(&event) {

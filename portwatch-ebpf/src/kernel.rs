@@ -34,10 +34,10 @@ pub fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// The `struct sock` behind file descriptor `fd` of the current task:
-/// task->files->fdt->fd[fd]->private_data (a `struct socket`)->sk.
+/// The `struct socket` behind file descriptor `fd` of the current task:
+/// task->files->fdt->fd[fd]->private_data.
 #[inline(always)]
-pub fn sock_of_fd(fd: u32) -> Result<u64, i64> {
+pub fn socket_of_fd(fd: u32) -> Result<u64, i64> {
     // SAFETY: kernel reads through the helper, of pointers and integers.
     unsafe {
         let task = bpf_get_current_task();
@@ -50,12 +50,23 @@ pub fn sock_of_fd(fd: u32) -> Result<u64, i64> {
         let fd_array: u64 = read(fdt, setting!(offsets.fdt_fd))?;
         let file: u64 = read(fd_array, fd * 8)?;
         let socket: u64 = read(file, setting!(offsets.file_private_data))?;
-        let sk: u64 = read(socket, setting!(offsets.socket_sk))?;
-        if sk == 0 {
+        if socket == 0 {
             return Err(-1);
         }
-        Ok(sk)
+        Ok(socket)
     }
+}
+
+/// The `struct sock` behind file descriptor `fd` of the current task: its
+/// socket's `sk`.
+#[inline(always)]
+pub fn sock_of_fd(fd: u32) -> Result<u64, i64> {
+    // SAFETY: a kernel read of a pointer.
+    let sk: u64 = unsafe { read(socket_of_fd(fd)?, setting!(offsets.socket_sk)) }?;
+    if sk == 0 {
+        return Err(-1);
+    }
+    Ok(sk)
 }
 
 /// `sk->sk_family`.

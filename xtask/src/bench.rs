@@ -26,6 +26,9 @@ mod baseline;
 #[path = "bench_otlp.rs"]
 mod otlp;
 
+#[path = "bench_udp.rs"]
+mod udp;
+
 #[derive(clap::Args)]
 pub struct BenchOptions {
     /// Connections per measured run.
@@ -400,6 +403,9 @@ pub fn bench(o: &BenchOptions) -> Result<()> {
         "loadgen",
     ]))?;
     let loadgen = util::workspace_root().join("target/release/loadgen");
+    if std::env::var("PW_BENCH_ONLY").is_ok_and(|v| v == "udp") {
+        return udp::only(&portwatch, &loadgen, o.runs);
+    }
     if util::which("bpftrace").is_none() {
         util::apt_install(&["bpftrace"])?;
     }
@@ -427,6 +433,7 @@ pub fn bench(o: &BenchOptions) -> Result<()> {
         ));
     }
     report.push_str(&syscalls::measure(&portwatch, &loadgen, o.runs)?);
+    report.push_str(&udp::measure(&portwatch, &loadgen, o.runs)?);
     report.push_str(&history::measure(&portwatch, o.history_connections)?);
     eprintln!("{report}");
     let dir = util::workspace_root().join("target/bench");

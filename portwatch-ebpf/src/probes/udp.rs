@@ -143,7 +143,7 @@ pub fn socket_sock(socket: u64) -> Result<u64, i64> {
 
 /// The inode number of the socket `sk` belongs to.
 #[inline(always)]
-fn sock_ino(sk: u64) -> Result<u32, i64> {
+pub fn sock_ino(sk: u64) -> Result<u32, i64> {
     // SAFETY: a kernel read of a pointer.
     let socket: u64 = unsafe { kernel::read(sk, setting!(offsets.sk_socket)) }?;
     if socket == 0 {
@@ -191,45 +191,62 @@ pub fn bound(sk: u64, requested: u16) -> Result<(), i64> {
     Ok(())
 }
 
-/// A datagram from `sk` to `to`, or ([`Peer::NONE`]) to its connected peer (also what a
-/// successful `connect()` reports).
+/// A datagram from `sk` (of socket inode `ino`) to `to`, or ([`Peer::NONE`]) to
+/// its connected peer (also what a successful `connect()` reports).
+///
+/// Most datagrams belong to a flow already reported, so that is checked first,
+/// from the fewest reads: the family, the peer, the flow table. Only a new flow
+/// pays for the protocol check, the endpoints and the owner.
 #[inline(never)]
-pub fn flow(sk: u64, to: &Peer) -> Result<(), i64> {
-    let Some(family) = udp_family(sk)? else {
+pub fn flow(sk: u64, ino: u32, to: &Peer) -> Result<(), i64> {
+    if sk == 0 {
         return Ok(());
-    };
-    let mut tuple = Tuple::from_sock(sk, family)?;
-    let peer = to;
-    if peer.family != 0 {
-        if peer.family == family {
-            tuple.daddr = peer.addr;
-        } else if peer.family == AF_INET && family == AF_INET6 {
-            // An IPv6 socket's IPv4 peer (udpv6_sendmsg hands those to
-            // udp_sendmsg), as the socket holds it: IPv4-mapped.
-            tuple.daddr = [0; 16];
-            tuple.daddr[10] = 0xff;
-            tuple.daddr[11] = 0xff;
-            tuple.daddr[12..].copy_from_slice(&peer.addr[..4]);
-        } else {
-            return Ok(());
-        }
-        tuple.dport = peer.port;
     }
-    if tuple.dport == 0 {
+    let family = kernel::sock_family(sk)?;
+    if family != AF_INET && family != AF_INET6 {
+        return Ok(());
+    }
+    let mut key = UdpFlowKey {
+        sock_ino: ino,
+        dport: to.port,
+        family,
+        daddr: to.addr,
+    };
+    if to.family == 0 {
+        // SAFETY: kernel reads of integers and byte arrays.
+        unsafe {
+            key.dport = u16::from_be(kernel::read(sk, setting!(offsets.skc_dport))?);
+            if family == AF_INET {
+                let d: [u8; 4] = kernel::read(sk, setting!(offsets.skc_daddr))?;
+                key.daddr[..4].copy_from_slice(&d);
+            } else {
+                key.daddr = kernel::read(sk, setting!(offsets.skc_v6_daddr))?;
+            }
+        }
+    } else if to.family == AF_INET && family == AF_INET6 {
+        // An IPv6 socket's IPv4 peer (udpv6_sendmsg hands those to udp_sendmsg),
+        // as the socket holds it: IPv4-mapped.
+        key.daddr = [0; 16];
+        key.daddr[10] = 0xff;
+        key.daddr[11] = 0xff;
+        key.daddr[12..].copy_from_slice(&to.addr[..4]);
+    } else if to.family != family {
+        return Ok(());
+    }
+    if key.dport == 0 {
         // connect(AF_UNSPEC) dissolves a connection; nothing was sent.
         return Ok(());
     }
-    let ino = sock_ino(sk)?;
-    let key = UdpFlowKey {
-        sock_ino: ino,
-        dport: tuple.dport,
-        family,
-        daddr: tuple.daddr,
-    };
     // SAFETY: only tested for presence.
     if unsafe { UDP_FLOWS.get(key) }.is_some() {
         return Ok(());
     }
+    if udp_family(sk)?.is_none() {
+        return Ok(());
+    }
+    let mut tuple = Tuple::from_sock(sk, family)?;
+    tuple.daddr = key.daddr;
+    tuple.dport = key.dport;
     let _ = UDP_FLOWS.insert(key, 1u8, 0);
     let now = now_ns();
     // SAFETY: copied out at once.

@@ -57,13 +57,14 @@ fn stash(call: Call, a: u64, b: u64, c: u64) {
     let _ = PENDING_ARGS.insert(bpf_get_current_pid_tgid(), args, 0);
 }
 
-/// The arguments `call` left for this thread, taken out.
+/// The arguments `call` left for this thread. Not deleted (a delete costs as
+/// much as the lookup): the thread's next call of a hooked kind overwrites them,
+/// its entry always running before its return, and a thread gone leaves its
+/// entry to the LRU's eviction.
 #[inline(always)]
 fn take(call: Call) -> Option<Pending> {
-    let id = bpf_get_current_pid_tgid();
     // SAFETY: copied out at once.
-    let args = unsafe { PENDING_ARGS.get(id) }.copied()?;
-    let _ = PENDING_ARGS.remove(id);
+    let args = unsafe { PENDING_ARGS.get(bpf_get_current_pid_tgid()) }.copied()?;
     (args.call == call as u32).then_some(args)
 }
 
@@ -100,7 +101,24 @@ pub fn try_fexit_connect(ctx: &FExitContext) -> Result<(), i64> {
     if ret != 0 {
         return Ok(());
     }
-    udp::flow(udp::socket_sock(ctx.arg(0))?, &udp::Peer::NONE)
+    connected(ctx.arg(0))
+}
+
+/// `connect()` of the `struct socket` at `socket` succeeded.
+#[inline(always)]
+fn connected(socket: u64) -> Result<(), i64> {
+    udp::flow(
+        udp::socket_sock(socket)?,
+        udp::socket_ino(socket)?,
+        &udp::Peer::NONE,
+    )
+}
+
+/// A datagram from `sk` to the destination in the kernel's `struct msghdr` at
+/// `msg`.
+#[inline(always)]
+fn sent(sk: u64, msg: u64) -> Result<(), i64> {
+    udp::flow(sk, udp::sock_ino(sk)?, &msghdr_peer(msg)?)
 }
 
 /// fexit `udp_sendmsg`/`udpv6_sendmsg(sk, msg, len)`: returns argument 3.
@@ -109,7 +127,7 @@ pub fn try_fexit_sendmsg(ctx: &FExitContext) -> Result<(), i64> {
     if ret < 0 {
         return Ok(());
     }
-    udp::flow(ctx.arg(0), &msghdr_peer(ctx.arg(1))?)
+    sent(ctx.arg(0), ctx.arg(1))
 }
 
 /// fentry `inet_release(sock)`.
@@ -139,8 +157,8 @@ pub fn try_kretprobe(ctx: &RetProbeContext, call: Call) -> Result<(), i64> {
             udp::socket_sock(args.a)?,
             requested_port(Memory::Kernel, args.b)?,
         ),
-        Call::Connect if ret == 0 => udp::flow(udp::socket_sock(args.a)?, &udp::Peer::NONE),
-        Call::SendMsg if ret >= 0 => udp::flow(args.a, &msghdr_peer(args.b)?),
+        Call::Connect if ret == 0 => connected(args.a),
+        Call::SendMsg if ret >= 0 => sent(args.a, args.b),
         _ => Ok(()),
     }
 }
@@ -184,12 +202,19 @@ pub fn try_sys_exit(ctx: &TracePointContext, call: Call) -> Result<(), i64> {
     if ret < 0 {
         return Ok(());
     }
-    let sk = kernel::sock_of_fd(args.a as u32)?;
+    let socket = kernel::socket_of_fd(args.a as u32)?;
+    let sk = udp::socket_sock(socket)?;
+    if call == Call::Bind {
+        return match ret {
+            0 => udp::bound(sk, requested_port(Memory::User, args.b)?),
+            _ => Ok(()),
+        };
+    }
+    let ino = udp::socket_ino(socket)?;
     match call {
-        Call::Bind if ret == 0 => udp::bound(sk, requested_port(Memory::User, args.b)?),
-        Call::Connect if ret == 0 => udp::flow(sk, &udp::Peer::NONE),
-        Call::SendTo => udp::flow(sk, &sockaddr(Memory::User, args.b)?),
-        Call::SendMsg => udp::flow(sk, &user_msghdr_peer(args.b)?),
+        Call::Connect if ret == 0 => udp::flow(sk, ino, &udp::Peer::NONE),
+        Call::SendTo => udp::flow(sk, ino, &sockaddr(Memory::User, args.b)?),
+        Call::SendMsg => udp::flow(sk, ino, &user_msghdr_peer(args.b)?),
         Call::SendMmsg => {
             let sent = if (ret as u64) < SENDMMSG_PEERS {
                 ret as u64
@@ -199,11 +224,17 @@ pub fn try_sys_exit(ctx: &TracePointContext, call: Call) -> Result<(), i64> {
             // Each message's outcome is dropped before the next: paths that
             // differ only in it would otherwise multiply through the verifier
             // (2^8 of them), past what older kernels' verifiers accept.
+            // A message to the same destination as the one before it (or, on a
+            // connected socket, every message after the first) is the same flow.
+            let mut last = udp::Peer::NONE;
             let mut i = 0;
             while i < SENDMMSG_PEERS {
                 if i < sent {
                     if let Ok(peer) = user_msghdr_peer(args.b + i * MMSGHDR_SIZE) {
-                        let _ = udp::flow(sk, &peer);
+                        if i == 0 || !same(&peer, &last) {
+                            let _ = udp::flow(sk, ino, &peer);
+                        }
+                        last = peer;
                     }
                 }
                 i += 1;
@@ -212,6 +243,12 @@ pub fn try_sys_exit(ctx: &TracePointContext, call: Call) -> Result<(), i64> {
         }
         _ => Ok(()),
     }
+}
+
+/// Whether two destinations are the same.
+#[inline(always)]
+fn same(a: &udp::Peer, b: &udp::Peer) -> bool {
+    a.family == b.family && a.port == b.port && a.addr == b.addr
 }
 
 /// The destination of a `struct msghdr` in user memory (its name pointer first).

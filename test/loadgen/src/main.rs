@@ -8,6 +8,13 @@
 //! one JSON object: connections, seconds, rate, pid, server_tid, client_tid, port.
 //! `loadgen --syscalls N` makes N getppid() calls instead and prints syscalls,
 //! seconds, rate.
+//!
+//! UDP (see `udp`): `loadgen --udp-flows F [--datagrams N | --seconds S]
+//! [--senders T] [--batch B] [--payload BYTES] [--sendto] [--sink loopback|bridge]
+//! [--drain]` sends many datagrams over F flows (one socket and one peer each)
+//! with sendmmsg(); `loadgen --udp-sockets N [--sink ...]` makes N short-lived
+//! sockets, one datagram each; `loadgen --udp-empty-sends N` makes N sendmmsg()
+//! calls of no message (what the send hooks cost per call).
 use std::{
     io::Read,
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
@@ -22,6 +29,9 @@ use nix::{
     unistd::{gettid, Pid},
 };
 
+mod sink;
+mod udp;
+
 struct Options {
     /// `--syscalls N`: instead of connections, N cheap system calls (getppid), for
     /// the cost every syscall pays while a syscall tracepoint is enabled.
@@ -30,6 +40,13 @@ struct Options {
     port: u16,
     server_cpu: Option<usize>,
     client_cpu: Option<usize>,
+    /// `--udp-flows F` and the options that go with it.
+    udp_flows: bool,
+    udp: udp::Flows,
+    /// `--udp-sockets N`: N short-lived UDP sockets.
+    udp_sockets: Option<u64>,
+    /// `--udp-empty-sends N`: N sendmmsg() calls of no message.
+    udp_empty_sends: Option<u64>,
 }
 
 fn parse() -> Result<Options> {
@@ -39,6 +56,10 @@ fn parse() -> Result<Options> {
         port: 0,
         server_cpu: Some(0),
         client_cpu: Some(1),
+        udp_flows: false,
+        udp: udp::Flows::default(),
+        udp_sockets: None,
+        udp_empty_sends: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -49,7 +70,24 @@ fn parse() -> Result<Options> {
             "--port" => o.port = value()?.parse()?,
             "--server-cpu" => o.server_cpu = Some(value()?.parse()?),
             "--client-cpu" => o.client_cpu = Some(value()?.parse()?),
-            "--no-pin" => (o.server_cpu, o.client_cpu) = (None, None),
+            "--no-pin" => {
+                (o.server_cpu, o.client_cpu) = (None, None);
+                o.udp.pin = false;
+            }
+            "--udp-flows" => {
+                o.udp_flows = true;
+                o.udp.flows = value()?.parse()?;
+            }
+            "--datagrams" => o.udp.datagrams = Some(value()?.parse()?),
+            "--seconds" => o.udp.seconds = Some(value()?.parse()?),
+            "--senders" => o.udp.senders = value()?.parse()?,
+            "--batch" => o.udp.batch = value()?.parse()?,
+            "--payload" => o.udp.payload = value()?.parse()?,
+            "--sendto" => o.udp.sendto = true,
+            "--drain" => o.udp.drain = true,
+            "--sink" => o.udp.sink = value()?.parse()?,
+            "--udp-sockets" => o.udp_sockets = Some(value()?.parse()?),
+            "--udp-empty-sends" => o.udp_empty_sends = Some(value()?.parse()?),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -88,6 +126,15 @@ fn main() -> Result<()> {
     if let Some(n) = o.syscalls {
         syscalls(n);
         return Ok(());
+    }
+    if o.udp_flows {
+        return udp::flows(&o.udp);
+    }
+    if let Some(n) = o.udp_sockets {
+        return udp::short_lived(n, o.udp.sink, o.client_cpu);
+    }
+    if let Some(n) = o.udp_empty_sends {
+        return udp::empty_sends(n, o.udp.sink, o.client_cpu);
     }
     let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, o.port)))?;
     let port = listener.local_addr()?.port();

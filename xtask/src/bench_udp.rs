@@ -1,0 +1,582 @@
+//! The UDP rows of `cargo xtask bench` (issue #14): `loadgen --udp-flows` (many
+//! datagrams over 1,000 flows in sendmmsg() batches of 64, one sender thread per
+//! CPU; connected sockets, then unconnected ones naming the peer on every
+//! datagram), the same in batches of 8 and of 1, sendmmsg() calls of no message
+//! (`--udp-empty-sends`: the hooks alone) and `loadgen --udp-sockets`
+//! (short-lived sockets, one datagram each); each with no tracer, the empty
+//! program on every UDP syscall tracepoint (`--bench-floor udp-syscalls`, the
+//! kernel's own cost for the same hooks) and portwatch.
+//!
+//! The kernel side's cost is the load generator's system CPU time per datagram
+//! (its sending threads over the timed part: every program on a syscall
+//! tracepoint runs in the calling thread) minus that of the no-tracer run of the
+//! same round, median over the rounds: pairing within a round takes out the
+//! machine's drift. Both the floor and portwatch cost per syscall (portwatch
+//! looks at the first 8 datagrams of a call), which a batch of 64 shares out
+//! below this machine's noise: the verdict compares their costs per call,
+//! portwatch's in batches of 8 (the same work as in batches of 64), the floor's
+//! on empty calls (the same hooks, around a syscall that does next to nothing).
+//! portwatch's events go to a file, and those of the load generator's pid are
+//! counted: one `connect` per flow (the closes it infers in tracepoint mode
+//! apart). Runs that another tracer's tracepoint programs overlapped (another
+//! portwatch, say, from a test suite running on the same host) are measured
+//! again.
+//!
+//! `PW_BENCH_ONLY=udp cargo xtask bench` runs these rows alone, written to
+//! target/bench/results-udp.md.
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use super::{cpu_seconds, median, stop};
+use crate::util;
+
+const FLOWS: u64 = 1000;
+const DATAGRAMS: u64 = 3_000_000;
+const BATCH: u64 = 64;
+/// Per run in batches of 1 (the syscall tracepoints' worst case) and of 8.
+const SINGLE_DATAGRAMS: u64 = 500_000;
+const EIGHT_DATAGRAMS: u64 = 1_000_000;
+const SOCKETS: u64 = 20_000;
+/// sendmmsg() calls of no message: the hooks' cost per call, out of the noise.
+const EMPTY_CALLS: u64 = 1_000_000;
+/// The issue's targets: the kernel side costs at most this times the floor's...
+const FLOOR_FACTOR: f64 = 2.0;
+/// ...at this rate, or the machine's maximum.
+const TARGET_RATE: f64 = 1_000_000.0;
+
+const NONE: &str = "no tracer";
+const FLOOR: &str = "empty program on every UDP syscall tracepoint (floor)";
+const PW_UDP: &str = "portwatch json --proto udp";
+const PW_ALL: &str = "portwatch json (TCP and UDP)";
+
+/// A load: its loadgen arguments and how it is described.
+struct Load {
+    title: String,
+    args: Vec<String>,
+    /// The loadgen's JSON field counting the timed items.
+    items: &'static str,
+    unit: &'static str,
+    /// Datagrams per syscall (0: the empty sends).
+    batch: u64,
+    /// Flow events expected from one run.
+    events: u64,
+    /// [`NONE`], [`FLOOR`], [`PW_UDP`], then any other.
+    configs: &'static [&'static str],
+}
+
+fn tracer_args(config: &str) -> Option<&'static [&'static str]> {
+    match config {
+        FLOOR => Some(&["--bench-floor", "udp-syscalls"]),
+        PW_UDP => Some(&["--format", "json", "--proto", "udp"]),
+        PW_ALL => Some(&["--format", "json"]),
+        _ => None,
+    }
+}
+
+/// Start portwatch with its stdout in `out`; its stderr lines.
+fn start(portwatch: &Path, args: &[&str], out: &Path) -> Result<(Child, mpsc::Receiver<String>)> {
+    let mut child = Command::new(portwatch)
+        .arg("--no-snapshot")
+        .args(args)
+        .stdout(fs::File::create(out)?)
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting portwatch")?;
+    let (tx, rx) = mpsc::channel();
+    let err = BufReader::new(child.stderr.take().context("stderr")?);
+    std::thread::spawn(move || {
+        for line in err.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .context("portwatch did not attach")?;
+        if line.contains("attached") {
+            return Ok((child, rx));
+        }
+    }
+}
+
+fn run_load(loadgen: &Path, args: &[String]) -> Result<serde_json::Value> {
+    let out = Command::new(loadgen).args(args).output()?;
+    if !out.status.success() {
+        bail!("loadgen failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// From `portwatch: detached; N events, L lost, S skipped, ...`: L and S.
+fn lost_skipped(said: &[String]) -> Option<(u64, u64)> {
+    let line = said.iter().find(|l| l.contains("detached;"))?;
+    let words: Vec<&str> = line
+        .split([' ', ',', ';'])
+        .filter(|w| !w.is_empty())
+        .collect();
+    let before = |word: &str| -> Option<u64> {
+        let i = words.iter().position(|w| *w == word)?;
+        words.get(i.checked_sub(1)?)?.parse().ok()
+    };
+    Some((before("lost")?, before("skipped")?))
+}
+
+/// The UDP events of `pid` in portwatch's output: connects, closes, others.
+fn count_events(out: &Path, pid: u64) -> Result<[u64; 3]> {
+    let mut counts = [0; 3];
+    for line in fs::read_to_string(out)?.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["proto"] == "udp" && v["pid"].as_u64() == Some(pid) {
+            counts[match v["event"].as_str() {
+                Some("connect") => 0,
+                Some("close") => 1,
+                _ => 2,
+            }] += 1;
+        }
+    }
+    Ok(counts)
+}
+
+/// The classic tracepoint programs loaded on this host, by id, through the
+/// `bpf()` syscall (`bpftool perf list` walks every descriptor of every process
+/// and takes a second). Another tracer's programs on the syscall tracepoints put
+/// every syscall on the slow path and run in the load generator's sends: a run
+/// they overlap is measured again.
+fn tracepoint_programs() -> Vec<u32> {
+    const PROG_GET_NEXT_ID: libc::c_long = 11;
+    const PROG_GET_FD_BY_ID: libc::c_long = 13;
+    const OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    const PROG_TYPE_TRACEPOINT: u32 = 5;
+    let bpf = |cmd: libc::c_long, attr: *mut u32, size: usize| {
+        // SAFETY: `attr` points at `size` bytes laid out as the command expects.
+        unsafe { libc::syscall(libc::SYS_bpf, cmd, attr, size) }
+    };
+    let (mut ids, mut id) = (Vec::new(), 0u32);
+    loop {
+        // start_id, next_id, open_flags.
+        let mut attr = [id, 0, 0];
+        if bpf(PROG_GET_NEXT_ID, attr.as_mut_ptr(), 12) != 0 {
+            return ids;
+        }
+        id = attr[1];
+        let mut attr = [id, 0, 0];
+        let fd = bpf(PROG_GET_FD_BY_ID, attr.as_mut_ptr(), 12);
+        if fd < 0 {
+            continue;
+        }
+        // The info's first fields: type, id.
+        let mut info = [0u32; 2];
+        let ptr = info.as_mut_ptr() as u64;
+        // bpf_fd, info_len, info (a u64 pointer).
+        let mut attr = [fd as u32, 8, ptr as u32, (ptr >> 32) as u32];
+        let got = bpf(OBJ_GET_INFO_BY_FD, attr.as_mut_ptr(), 16);
+        // SAFETY: the descriptor just opened.
+        unsafe { libc::close(fd as i32) };
+        if got == 0 && info[0] == PROG_TYPE_TRACEPOINT {
+            ids.push(id);
+        }
+    }
+}
+
+/// Wait until no other tracer's tracepoint programs are loaded (at most 30
+/// minutes: then measure anyway, and say so).
+fn wait_quiet() {
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    let mut said = false;
+    while !tracepoint_programs().is_empty() && Instant::now() < deadline {
+        if !std::mem::replace(&mut said, true) {
+            eprintln!("xtask: bench: UDP: waiting for another tracer's tracepoint programs to go");
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// One measured run of one configuration.
+#[derive(Default)]
+struct Run {
+    rate: f64,
+    /// System CPU time of the load's sending threads per item, ns.
+    sys_ns: f64,
+    /// The load generator's UDP connects, closes (inferred by portwatch in
+    /// tracepoint mode) and other events.
+    events: [u64; 3],
+    lost: u64,
+    skipped: u64,
+    tracer_cpu: f64,
+}
+
+/// The median of one measure of a configuration's runs.
+fn med(runs: &[Run], f: impl Fn(&Run) -> f64) -> f64 {
+    median(runs.iter().map(f).collect())
+}
+
+fn sum(runs: &[Run], f: impl Fn(&Run) -> u64) -> u64 {
+    runs.iter().map(f).sum()
+}
+
+/// One round of one configuration: start the tracer, warm up, one measured run;
+/// `None` when another tracer's programs were loaded during it.
+fn measure_once(
+    portwatch: &Path,
+    loadgen: &Path,
+    load: &Load,
+    config: &str,
+) -> Result<Option<Run>> {
+    let out = util::workspace_root().join("target/bench/udp-events.jsonl");
+    wait_quiet();
+    let tracer = match tracer_args(config) {
+        Some(args) => Some(start(portwatch, args, &out)?),
+        None => None,
+    };
+    let ours = tracepoint_programs();
+    // The count is the second argument (see `loads`).
+    let mut warm_up = load.args.clone();
+    warm_up[1] = (warm_up[1].parse::<u64>()? / 4).max(FLOWS).to_string();
+    run_load(loadgen, &warm_up)?;
+    let cpu0 = tracer.as_ref().map_or(0.0, |(c, _)| cpu_seconds(c.id()));
+    let (done, foreign) = (AtomicBool::new(false), AtomicBool::new(false));
+    let v = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                if tracepoint_programs().iter().any(|id| !ours.contains(id)) {
+                    foreign.store(true, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let v = run_load(loadgen, &load.args);
+        done.store(true, Ordering::Relaxed);
+        v
+    })?;
+    let mut run = Run {
+        rate: v["rate"].as_f64().context("loadgen's rate")?,
+        sys_ns: v["system_seconds"].as_f64().context("loadgen's CPU")? * 1e9
+            / v[load.items].as_f64().context("loadgen's count")?,
+        ..Run::default()
+    };
+    if let Some((mut child, rx)) = tracer {
+        // Let the tracer catch up with what the kernel already queued.
+        std::thread::sleep(Duration::from_millis(300));
+        run.tracer_cpu = cpu_seconds(child.id()) - cpu0;
+        stop(&mut child, config);
+        // Every line, up to the closing one, once the reader thread has seen the end.
+        let said: Vec<String> = rx.iter().collect();
+        (run.lost, run.skipped) =
+            lost_skipped(&said).context("portwatch did not say what it lost")?;
+        if config != FLOOR {
+            run.events = count_events(&out, v["pid"].as_u64().context("loadgen's pid")?)?;
+        }
+    }
+    // Still loaded once ours is gone: they were another tracer's.
+    let after = tracepoint_programs();
+    let foreign = foreign.load(Ordering::Relaxed) || ours.iter().any(|id| after.contains(id));
+    Ok((!foreign).then_some(run))
+}
+
+/// The loads, in table order.
+fn loads() -> Vec<Load> {
+    // The bridge sink (see loadgen's `sink`) needs iproute2.
+    let sink = if util::which("ip").is_some() {
+        "bridge"
+    } else {
+        "loopback"
+    };
+    let peers = if sink == "bridge" {
+        "each to a peer of its own (a port of one address behind a bridge with no ports, in the load generator's own network namespace: the whole send path, then the bridge frees the datagram)"
+    } else {
+        "each to a loopback receiver of its own, which nobody reads"
+    };
+    let senders = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The count first: the warm-up runs a quarter of it.
+    let flows = |datagrams: u64, batch: u64, more: &[&str]| -> Vec<String> {
+        let (n, f, b) = (datagrams.to_string(), FLOWS.to_string(), batch.to_string());
+        let mut a = vec![
+            "--datagrams",
+            &n,
+            "--udp-flows",
+            &f,
+            "--sink",
+            sink,
+            "--batch",
+            &b,
+        ];
+        a.extend(more);
+        a.into_iter().map(String::from).collect()
+    };
+    let datagrams = |title: String, args, batch, configs| Load {
+        title,
+        args,
+        items: "timed_datagrams",
+        unit: "datagram",
+        batch,
+        events: FLOWS,
+        configs,
+    };
+    vec![
+        datagrams(
+            format!("UDP flows: `loadgen --udp-flows {FLOWS} --sink {sink}`, {DATAGRAMS} datagrams of 16 bytes per run on {FLOWS} connected sockets, {peers}, sent by {senders} threads pinned one per CPU in sendmmsg() batches of {BATCH}"),
+            flows(DATAGRAMS, BATCH, &[]),
+            BATCH,
+            &[NONE, FLOOR, PW_UDP, PW_ALL],
+        ),
+        datagrams(
+            "UDP flows on unconnected sockets (`--sendto`): as above, the peer's address on every datagram, which the kernel side reads from the process's memory (the first 8 of each call)".to_string(),
+            flows(DATAGRAMS, BATCH, &["--sendto"]),
+            BATCH,
+            &[NONE, FLOOR, PW_UDP],
+        ),
+        datagrams(
+            format!("UDP flows in batches of 8 (`--batch 8`: portwatch's programs do what they do for a batch of 64, for 8 datagrams): as the first, {EIGHT_DATAGRAMS} datagrams per run"),
+            flows(EIGHT_DATAGRAMS, 8, &[]),
+            8,
+            &[NONE, FLOOR, PW_UDP],
+        ),
+        datagrams(
+            format!("UDP flows, one datagram per syscall (`--batch 1`, the syscall tracepoints' worst case): as the first, {SINGLE_DATAGRAMS} datagrams per run"),
+            flows(SINGLE_DATAGRAMS, 1, &[]),
+            1,
+            &[NONE, FLOOR, PW_UDP],
+        ),
+        Load {
+            title: format!("The send hooks alone: `loadgen --udp-empty-sends {EMPTY_CALLS}`, sendmmsg() calls with no message on one connected socket (one thread): the syscall does next to nothing, its tracepoints fire as for any send. portwatch's programs find nothing sent, so its cost here is the part of a call before the first datagram (its one flow event is the connect)"),
+            args: ["--udp-empty-sends", &EMPTY_CALLS.to_string(), "--sink", sink]
+                .map(String::from)
+                .to_vec(),
+            items: "calls",
+            unit: "call",
+            batch: 0,
+            events: 1,
+            configs: &[NONE, FLOOR, PW_UDP],
+        },
+        Load {
+            title: format!("Short-lived UDP sockets: `loadgen --udp-sockets {SOCKETS} --sink {sink}`, each socket created, sending one datagram, closed (one thread)"),
+            args: ["--udp-sockets", &SOCKETS.to_string(), "--sink", sink]
+                .map(String::from)
+                .to_vec(),
+            items: "sockets",
+            unit: "socket",
+            batch: 1,
+            events: SOCKETS,
+            configs: &[NONE, FLOOR, PW_UDP],
+        },
+    ]
+}
+
+/// Every load and configuration, `rounds` times in turn; the tables in markdown.
+pub fn measure(portwatch: &Path, loadgen: &Path, rounds: usize) -> Result<String> {
+    let loads = loads();
+    // By load, by configuration, by round.
+    let mut results: Vec<Vec<Vec<Run>>> = loads
+        .iter()
+        .map(|l| l.configs.iter().map(|_| Vec::new()).collect())
+        .collect();
+    let mut retried = 0;
+    for round in 1..=rounds {
+        eprintln!("xtask: bench: UDP, round {round} of {rounds}");
+        for (load, runs) in loads.iter().zip(results.iter_mut()) {
+            for (config, runs) in load.configs.iter().zip(runs.iter_mut()) {
+                runs.push(loop {
+                    match measure_once(portwatch, loadgen, load, config)
+                        .with_context(|| format!("UDP: {config}"))?
+                    {
+                        Some(run) => break run,
+                        None if retried < 3 * rounds => retried += 1,
+                        None => bail!("another tracer kept loading tracepoint programs"),
+                    }
+                });
+            }
+        }
+    }
+    // The floor is a cost per syscall, whatever the syscall does: measured on
+    // empty calls, it gives the floor per datagram of every batch size more
+    // precisely than their own runs.
+    let per_call = |unit: &str, batch: u64, config: usize| {
+        let i = loads
+            .iter()
+            .position(|l| l.unit == unit && l.batch == batch)?;
+        Some(cost(&results[i][0], &results[i][config]).0 * batch.max(1) as f64)
+    };
+    let floor_per_call = per_call("call", 0, 1);
+    let mut s = format!(
+        "\nUDP (issue #14). {rounds} rounds, each measuring every configuration of every table once in turn. Rates and system CPU (of the load generator's sending threads, over the timed part) are medians; the kernel-side cost is the median over the rounds of the system CPU per item minus the no-tracer run's of the same round, range in brackets. Both the floor and portwatch cost per syscall, so for the datagram tables \"cost vs floor's\" takes the floor per datagram as its cost per call measured on empty sends (the hooks alone), {:.0} ns, shared by the batch: a batch's own floor runs cannot resolve it. Flow events: the load generator's UDP connect events per run (and the closes portwatch inferred before it stopped, summed); losses summed. {retried} runs were measured again: another tracer's tracepoint programs were loaded during them.\n",
+        floor_per_call.unwrap_or(f64::NAN)
+    );
+    for (load, runs) in loads.iter().zip(&results) {
+        s.push_str(&render(load, runs, floor_per_call));
+    }
+    s.push_str(&targets(
+        &loads,
+        &results,
+        floor_per_call,
+        per_call("datagram", 8, 2),
+    ));
+    Ok(s)
+}
+
+/// The kernel side's cost per item of `runs` over `none`, ns: the median of the
+/// rounds' differences, and their range.
+fn cost(none: &[Run], runs: &[Run]) -> (f64, f64, f64) {
+    let d: Vec<f64> = runs
+        .iter()
+        .zip(none)
+        .map(|(a, b)| a.sys_ns - b.sys_ns)
+        .collect();
+    let lo = d.iter().copied().fold(f64::MAX, f64::min);
+    let hi = d.iter().copied().fold(f64::MIN, f64::max);
+    (median(d), lo, hi)
+}
+
+fn events_cell(runs: &[Run], expected: u64) -> String {
+    let connects = runs.iter().map(|r| r.events[0]);
+    let (Some(lo), Some(hi)) = (connects.clone().min(), connects.max()) else {
+        return "-".into();
+    };
+    let mut s = match (lo == hi, lo == expected) {
+        (true, true) => format!("{lo} every run"),
+        (true, false) => format!("{lo} every run (not {expected})"),
+        _ => format!("{lo} to {hi} (not {expected})"),
+    };
+    let (closes, other) = (sum(runs, |r| r.events[1]), sum(runs, |r| r.events[2]));
+    if closes > 0 {
+        s.push_str(&format!(" (+{closes} closes)"));
+    }
+    if other > 0 {
+        s.push_str(&format!(", {other} other"));
+    }
+    s
+}
+
+fn render(load: &Load, results: &[Vec<Run>], floor_per_call: Option<f64>) -> String {
+    let none = &results[0];
+    let base_rate = med(none, |r| r.rate);
+    let floor = match floor_per_call {
+        Some(f) if load.unit == "datagram" => f / load.batch as f64,
+        _ => cost(none, &results[1]).0,
+    };
+    let unit = load.unit;
+    let mut s = format!(
+        "\n{}.\n\n| configuration | {unit}s/s | rate vs no tracer | system CPU ns per {unit} | kernel-side cost, ns per {unit} | cost vs floor's | flow events | lost | skipped | tracer CPU ms per run |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        load.title
+    );
+    for (config, runs) in load.configs.iter().zip(results) {
+        let rate = med(runs, |r| r.rate);
+        let (c, lo, hi) = cost(none, runs);
+        let traced = *config != NONE;
+        let pw = traced && *config != FLOOR;
+        let cell = |show: bool, text: String| if show { text } else { "-".into() };
+        let tracer_ms = runs.iter().map(|r| r.tracer_cpu).sum::<f64>() * 1000.0;
+        s.push_str(&format!(
+            "| {config} | {rate:.0} | {:.2} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
+            rate / base_rate,
+            med(runs, |r| r.sys_ns),
+            cell(traced, format!("{c:.0} ({lo:.0} to {hi:.0})")),
+            cell(pw && floor > 0.0, format!("{:.1}x", c / floor)),
+            cell(pw, events_cell(runs, load.events)),
+            cell(traced, sum(runs, |r| r.lost).to_string()),
+            cell(traced, sum(runs, |r| r.skipped).to_string()),
+            cell(traced, format!("{:.1}", tracer_ms / runs.len() as f64)),
+        ));
+    }
+    s
+}
+
+/// The issue's targets: the rate of the first table; exact events in every
+/// table; the cost per call of portwatch in batches of 8 (`pw_per_call`) against
+/// the floor's on empty calls, and the first table's own.
+fn targets(
+    loads: &[Load],
+    results: &[Vec<Vec<Run>>],
+    floor_per_call: Option<f64>,
+    pw_per_call: Option<f64>,
+) -> String {
+    let (load, none, pw) = (&loads[0], &results[0][0], &results[0][2]);
+    let direct = (cost(none, &results[0][1]).0, cost(none, pw).0);
+    let rate = med(pw, |r| r.rate);
+    let max = med(none, |r| r.rate);
+    let met = |ok: bool| if ok { "met" } else { "**not met**" };
+    // Every portwatch run of every table: exactly its events, nothing lost.
+    let (mut runs, mut wrong) = (0, Vec::new());
+    for (l, results) in loads.iter().zip(results) {
+        for (config, r) in l.configs.iter().zip(results).skip(2) {
+            runs += r.len();
+            let (lost, skipped) = (sum(r, |r| r.lost), sum(r, |r| r.skipped));
+            if r.iter().any(|r| r.events[0] != l.events || r.events[2] > 0) || lost + skipped > 0 {
+                wrong.push(format!(
+                    "{config} ({} {}s): {}, {lost} lost, {skipped} skipped",
+                    l.events,
+                    l.unit,
+                    events_cell(r, l.events),
+                ));
+            }
+        }
+    }
+    let events = if wrong.is_empty() {
+        format!("met: each of {runs} portwatch runs reported exactly one event per flow ({FLOWS}, or the empty sends' 1) or per short-lived socket ({SOCKETS}); 0 lost, 0 skipped")
+    } else {
+        format!("**not met**: {}", wrong.join("; "))
+    };
+    let batch = load.batch as f64;
+    let in_batch = format!(
+        "In batches of {}, measured directly: {:.0} ns per datagram against the floor's {:.0}, both within this machine's noise",
+        load.batch, direct.1, direct.0
+    );
+    let cost_verdict = match (floor_per_call, pw_per_call) {
+        (Some(f), Some(p)) if f > 0.0 => format!(
+            "{}: per sendmmsg() call {p:.0} ns (in batches of 8: the work of a batch of {}) against the floor's {f:.0} (measured on empty calls), {:.1}x; per datagram in batches of {}, {:.0} ns against {:.1}. {in_batch}",
+            met(p <= FLOOR_FACTOR * f),
+            load.batch,
+            p / f,
+            load.batch,
+            p / batch,
+            f / batch,
+        ),
+        _ => format!("cannot tell. {in_batch}"),
+    };
+    format!(
+        "\nAgainst the UDP targets (issue #14; {PW_UDP} unless named):\n\n| target | result |\n| --- | --- |\n| {TARGET_RATE:.0} datagrams/s over {FLOWS} flows, or this machine's maximum | {}: {rate:.0} datagrams/s traced, {max:.0} with no tracer (this machine's maximum for the first table's load) |\n| exactly one event per flow (per short-lived socket), zero loss | {events} |\n| kernel-side cost per datagram within {FLOOR_FACTOR}x the empty programs' on the same hooks | {cost_verdict} |\n",
+        if rate >= TARGET_RATE {
+            "met"
+        } else {
+            "not reached on this machine"
+        },
+    )
+}
+
+/// `PW_BENCH_ONLY=udp`: these rows alone.
+pub fn only(portwatch: &Path, loadgen: &Path, rounds: usize) -> Result<()> {
+    let report = measure(portwatch, loadgen, rounds)?;
+    eprintln!("{report}");
+    let path = util::workspace_root().join("target/bench/results-udp.md");
+    fs::create_dir_all(path.parent().context("target/bench")?)?;
+    fs::write(&path, &report)?;
+    eprintln!("xtask: bench: UDP results written to {}", path.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn closing_line() {
+        let said = [
+            "portwatch: attached (mode tracepoint): ...".to_string(),
+            "portwatch: detached; 1000 events, 3 lost, 2 skipped, 1005 received from the kernel"
+                .to_string(),
+        ];
+        assert_eq!(super::lost_skipped(&said), Some((3, 2)));
+        assert_eq!(super::lost_skipped(&said[..1]), None);
+    }
+}

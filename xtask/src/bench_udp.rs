@@ -26,20 +26,23 @@
 //! target/bench/results-udp.md.
 use std::{
     fs,
-    io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Command, Stdio},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        mpsc,
-    },
-    time::{Duration, Instant},
+    process::Command,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
 };
 
 use anyhow::{bail, Context, Result};
 
 use super::{cpu_seconds, median, stop};
 use crate::util;
+
+#[path = "bench_udp_report.rs"]
+mod report;
+#[path = "bench_udp_tracers.rs"]
+mod tracers;
+use report::{cost, render, targets};
+use tracers::{count_events, lost_skipped, start, tracepoint_programs, wait_quiet};
 
 const FLOWS: u64 = 1000;
 const DATAGRAMS: u64 = 3_000_000;
@@ -61,7 +64,7 @@ const PW_UDP: &str = "portwatch json --proto udp";
 const PW_ALL: &str = "portwatch json (TCP and UDP)";
 
 /// A load: its loadgen arguments and how it is described.
-struct Load {
+pub(super) struct Load {
     title: String,
     args: Vec<String>,
     /// The loadgen's JSON field counting the timed items.
@@ -84,33 +87,6 @@ fn tracer_args(config: &str) -> Option<&'static [&'static str]> {
     }
 }
 
-/// Start portwatch with its stdout in `out`; its stderr lines.
-fn start(portwatch: &Path, args: &[&str], out: &Path) -> Result<(Child, mpsc::Receiver<String>)> {
-    let mut child = Command::new(portwatch)
-        .arg("--no-snapshot")
-        .args(args)
-        .stdout(fs::File::create(out)?)
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting portwatch")?;
-    let (tx, rx) = mpsc::channel();
-    let err = BufReader::new(child.stderr.take().context("stderr")?);
-    std::thread::spawn(move || {
-        for line in err.lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .context("portwatch did not attach")?;
-        if line.contains("attached") {
-            return Ok((child, rx));
-        }
-    }
-}
-
 fn run_load(loadgen: &Path, args: &[String]) -> Result<serde_json::Value> {
     let out = Command::new(loadgen).args(args).output()?;
     if !out.status.success() {
@@ -119,95 +95,9 @@ fn run_load(loadgen: &Path, args: &[String]) -> Result<serde_json::Value> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-/// From `portwatch: detached; N events, L lost, S skipped, ...`: L and S.
-fn lost_skipped(said: &[String]) -> Option<(u64, u64)> {
-    let line = said.iter().find(|l| l.contains("detached;"))?;
-    let words: Vec<&str> = line
-        .split([' ', ',', ';'])
-        .filter(|w| !w.is_empty())
-        .collect();
-    let before = |word: &str| -> Option<u64> {
-        let i = words.iter().position(|w| *w == word)?;
-        words.get(i.checked_sub(1)?)?.parse().ok()
-    };
-    Some((before("lost")?, before("skipped")?))
-}
-
-/// The UDP events of `pid` in portwatch's output: connects, closes, others.
-fn count_events(out: &Path, pid: u64) -> Result<[u64; 3]> {
-    let mut counts = [0; 3];
-    for line in fs::read_to_string(out)?.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if v["proto"] == "udp" && v["pid"].as_u64() == Some(pid) {
-            counts[match v["event"].as_str() {
-                Some("connect") => 0,
-                Some("close") => 1,
-                _ => 2,
-            }] += 1;
-        }
-    }
-    Ok(counts)
-}
-
-/// The classic tracepoint programs loaded on this host, by id, through the
-/// `bpf()` syscall (`bpftool perf list` walks every descriptor of every process
-/// and takes a second). Another tracer's programs on the syscall tracepoints put
-/// every syscall on the slow path and run in the load generator's sends: a run
-/// they overlap is measured again.
-fn tracepoint_programs() -> Vec<u32> {
-    const PROG_GET_NEXT_ID: libc::c_long = 11;
-    const PROG_GET_FD_BY_ID: libc::c_long = 13;
-    const OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    const PROG_TYPE_TRACEPOINT: u32 = 5;
-    let bpf = |cmd: libc::c_long, attr: *mut u32, size: usize| {
-        // SAFETY: `attr` points at `size` bytes laid out as the command expects.
-        unsafe { libc::syscall(libc::SYS_bpf, cmd, attr, size) }
-    };
-    let (mut ids, mut id) = (Vec::new(), 0u32);
-    loop {
-        // start_id, next_id, open_flags.
-        let mut attr = [id, 0, 0];
-        if bpf(PROG_GET_NEXT_ID, attr.as_mut_ptr(), 12) != 0 {
-            return ids;
-        }
-        id = attr[1];
-        let mut attr = [id, 0, 0];
-        let fd = bpf(PROG_GET_FD_BY_ID, attr.as_mut_ptr(), 12);
-        if fd < 0 {
-            continue;
-        }
-        // The info's first fields: type, id.
-        let mut info = [0u32; 2];
-        let ptr = info.as_mut_ptr() as u64;
-        // bpf_fd, info_len, info (a u64 pointer).
-        let mut attr = [fd as u32, 8, ptr as u32, (ptr >> 32) as u32];
-        let got = bpf(OBJ_GET_INFO_BY_FD, attr.as_mut_ptr(), 16);
-        // SAFETY: the descriptor just opened.
-        unsafe { libc::close(fd as i32) };
-        if got == 0 && info[0] == PROG_TYPE_TRACEPOINT {
-            ids.push(id);
-        }
-    }
-}
-
-/// Wait until no other tracer's tracepoint programs are loaded (at most 30
-/// minutes: then measure anyway, and say so).
-fn wait_quiet() {
-    let deadline = Instant::now() + Duration::from_secs(1800);
-    let mut said = false;
-    while !tracepoint_programs().is_empty() && Instant::now() < deadline {
-        if !std::mem::replace(&mut said, true) {
-            eprintln!("xtask: bench: UDP: waiting for another tracer's tracepoint programs to go");
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
 /// One measured run of one configuration.
 #[derive(Default)]
-struct Run {
+pub(super) struct Run {
     rate: f64,
     /// System CPU time of the load's sending threads per item, ns.
     sys_ns: f64,
@@ -220,11 +110,11 @@ struct Run {
 }
 
 /// The median of one measure of a configuration's runs.
-fn med(runs: &[Run], f: impl Fn(&Run) -> f64) -> f64 {
+pub(super) fn med(runs: &[Run], f: impl Fn(&Run) -> f64) -> f64 {
     median(runs.iter().map(f).collect())
 }
 
-fn sum(runs: &[Run], f: impl Fn(&Run) -> u64) -> u64 {
+pub(super) fn sum(runs: &[Run], f: impl Fn(&Run) -> u64) -> u64 {
     runs.iter().map(f).sum()
 }
 
@@ -427,135 +317,6 @@ pub fn measure(portwatch: &Path, loadgen: &Path, rounds: usize) -> Result<String
     Ok(s)
 }
 
-/// The kernel side's cost per item of `runs` over `none`, ns: the median of the
-/// rounds' differences, and their range.
-fn cost(none: &[Run], runs: &[Run]) -> (f64, f64, f64) {
-    let d: Vec<f64> = runs
-        .iter()
-        .zip(none)
-        .map(|(a, b)| a.sys_ns - b.sys_ns)
-        .collect();
-    let lo = d.iter().copied().fold(f64::MAX, f64::min);
-    let hi = d.iter().copied().fold(f64::MIN, f64::max);
-    (median(d), lo, hi)
-}
-
-fn events_cell(runs: &[Run], expected: u64) -> String {
-    let connects = runs.iter().map(|r| r.events[0]);
-    let (Some(lo), Some(hi)) = (connects.clone().min(), connects.max()) else {
-        return "-".into();
-    };
-    let mut s = match (lo == hi, lo == expected) {
-        (true, true) => format!("{lo} every run"),
-        (true, false) => format!("{lo} every run (not {expected})"),
-        _ => format!("{lo} to {hi} (not {expected})"),
-    };
-    let (closes, other) = (sum(runs, |r| r.events[1]), sum(runs, |r| r.events[2]));
-    if closes > 0 {
-        s.push_str(&format!(" (+{closes} closes)"));
-    }
-    if other > 0 {
-        s.push_str(&format!(", {other} other"));
-    }
-    s
-}
-
-fn render(load: &Load, results: &[Vec<Run>], floor_per_call: Option<f64>) -> String {
-    let none = &results[0];
-    let base_rate = med(none, |r| r.rate);
-    let floor = match floor_per_call {
-        Some(f) if load.unit == "datagram" => f / load.batch as f64,
-        _ => cost(none, &results[1]).0,
-    };
-    let unit = load.unit;
-    let mut s = format!(
-        "\n{}.\n\n| configuration | {unit}s/s | rate vs no tracer | system CPU ns per {unit} | kernel-side cost, ns per {unit} | cost vs floor's | flow events | lost | skipped | tracer CPU ms per run |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
-        load.title
-    );
-    for (config, runs) in load.configs.iter().zip(results) {
-        let rate = med(runs, |r| r.rate);
-        let (c, lo, hi) = cost(none, runs);
-        let traced = *config != NONE;
-        let pw = traced && *config != FLOOR;
-        let cell = |show: bool, text: String| if show { text } else { "-".into() };
-        let tracer_ms = runs.iter().map(|r| r.tracer_cpu).sum::<f64>() * 1000.0;
-        s.push_str(&format!(
-            "| {config} | {rate:.0} | {:.2} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
-            rate / base_rate,
-            med(runs, |r| r.sys_ns),
-            cell(traced, format!("{c:.0} ({lo:.0} to {hi:.0})")),
-            cell(pw && floor > 0.0, format!("{:.1}x", c / floor)),
-            cell(pw, events_cell(runs, load.events)),
-            cell(traced, sum(runs, |r| r.lost).to_string()),
-            cell(traced, sum(runs, |r| r.skipped).to_string()),
-            cell(traced, format!("{:.1}", tracer_ms / runs.len() as f64)),
-        ));
-    }
-    s
-}
-
-/// The issue's targets: the rate of the first table; exact events in every
-/// table; the cost per call of portwatch in batches of 8 (`pw_per_call`) against
-/// the floor's on empty calls, and the first table's own.
-fn targets(
-    loads: &[Load],
-    results: &[Vec<Vec<Run>>],
-    floor_per_call: Option<f64>,
-    pw_per_call: Option<f64>,
-) -> String {
-    let (load, none, pw) = (&loads[0], &results[0][0], &results[0][2]);
-    let direct = (cost(none, &results[0][1]).0, cost(none, pw).0);
-    let rate = med(pw, |r| r.rate);
-    let max = med(none, |r| r.rate);
-    let met = |ok: bool| if ok { "met" } else { "**not met**" };
-    // Every portwatch run of every table: exactly its events, nothing lost.
-    let (mut runs, mut wrong) = (0, Vec::new());
-    for (l, results) in loads.iter().zip(results) {
-        for (config, r) in l.configs.iter().zip(results).skip(2) {
-            runs += r.len();
-            let (lost, skipped) = (sum(r, |r| r.lost), sum(r, |r| r.skipped));
-            if r.iter().any(|r| r.events[0] != l.events || r.events[2] > 0) || lost + skipped > 0 {
-                wrong.push(format!(
-                    "{config} ({} {}s): {}, {lost} lost, {skipped} skipped",
-                    l.events,
-                    l.unit,
-                    events_cell(r, l.events),
-                ));
-            }
-        }
-    }
-    let events = if wrong.is_empty() {
-        format!("met: each of {runs} portwatch runs reported exactly one event per flow ({FLOWS}, or the empty sends' 1) or per short-lived socket ({SOCKETS}); 0 lost, 0 skipped")
-    } else {
-        format!("**not met**: {}", wrong.join("; "))
-    };
-    let batch = load.batch as f64;
-    let in_batch = format!(
-        "In batches of {}, measured directly: {:.0} ns per datagram against the floor's {:.0}, both within this machine's noise",
-        load.batch, direct.1, direct.0
-    );
-    let cost_verdict = match (floor_per_call, pw_per_call) {
-        (Some(f), Some(p)) if f > 0.0 => format!(
-            "{}: per sendmmsg() call {p:.0} ns (in batches of 8: the work of a batch of {}) against the floor's {f:.0} (measured on empty calls), {:.1}x; per datagram in batches of {}, {:.0} ns against {:.1}. {in_batch}",
-            met(p <= FLOOR_FACTOR * f),
-            load.batch,
-            p / f,
-            load.batch,
-            p / batch,
-            f / batch,
-        ),
-        _ => format!("cannot tell. {in_batch}"),
-    };
-    format!(
-        "\nAgainst the UDP targets (issue #14; {PW_UDP} unless named):\n\n| target | result |\n| --- | --- |\n| {TARGET_RATE:.0} datagrams/s over {FLOWS} flows, or this machine's maximum | {}: {rate:.0} datagrams/s traced, {max:.0} with no tracer (this machine's maximum for the first table's load) |\n| exactly one event per flow (per short-lived socket), zero loss | {events} |\n| kernel-side cost per datagram within {FLOOR_FACTOR}x the empty programs' on the same hooks | {cost_verdict} |\n",
-        if rate >= TARGET_RATE {
-            "met"
-        } else {
-            "not reached on this machine"
-        },
-    )
-}
-
 /// `PW_BENCH_ONLY=udp`: these rows alone.
 pub fn only(portwatch: &Path, loadgen: &Path, rounds: usize) -> Result<()> {
     let report = measure(portwatch, loadgen, rounds)?;
@@ -565,18 +326,4 @@ pub fn only(portwatch: &Path, loadgen: &Path, rounds: usize) -> Result<()> {
     fs::write(&path, &report)?;
     eprintln!("xtask: bench: UDP results written to {}", path.display());
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn closing_line() {
-        let said = [
-            "portwatch: attached (mode tracepoint): ...".to_string(),
-            "portwatch: detached; 1000 events, 3 lost, 2 skipped, 1005 received from the kernel"
-                .to_string(),
-        ];
-        assert_eq!(super::lost_skipped(&said), Some((3, 2)));
-        assert_eq!(super::lost_skipped(&said[..1]), None);
-    }
 }

@@ -47,7 +47,7 @@ pub fn accept_hook(tracer: &Tracer, portwatch: &str, mode: &str) -> Result<Vec<S
 }
 
 /// UDP's hooks in `mode`, in the order portwatch attaches them.
-fn udp_hooks(mode: &str) -> Vec<&'static str> {
+pub(super) fn udp_hooks(mode: &str) -> Vec<&'static str> {
     match mode {
         "fentry" => vec![
             "fexit:inet_bind",

@@ -74,6 +74,10 @@ fn scenarios<'a>(portwatch: &'a str, mode: &'a str) -> Vec<Scenario<'a>> {
             Box::new(move |_| udp::bound_before_tracing(portwatch, mode)),
         ),
         (
+            "--proto tcp, --proto udp: the other protocol's programs not attached, its events absent",
+            Box::new(move |_| udp::proto_filter(portwatch, mode)),
+        ),
+        (
             "process details: exe, cmdline, user, parent, cgroup, container",
             Box::new(investigate::process_details),
         ),

@@ -4,7 +4,10 @@
 //! peers (each reported once); DNS-like traffic to port 53. Every event field by
 //! field, and each socket's close (the kernel's in modes fentry and kprobe,
 //! inferred from the kernel's socket list in mode tracepoint).
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
 
 use anyhow::{bail, Result};
 use serde_json::Value;
@@ -217,5 +220,63 @@ pub fn bound_before_tracing(portwatch: &str, mode: &str) -> Result<Vec<String>> 
     ];
     let mut failures = expect::check(&tracer, &expected);
     failures.extend(super::stop(tracer)?);
+    Ok(failures)
+}
+
+/// `--proto` filters in the kernel: with `--proto tcp` no UDP program is
+/// attached and no UDP event comes, with `--proto udp` only UDP's programs and
+/// events. Each run sees a UDP exchange and a TCP connection.
+pub fn proto_filter(portwatch: &str, mode: &str) -> Result<Vec<String>> {
+    let mut failures = Vec::new();
+    for (proto, other) in [("tcp", "udp"), ("udp", "tcp")] {
+        let tracer = Tracer::start(Launch::trace(portwatch, mode).args(["--proto", proto]))?;
+        let hooks = tracer.attached().hooks.clone();
+        let udp_hook = |h: &String| super::accept_hook::udp_hooks(mode).contains(&h.as_str());
+        let wrong: Vec<&String> = hooks
+            .iter()
+            .filter(|h| udp_hook(h) != (proto == "udp"))
+            .collect();
+        if !wrong.is_empty() || hooks.is_empty() {
+            failures.push(format!(
+                "--proto {proto}: hooks of the other protocol attached: {wrong:?} (all: {hooks:?})"
+            ));
+        }
+        let mut server = UdpServer::spawn(
+            Ipv4Addr::LOCALHOST.into(),
+            "24880,24881,24882,24883,0",
+            "pw-proto-srv",
+            "pw-proto-w",
+            1,
+            Hold::Ms(0),
+        )?;
+        let target = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), server.listener.port);
+        let udp_client_end = udp_client(target, "pw-proto-cl", Way::SendTo, Hold::Ms(0))?;
+        server.answered()?;
+        server.finish()?;
+        let tcp = crate::scenarios::connections::run_helpers(
+            Ipv4Addr::LOCALHOST.into(),
+            "0",
+            Ipv4Addr::LOCALHOST.into(),
+            1,
+        )?;
+        let mine = |e: &Value| {
+            let pid = e["pid"].as_u64().unwrap_or(0) as u32;
+            pid == udp_client_end.proc.pid || pid == tcp.clients[0].proc.pid
+        };
+        let events = tracer.wait_for(Duration::from_secs(3), |_| false);
+        let seen = |p: &str| events.iter().filter(|e| mine(e) && e["proto"] == p).count();
+        if seen(proto) == 0 {
+            failures.push(format!(
+                "--proto {proto}: none of the test's {proto} events"
+            ));
+        }
+        if seen(other) != 0 {
+            failures.push(format!(
+                "--proto {proto}: {} {other} events of the test's processes",
+                seen(other)
+            ));
+        }
+        failures.extend(super::stop(tracer)?);
+    }
     Ok(failures)
 }

@@ -36,11 +36,12 @@ pub fn udp_rows(portwatch: &str, mode: &str) -> Result<Vec<String>> {
         "pw-hudp",
         "pw-hudp-w",
         2,
-        Hold::Ms(1500),
+        // Well past the clients' own holds: `during` falls in its life.
+        Hold::Ms(4000),
     )?;
     let listener = server.listener.clone();
     let target = SocketAddr::new(addr, listener.port);
-    let hold = Hold::Ms(1500);
+    let hold = Hold::Ms(300);
     let one = udp_client(target, "pw-hudp-1", Way::SendTo, hold)?;
     let two = udp_client(target, "pw-hudp-2", Way::Connected, hold)?;
     let (worker, _) = server.answered()?;

@@ -241,6 +241,17 @@ impl OpenSockets {
                 let open = self.opening(e);
                 self.udp.insert(e.sock_id, open);
             }
+            // The kernel's own listen, after the start-up snapshot listed the
+            // socket (bound while the snapshot was taken): the exact owner.
+            EventKind::Listen
+                if self
+                    .udp
+                    .get(&e.sock_id)
+                    .is_some_and(|open| open.from_snapshot) =>
+            {
+                let open = self.opening(e);
+                self.udp.insert(e.sock_id, open);
+            }
             EventKind::Close | EventKind::ConnectFailed => {
                 self.udp.remove(&e.sock_id);
             }

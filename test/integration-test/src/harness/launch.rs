@@ -17,8 +17,10 @@ use nix::sys::signal::Signal;
 
 use super::stderr::{Attached, Line, Stderr};
 
-/// How long portwatch may take to load and attach (an emulated guest is slow).
-const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long portwatch may take to load and attach (an emulated guest is slow:
+/// Linux 6.1's verifier under QEMU's TCG takes about a minute for every
+/// program of mode tracepoint).
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long it may take to exit after a signal.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -39,8 +39,12 @@ pub enum Call {
     SendMmsg = 5,
 }
 
-/// How many messages of one `sendmmsg()` are looked at for new peers.
-const SENDMMSG_PEERS: u64 = 8;
+/// How many messages of one `sendmmsg()` are looked at for new peers: the first
+/// only. Each one more is another copy of the flow check for the verifier, and
+/// Linux 6.1's took minutes over 8 of them under emulation (and refused a variant
+/// outright): a flow whose first datagram is a later message of a call is
+/// reported at its next datagram that starts a call.
+const SENDMMSG_PEERS: u64 = 1;
 /// `struct mmsghdr` in the 64-bit user ABI: a `struct msghdr` (56 bytes, the
 /// name pointer first) and the sent length, padded.
 const MMSGHDR_SIZE: u64 = 64;
@@ -221,11 +225,9 @@ pub fn try_sys_exit(ctx: &TracePointContext, call: Call) -> Result<(), i64> {
             } else {
                 SENDMMSG_PEERS
             };
-            // Each message's outcome is dropped before the next, and nothing is
-            // carried from one message to the next: paths that differ only in
-            // that would multiply through the verifier (2^8 of them), past what
-            // older kernels' verifiers accept (Linux 6.1 refuses the program).
-            // A message to a flow already reported costs a table lookup.
+            // Should SENDMMSG_PEERS grow: each message's outcome is dropped before
+            // the next, and nothing is carried from one to the next, or the
+            // verifier's paths multiply (Linux 6.1 refused such a program).
             let mut i = 0;
             while i < SENDMMSG_PEERS {
                 if i < sent {

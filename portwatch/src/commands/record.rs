@@ -24,6 +24,11 @@ const QUEUE: usize = 131_072;
 pub fn run(cli: &Cli, filter: &Filter, args: &RecordArgs, mut info: RunInfo) -> Result<(), Error> {
     // Read (or refused) before anything is attached.
     let options = SessionOptions::from_cli(cli)?;
+    // Refused before the database is made: a run that cannot trace leaves no
+    // empty history behind.
+    if !crate::kernel::inspect::has_privileges() {
+        return Err(crate::kernel::error::LoadError::Privileges.into());
+    }
     let conn = schema::open_for_recording(&args.db)?;
     let uname = nix::sys::utsname::uname().map_err(io::Error::from)?;
     let (host, kernel) = (

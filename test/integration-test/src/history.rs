@@ -41,7 +41,7 @@ pub fn record_all(checks: &mut Checks, portwatch: &str, loadgen: Option<&str>, m
         || retention(portwatch, mode),
     );
     checks.run(
-        "history: a file that is not a portwatch database, an unwritable directory, a missing file: one line, exit 1, the file untouched; query without root",
+        "history: a file that is not a portwatch database, a directory that cannot be made, a missing file, record without privileges: one line, exit 1, no file touched or made; query without root",
         || bad_files(portwatch, mode),
     );
     checks.run(
@@ -404,7 +404,7 @@ fn one_error(out: &Finished, text: &str, what: &str) -> Option<String> {
     }
 }
 
-/// A file that is not a portwatch database, a directory portwatch may not write,
+/// A file that is not a portwatch database, a directory that cannot be made,
 /// a missing file: each refused with one error line and exit 1; the file as it
 /// was.
 fn bad_files(portwatch: &str, mode: &str) -> Result<Vec<String>> {
@@ -445,30 +445,44 @@ fn bad_files(portwatch: &str, mode: &str) -> Result<Vec<String>> {
     Ok(failures)
 }
 
-/// As an unprivileged user: recording into a directory it may not write fails
-/// with one line; querying a database it may read works (no root needed).
+/// A directory that cannot be made (its parent is a file): one line, exit 1. As
+/// an unprivileged user: recording is refused for want of privileges before any
+/// file is made; querying a database it may read works (no root needed).
 fn unprivileged(portwatch: &str, mode: &str, junk: &Path) -> Result<Vec<String>> {
     let mut failures = Vec::new();
-    let (dir, copy) = crate::failures::reachable_copy(portwatch, "history")?;
-    let copy = copy.to_str().context("temporary path")?;
-    let locked = junk.with_file_name("locked");
-    std::fs::create_dir_all(&locked)?;
-    let out = Launch::new(copy)
+    let out = Launch::new(portwatch)
         .args(["record", "--db"])
-        .arg(locked.join("sub/h.db"))
-        .run_as(65534, 65534)
+        .arg(junk.join("sub/h.db"))
         .run()?;
     failures.extend(one_error(
         &out,
         "cannot create its directory",
-        "record in an unwritable directory",
+        "record under a file",
     ));
+    let (dir, copy) = crate::failures::reachable_copy(portwatch, "history")?;
+    let copy = copy.to_str().context("temporary path")?;
+    let open = dir.join("open");
+    std::fs::create_dir_all(&open)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777))?;
+    let out = Launch::new(copy)
+        .args(["record", "--db"])
+        .arg(open.join("h.db"))
+        .run_as(65534, 65534)
+        .run()?;
+    failures.extend(one_error(
+        &out,
+        "needs root",
+        "record as an unprivileged user",
+    ));
+    if std::fs::read_dir(&open)?.next().is_some() {
+        failures.push("record as an unprivileged user left a file behind".to_string());
+    }
     // A recorded database, readable by all, in a directory nobody but root writes.
     let db = dir.join("readable.db");
     let recording = record(portwatch, mode, &db, &["--port", "1"])?;
     thread::sleep(COMMITTED);
     failures.extend(stop(recording)?);
-    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644))?;
     let out = Launch::new(copy)
         .args(["query", "--format", "json", "--db"])

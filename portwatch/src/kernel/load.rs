@@ -15,7 +15,7 @@ use super::{
     filter::KernelFilter,
     inspect::{inspect_kernel, KernelInfo},
     lsm,
-    plan::{plan, refused_early, AttachChoice, AttachMode, Floor, Hook},
+    plan::{plan, refused_early, AttachChoice, AttachMode, Attempt, Floor, Hook, Plan},
     store::{SocketStore, StoreChoice, StoreInfo},
     tracer::Tracer,
 };
@@ -151,7 +151,7 @@ pub fn load_mode(
     for &store in options.store.stores() {
         let mut lsm_refused = None;
         for &lsm in lsm_choices(kernel, mode) {
-            match load_with(kernel, mode, store, lsm, options) {
+            match load_with(kernel, Attempt { mode, store, lsm }, options) {
                 Ok(mut tracer) => {
                     if let Some(why) = store_refused.take() {
                         tracer.warnings.push(format!(
@@ -197,19 +197,19 @@ fn lsm_choices(kernel: &KernelInfo, mode: AttachMode) -> &'static [bool] {
 
 fn load_with(
     kernel: &KernelInfo,
-    mode: AttachMode,
-    store: SocketStore,
-    lsm: bool,
+    attempt: Attempt,
     options: &ModeOptions,
 ) -> Result<Tracer, ModeError> {
-    let mut config = kernel.config;
-    let mut warnings = kernel.warnings.clone();
-    let mut hooks = plan(mode, store, lsm, kernel, &mut config, &mut warnings)?;
+    let Plan {
+        mut hooks,
+        config,
+        mut warnings,
+    } = plan(attempt, kernel)?;
     if let Some(floor) = options.floor {
         hooks = floor.hooks();
     }
     let store = StoreInfo::new(
-        store,
+        attempt.store,
         ConfigFlag::AcceptsPending.is_set(config.flags),
         options.max_sockets,
     );
@@ -235,7 +235,7 @@ fn load_with(
         attach(hook, &mut ebpf, &btf)?;
         attached.push(hook.label());
     }
-    Tracer::new(ebpf, mode, store, attached, warnings)
+    Tracer::new(ebpf, attempt.mode, store, attached, warnings)
 }
 
 /// A BTF holding the kernel ids the tracing programs among `hooks` attach to.

@@ -31,46 +31,50 @@ fn accept_fexit_program(nargs: Option<u32>) -> Result<&'static str, ModeError> {
     }
 }
 
-/// The hooks of `mode` with owners in `store`, and the config flags that tell the
-/// kernel side which of its paths they replace. Err: why this kernel cannot do it.
-/// `lsm`: tracepoint mode may use the BPF LSM accept hook (tried first; the
-/// syscall tracepoints where the kernel refuses it).
-pub fn plan(
-    mode: AttachMode,
-    store: SocketStore,
-    lsm: bool,
-    kernel: &KernelInfo,
-    config: &mut Config,
-    warnings: &mut Vec<String>,
-) -> Result<Vec<Hook>, ModeError> {
-    store.possible(kernel)?;
-    let mut hooks = Vec::new();
+/// One way of tracing to try: the attach mode, where owners are kept, and (in
+/// tracepoint mode) whether the BPF LSM accept hook is tried before the accept
+/// syscall tracepoints.
+#[derive(Clone, Copy, Debug)]
+pub struct Attempt {
+    pub mode: AttachMode,
+    pub store: SocketStore,
+    pub lsm: bool,
+}
+
+/// What an attempt attaches: its hooks, the kernel's config with the flags that
+/// tell the kernel side which of its paths they replace, and the warnings.
+pub struct Plan {
+    pub hooks: Vec<Hook>,
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+/// The plan of `attempt` on this kernel. Err: why this kernel cannot do it.
+pub fn plan(attempt: Attempt, kernel: &KernelInfo) -> Result<Plan, ModeError> {
+    attempt.store.possible(kernel)?;
+    let mut plan = Plan {
+        hooks: Vec::new(),
+        config: kernel.config,
+        warnings: kernel.warnings.clone(),
+    };
     if kernel.trace_tcp {
-        tcp_hooks(mode, store, lsm, kernel, config, warnings, &mut hooks)?;
+        tcp_hooks(attempt, kernel, &mut plan)?;
     }
     if kernel.trace_udp {
-        match udp_hooks(mode, kernel, config) {
-            Ok(udp) => hooks.extend(udp),
-            Err(why) if kernel.trace_tcp => warnings.push(why),
+        match udp_hooks(attempt.mode, kernel, &mut plan.config) {
+            Ok(udp) => plan.hooks.extend(udp),
+            Err(why) if kernel.trace_tcp => plan.warnings.push(why),
             Err(why) => return Err(ModeError::NothingToTrace(why)),
         }
     }
-    Ok(hooks)
+    Ok(plan)
 }
 
 /// TCP's hooks: the accept program of `mode`, then the state tracepoint.
-fn tcp_hooks(
-    mode: AttachMode,
-    store: SocketStore,
-    lsm: bool,
-    kernel: &KernelInfo,
-    config: &mut Config,
-    warnings: &mut Vec<String>,
-    hooks: &mut Vec<Hook>,
-) -> Result<(), ModeError> {
-    let sock_fields = ConfigFlag::SockFields.is_set(config.flags);
-    let storage = store == SocketStore::Storage;
-    match mode {
+fn tcp_hooks(attempt: Attempt, kernel: &KernelInfo, plan: &mut Plan) -> Result<(), ModeError> {
+    let sock_fields = ConfigFlag::SockFields.is_set(plan.config.flags);
+    let storage = attempt.store == SocketStore::Storage;
+    match attempt.mode {
         AttachMode::Fentry => {
             if !kernel.has_btf {
                 return Err(ModeError::NoBtf);
@@ -78,52 +82,55 @@ fn tcp_hooks(
             if !sock_fields {
                 return Err(ModeError::NoSockFields);
             }
-            hooks.push(Hook::Fexit {
+            plan.hooks.push(Hook::Fexit {
                 program: accept_fexit_program(kernel.accept_nargs)?,
                 function: KFUNC_INET_CSK_ACCEPT,
             });
-            config.flags |= ConfigFlag::AcceptHooked.bit();
+            plan.config.flags |= ConfigFlag::AcceptHooked.bit();
         }
         AttachMode::Kprobe => {
             if !sock_fields {
                 return Err(ModeError::NoSockFields);
             }
-            hooks.push(Hook::Kretprobe {
+            plan.hooks.push(Hook::Kretprobe {
                 program: PROG_KRETPROBE_INET_CSK_ACCEPT,
                 function: KFUNC_INET_CSK_ACCEPT,
             });
-            config.flags |= ConfigFlag::AcceptHooked.bit();
+            plan.config.flags |= ConfigFlag::AcceptHooked.bit();
         }
-        AttachMode::Tracepoint if lsm && sock_fields && kernel.accept_syscalls => {
+        AttachMode::Tracepoint if attempt.lsm && sock_fields && kernel.accept_syscalls => {
             kernel.accept_lsm.as_ref().map_err(|_| ModeError::NoLsm)?;
-            hooks.push(Hook::Lsm {
+            plan.hooks.push(Hook::Lsm {
                 program: PROG_LSM_SOCK_GRAFT,
                 hook: LSM_SOCK_GRAFT,
             });
-            config.flags |= ConfigFlag::AcceptHooked.bit();
+            plan.config.flags |= ConfigFlag::AcceptHooked.bit();
         }
-        AttachMode::Tracepoint => plan_accept_syscalls(kernel, config, warnings, hooks),
+        AttachMode::Tracepoint => plan_accept_syscalls(kernel, plan),
     }
     if storage {
-        config.flags |= ConfigFlag::SockStorage.bit();
+        plan.config.flags |= ConfigFlag::SockStorage.bit();
         // fexit and the LSM program may write socket storage; a kretprobe and the
         // syscall tracepoints leave owners for the state program to move in.
-        let writes_storage = matches!(hooks.first(), Some(Hook::Fexit { .. } | Hook::Lsm { .. }));
-        if !writes_storage && ConfigFlag::AcceptHooked.is_set(config.flags) {
-            config.flags |= ConfigFlag::AcceptsPending.bit();
+        let writes_storage = matches!(
+            plan.hooks.first(),
+            Some(Hook::Fexit { .. } | Hook::Lsm { .. })
+        );
+        if !writes_storage && ConfigFlag::AcceptHooked.is_set(plan.config.flags) {
+            plan.config.flags |= ConfigFlag::AcceptsPending.bit();
         }
         // The twin catches what the first misses while it runs on a CPU.
         for program in [
             PROG_BTF_INET_SOCK_SET_STATE,
             PROG_BTF_INET_SOCK_SET_STATE_NESTED,
         ] {
-            hooks.push(Hook::BtfTracepoint {
+            plan.hooks.push(Hook::BtfTracepoint {
                 program,
                 name: TP_INET_SOCK_SET_STATE,
             });
         }
     } else {
-        hooks.push(Hook::Tracepoint {
+        plan.hooks.push(Hook::Tracepoint {
             program: PROG_INET_SOCK_SET_STATE,
             category: TP_CATEGORY_SOCK,
             name: TP_INET_SOCK_SET_STATE,
@@ -134,12 +141,12 @@ fn tcp_hooks(
 
 /// Tracepoint mode names the accepting process from the accept syscalls, where the
 /// user allows it and the kernel gives what the fd-to-sock walk needs.
-fn plan_accept_syscalls(
-    kernel: &KernelInfo,
-    config: &mut Config,
-    warnings: &mut Vec<String>,
-    hooks: &mut Vec<Hook>,
-) {
+fn plan_accept_syscalls(kernel: &KernelInfo, plan: &mut Plan) {
+    let Plan {
+        hooks,
+        config,
+        warnings,
+    } = plan;
     let walk = ConfigFlag::FdWalk.bit() | ConfigFlag::SockFields.bit();
     match &kernel.accept_ret {
         // Declined by the user: attributed to the listener, no warning.

@@ -64,10 +64,7 @@ pub fn udp_server(args: &[String]) {
 
 /// A UDP socket of `addr`'s family, bound to nothing yet.
 fn unbound(addr: IpAddr) -> UdpSocket {
-    let any: IpAddr = match addr {
-        IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
-        IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
-    };
+    let any = crate::sock::any_of(addr);
     // Port 0 here is what an unbound socket's first send would choose anyway;
     // binding first only makes the local port known before anything is sent.
     UdpSocket::bind(SocketAddr::new(any, 0)).expect("bind")

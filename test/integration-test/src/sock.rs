@@ -86,3 +86,12 @@ pub fn open_on(port: u16) -> usize {
 pub fn unused_port(ip: IpAddr) -> anyhow::Result<u16> {
     Ok(bound(ip)?.1)
 }
+
+/// The wildcard address of `addr`'s family: where an unconnected client's socket
+/// is bound.
+pub fn any_of(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    }
+}

@@ -4,15 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::Result;
 
 use super::helpers::{end, End, Helper, Hold, Proc};
-
-/// The wildcard address of `addr`'s family: where an unconnected client's socket
-/// is bound.
-pub fn any_of(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
-        IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
-    }
-}
+use crate::sock::any_of;
 
 /// A UDP server bound to a port, whose forked worker answers.
 pub struct UdpServer {

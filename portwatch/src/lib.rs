@@ -6,8 +6,6 @@
 //! `output` (printers)). Imports run that way only.
 pub mod baseline;
 pub mod cli;
-mod cli_baseline;
-mod cli_history;
 pub mod commands;
 pub mod enrich;
 pub mod error;

@@ -11,10 +11,10 @@
 //! (its sending threads over the timed part: every program on a syscall
 //! tracepoint runs in the calling thread) minus that of the no-tracer run of the
 //! same round, median over the rounds: pairing within a round takes out the
-//! machine's drift. Both the floor and portwatch cost per syscall (portwatch
-//! looks at the first 8 datagrams of a call), which a batch of 64 shares out
-//! below this machine's noise: the verdict compares their costs per call,
-//! portwatch's in batches of 8 (the same work as in batches of 64), the floor's
+//! machine's drift. Both the floor and portwatch cost per syscall (in mode
+//! tracepoint portwatch looks at the first datagram of a call), which a batch of
+//! 64 shares out below this machine's noise: the verdict compares their costs per
+//! call, portwatch's in batches of 8 (the same work as in any batch), the floor's
 //! on empty calls (the same hooks, around a syscall that does next to nothing).
 //! portwatch's events go to a file, and those of the load generator's pid are
 //! counted: one `connect` per flow (the closes it infers in tracepoint mode
@@ -224,13 +224,13 @@ fn loads() -> Vec<Load> {
             &[NONE, FLOOR, PW_UDP, PW_ALL],
         ),
         datagrams(
-            "UDP flows on unconnected sockets (`--sendto`): as above, the peer's address on every datagram, which the kernel side reads from the process's memory (the first 8 of each call)".to_string(),
+            "UDP flows on unconnected sockets (`--sendto`): as above, the peer's address on every datagram, which the kernel side reads from the process's memory (the first of each call)".to_string(),
             flows(DATAGRAMS, BATCH, &["--sendto"]),
             BATCH,
             &[NONE, FLOOR, PW_UDP],
         ),
         datagrams(
-            format!("UDP flows in batches of 8 (`--batch 8`: portwatch's programs do what they do for a batch of 64, for 8 datagrams): as the first, {EIGHT_DATAGRAMS} datagrams per run"),
+            format!("UDP flows in batches of 8 (`--batch 8`: portwatch's programs look at the first datagram of a call, whatever its size): as the first, {EIGHT_DATAGRAMS} datagrams per run"),
             flows(EIGHT_DATAGRAMS, 8, &[]),
             8,
             &[NONE, FLOOR, PW_UDP],

@@ -111,7 +111,7 @@ pub(super) fn targets(
     );
     let cost_verdict = match (floor_per_call, pw_per_call) {
         (Some(f), Some(p)) if f > 0.0 => format!(
-            "{}: per sendmmsg() call {p:.0} ns (in batches of 8: the work of a batch of {}) against the floor's {f:.0} (measured on empty calls), {:.1}x; per datagram in batches of {}, {:.0} ns against {:.1}. {in_batch}",
+            "{}: per sendmmsg() call {p:.0} ns (in batches of 8; portwatch looks at the first datagram of a call, so any batch, {} too, costs it the same) against the floor's {f:.0} (measured on empty calls), {:.1}x; per datagram in batches of {}, {:.0} ns against {:.1}. {in_batch}",
             met(p <= FLOOR_FACTOR * f),
             load.batch,
             p / f,

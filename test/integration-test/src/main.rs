@@ -21,7 +21,6 @@ mod heavy;
 mod helper;
 mod helper_udp;
 mod history;
-mod history_udp;
 mod identity;
 mod inferred;
 mod investigate;

@@ -13,13 +13,13 @@ use std::{
 use anyhow::Result;
 use serde_json::Value;
 
+use super::{fresh_db, now, query, record, stop, COMMITTED};
 use crate::{
     expect,
     harness::{
         helpers::{End, Hold},
         udp_helpers::{udp_client, UdpServer, Way},
     },
-    history::{fresh_db, now, query, record, stop, COMMITTED},
 };
 
 /// Long enough for closes inferred at the second look (5 s apart) to be written.

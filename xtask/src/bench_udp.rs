@@ -2,8 +2,9 @@
 //! datagrams over 1,000 flows in sendmmsg() batches of 64, one sender thread per
 //! CPU; connected sockets, then unconnected ones naming the peer on every
 //! datagram), the same in batches of 8 and of 1, sendmmsg() calls of no message
-//! (`--udp-empty-sends`: the hooks alone) and `loadgen --udp-sockets`
-//! (short-lived sockets, one datagram each); each with no tracer, the empty
+//! (`--udp-empty-sends`: the hooks alone), `loadgen --tcp-sends` (what the same
+//! hooks cost TCP's sends) and `loadgen --udp-sockets` (short-lived sockets, one
+//! datagram each); each with no tracer, the empty
 //! program on every UDP syscall tracepoint (`--bench-floor udp-syscalls`, the
 //! kernel's own cost for the same hooks) and portwatch.
 //!
@@ -53,6 +54,8 @@ const EIGHT_DATAGRAMS: u64 = 1_000_000;
 const SOCKETS: u64 = 20_000;
 /// sendmmsg() calls of no message: the hooks' cost per call, out of the noise.
 const EMPTY_CALLS: u64 = 1_000_000;
+/// send() calls on one TCP connection: what the UDP programs cost TCP.
+const TCP_SENDS: u64 = 300_000;
 /// The targets: the kernel side costs at most this times the floor's...
 const FLOOR_FACTOR: f64 = 2.0;
 /// ...at this rate, or the machine's maximum.
@@ -62,6 +65,7 @@ const NONE: &str = "no tracer";
 const FLOOR: &str = "empty program on every UDP syscall tracepoint (floor)";
 const PW_UDP: &str = "portwatch json --proto udp";
 const PW_ALL: &str = "portwatch json (TCP and UDP)";
+const PW_TCP: &str = "portwatch json --proto tcp";
 
 /// A load: its loadgen arguments and how it is described.
 pub(super) struct Load {
@@ -83,6 +87,7 @@ fn tracer_args(config: &str) -> Option<&'static [&'static str]> {
         FLOOR => Some(&["--bench-floor", "udp-syscalls"]),
         PW_UDP => Some(&["--format", "json", "--proto", "udp"]),
         PW_ALL => Some(&["--format", "json"]),
+        PW_TCP => Some(&["--format", "json", "--proto", "tcp"]),
         _ => None,
     }
 }
@@ -251,6 +256,17 @@ fn loads() -> Vec<Load> {
             batch: 0,
             events: 1,
             configs: &[NONE, FLOOR, PW_UDP],
+        },
+        Load {
+            title: format!("TCP sends: `loadgen --tcp-sends {TCP_SENDS}`, send() calls of 16 bytes on one loopback TCP connection (one thread; another reads). The UDP programs sit on the send syscalls' tracepoints, which fire for every socket's sends: this is what they cost a program that never touches UDP (`--proto tcp` attaches none of them)"),
+            args: ["--tcp-sends", &TCP_SENDS.to_string()]
+                .map(String::from)
+                .to_vec(),
+            items: "sends",
+            unit: "send",
+            batch: 1,
+            events: 0,
+            configs: &[NONE, FLOOR, PW_UDP, PW_ALL, PW_TCP],
         },
         Load {
             title: format!("Short-lived UDP sockets: `loadgen --udp-sockets {SOCKETS} --sink {sink}`, each socket created, sending one datagram, closed (one thread)"),

@@ -100,7 +100,7 @@ pub(super) fn targets(
         }
     }
     let events = if wrong.is_empty() {
-        format!("met: each of {runs} portwatch runs reported exactly one event per flow ({FLOWS}, or the empty sends' 1) or per short-lived socket ({SOCKETS}); 0 lost, 0 skipped")
+        format!("met: each of {runs} portwatch runs reported exactly one event per flow ({FLOWS}, the empty sends' 1, the TCP sends' none) or per short-lived socket ({SOCKETS}); 0 lost, 0 skipped")
     } else {
         format!("**not met**: {}", wrong.join("; "))
     };

@@ -14,7 +14,8 @@
 //! [--drain]` sends many datagrams over F flows (one socket and one peer each)
 //! with sendmmsg(); `loadgen --udp-sockets N [--sink ...]` makes N short-lived
 //! sockets, one datagram each; `loadgen --udp-empty-sends N` makes N sendmmsg()
-//! calls of no message (what the send hooks cost per call).
+//! calls of no message (what the send hooks cost per call); `loadgen --tcp-sends
+//! N` makes N send() calls on one TCP connection (what they cost TCP).
 use std::{
     io::Read,
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
@@ -30,6 +31,7 @@ use nix::{
 };
 
 mod sink;
+mod tcp_sends;
 mod udp;
 
 struct Options {
@@ -47,6 +49,8 @@ struct Options {
     udp_sockets: Option<u64>,
     /// `--udp-empty-sends N`: N sendmmsg() calls of no message.
     udp_empty_sends: Option<u64>,
+    /// `--tcp-sends N`: N send() calls of 16 bytes on one TCP connection.
+    tcp_sends: Option<u64>,
 }
 
 fn parse() -> Result<Options> {
@@ -60,6 +64,7 @@ fn parse() -> Result<Options> {
         udp: udp::Flows::default(),
         udp_sockets: None,
         udp_empty_sends: None,
+        tcp_sends: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -88,6 +93,7 @@ fn parse() -> Result<Options> {
             "--sink" => o.udp.sink = value()?.parse()?,
             "--udp-sockets" => o.udp_sockets = Some(value()?.parse()?),
             "--udp-empty-sends" => o.udp_empty_sends = Some(value()?.parse()?),
+            "--tcp-sends" => o.tcp_sends = Some(value()?.parse()?),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -135,6 +141,9 @@ fn main() -> Result<()> {
     }
     if let Some(n) = o.udp_empty_sends {
         return udp::empty_sends(n, o.udp.sink, o.client_cpu);
+    }
+    if let Some(n) = o.tcp_sends {
+        return tcp_sends::tcp_sends(n, o.client_cpu);
     }
     let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, o.port)))?;
     let port = listener.local_addr()?.port();

@@ -79,7 +79,7 @@ impl Default for Flows {
 }
 
 /// User and system CPU seconds of the calling thread.
-fn thread_cpu() -> (f64, f64) {
+pub(crate) fn thread_cpu() -> (f64, f64) {
     let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
     match getrusage(UsageWho::RUSAGE_THREAD) {
         Ok(u) => (secs(u.user_time()), secs(u.system_time())),

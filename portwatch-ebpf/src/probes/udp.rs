@@ -111,7 +111,7 @@ fn enabled() -> bool {
 
 /// A UDP sock over IPv4 or IPv6: its family, else `None`.
 #[inline(always)]
-fn udp_family(sk: u64) -> Result<Option<u16>, i64> {
+pub fn udp_family(sk: u64) -> Result<Option<u16>, i64> {
     if sk == 0 || !enabled() {
         return Ok(None);
     }

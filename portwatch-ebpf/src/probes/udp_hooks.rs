@@ -10,7 +10,11 @@
 //! What happens is known only at the return (did the call succeed, which port did
 //! the kernel give), and a kretprobe or a syscall exit no longer sees the
 //! arguments: the entry leaves them in `PENDING_ARGS` under the thread's id, tagged
-//! with the call, and the return takes them back. fexit sees both at once.
+//! with the call, and the return takes them back. fexit sees both at once. In
+//! mode tracepoint the entry leaves the fd's `struct socket`, and only a UDP
+//! socket's; the exit reads through it (reads that cannot fault: were the fd
+//! closed by another thread meanwhile, they see a socket being freed, where a
+//! second walk of the fd would find another file or none).
 //!
 //! The syscall tracepoints see the process's own arguments: a file descriptor
 //! (walked to its sock) and addresses in user memory. They do not see io_uring's
@@ -181,20 +185,51 @@ fn syscall_arg(ctx: &TracePointContext, n: u32) -> Result<u64, i64> {
 }
 
 /// `syscalls:sys_enter_{bind,connect,sendmsg,sendmmsg}(fd, ptr, n, ...)` and
-/// `sys_enter_sendto(fd, buf, len, flags, addr, addr_len)`: the fd and the address
-/// (or message) pointer, for the exit.
+/// `sys_enter_sendto(fd, buf, len, flags, addr, addr_len)`: for a UDP socket's
+/// fd, the `struct socket` and the address (or message) pointer, for the exit.
+///
+/// These tracepoints fire for every socket's calls (a TCP server's every
+/// `send()`): the fd is walked here, and a call on anything but a UDP socket
+/// costs the walk and no map update, its exit a lookup that finds nothing.
 pub fn try_sys_enter(ctx: &TracePointContext, call: Call) -> Result<(), i64> {
     if setting!(tp_syscall_args) == 0 {
         return Ok(());
     }
     let fd = syscall_arg(ctx, 0)?;
+    let socket = udp_socket_of_fd(fd as u32);
+    if socket == 0 {
+        forget();
+        return Ok(());
+    }
     let (ptr, n) = match call {
         Call::SendTo => (syscall_arg(ctx, 4)?, 0),
         Call::SendMmsg => (syscall_arg(ctx, 1)?, syscall_arg(ctx, 2)?),
         _ => (syscall_arg(ctx, 1)?, 0),
     };
-    stash(call, fd, ptr, n);
+    stash(call, socket, ptr, n);
     Ok(())
+}
+
+/// The `struct socket` of `fd` if it is a UDP socket over IPv4 or IPv6, else 0.
+#[inline(always)]
+fn udp_socket_of_fd(fd: u32) -> u64 {
+    let Ok(socket) = kernel::socket_of_fd(fd) else {
+        return 0;
+    };
+    match udp::socket_sock(socket).and_then(udp::udp_family) {
+        Ok(Some(_)) => socket,
+        _ => 0,
+    }
+}
+
+/// This thread's call is not one to look at: what an earlier call left in
+/// `PENDING_ARGS` must not be taken for it at the exit.
+#[inline(always)]
+fn forget() {
+    if let Some(args) = PENDING_ARGS.get_ptr_mut(bpf_get_current_pid_tgid()) {
+        // SAFETY: the map's value for this thread, which only this thread writes.
+        unsafe { (*args).call = 0 };
+    }
 }
 
 /// The `syscalls:sys_exit_*` of a call `try_sys_enter` stashed.
@@ -206,7 +241,7 @@ pub fn try_sys_exit(ctx: &TracePointContext, call: Call) -> Result<(), i64> {
     if ret < 0 {
         return Ok(());
     }
-    let socket = kernel::socket_of_fd(args.a as u32)?;
+    let socket = args.a;
     let sk = udp::socket_sock(socket)?;
     if call == Call::Bind {
         return match ret {

@@ -116,8 +116,9 @@ pub fn udp_client(args: &[String]) {
 
 /// `udp-spray ADDR NAME BASE COUNT ROUNDS`: one socket sends ROUNDS datagrams to
 /// each of ADDR:BASE .. ADDR:BASE+COUNT-1 (nobody needs to listen), the first
-/// round with sendto, the next ones with sendmmsg in batches of up to 8; says
-/// `sprayed PID UID LOCAL-PORT`.
+/// round with sendto, the next ones with sendmmsg in batches of up to 8, then a
+/// TCP send in the same thread (see `after_udp_a_tcp_send`); says `sprayed PID
+/// UID LOCAL-PORT`.
 pub fn udp_spray(args: &[String]) {
     set_comm(&args[1]);
     let addr: IpAddr = args[0].parse().unwrap();
@@ -136,8 +137,47 @@ pub fn udp_spray(args: &[String]) {
             send_batch(&socket, batch);
         }
     }
+    after_udp_a_tcp_send(&socket, targets[0], SocketAddr::new(addr, base + count));
     let local = socket.local_addr().unwrap().port();
     say(format!("sprayed {} {} {}", getpid(), getuid(), local));
+}
+
+/// In one thread, a UDP sendto() to `seen`, then a TCP send: what the UDP call
+/// left for its syscall exit must not be taken for the TCP call's (in mode
+/// tracepoint the entry keeps nothing for a TCP socket). The address the UDP call
+/// named is overwritten with `unseen` in between: taken, it would make a flow to
+/// a peer this socket never sent to.
+fn after_udp_a_tcp_send(socket: &UdpSocket, seen: SocketAddr, unseen: SocketAddr) {
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::socket::SockaddrLike;
+    let mut to = Box::new(SockaddrStorage::from(seen));
+    let data = b"spray";
+    // SAFETY: live descriptors; buffers and addresses of the lengths given.
+    unsafe {
+        let sent = libc::sendto(
+            socket.as_raw_fd(),
+            data.as_ptr().cast(),
+            data.len(),
+            0,
+            to.as_ptr(),
+            to.len(),
+        );
+        assert_eq!(sent, data.len() as isize, "sendto");
+        *to = SockaddrStorage::from(unseen);
+        let listener = std::net::TcpListener::bind(SocketAddr::new(seen.ip(), 0)).unwrap();
+        let tcp = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let sent = libc::sendto(
+            tcp.as_raw_fd(),
+            data.as_ptr().cast(),
+            data.len(),
+            0,
+            std::ptr::null(),
+            0,
+        );
+        assert_eq!(sent, data.len() as isize, "TCP send");
+    }
+    drop(to);
 }
 
 /// One sendmmsg() of a datagram to each of `targets`.

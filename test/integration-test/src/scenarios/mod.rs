@@ -62,7 +62,7 @@ fn scenarios<'a>(portwatch: &'a str, mode: &'a str) -> Vec<Scenario<'a>> {
             Box::new(|t| udp::server_and_clients(t, LOOPBACK6, udp::SERVER_PORTS_V6)),
         ),
         (
-            "udp: one socket sending to 20 peers, 3 rounds (sendto, sendmmsg): one flow event per peer",
+            "udp: one socket sending to 20 peers, 3 rounds (sendto, sendmmsg), then a TCP send in the same thread: one flow event per peer, none from the TCP send",
             Box::new(udp::spray),
         ),
         (

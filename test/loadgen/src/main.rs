@@ -32,6 +32,7 @@ use nix::{
 
 mod sink;
 mod tcp_sends;
+mod timer;
 mod udp;
 
 struct Options {

@@ -8,12 +8,11 @@ use std::{
     io::Read,
     net::{Ipv4Addr, TcpListener, TcpStream},
     os::fd::AsRawFd,
-    time::Instant,
 };
 
 use anyhow::{Context, Result};
 
-use crate::{pin, udp::thread_cpu};
+use crate::{pin, timer::Timer};
 
 pub fn tcp_sends(n: u64, cpu: Option<usize>) -> Result<()> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("a listener")?;
@@ -28,8 +27,7 @@ pub fn tcp_sends(n: u64, cpu: Option<usize>) -> Result<()> {
     stream.set_nodelay(true)?;
     pin(cpu);
     let data = [0u8; 16];
-    let start = Instant::now();
-    let cpu0 = thread_cpu();
+    let timer = Timer::start();
     for _ in 0..n {
         // send(2) itself: the syscall whose tracepoints are measured.
         // SAFETY: a live descriptor and a buffer of the length given.
@@ -45,23 +43,12 @@ pub fn tcp_sends(n: u64, cpu: Option<usize>) -> Result<()> {
             return Err(std::io::Error::last_os_error()).context("send");
         }
     }
-    let cpu1 = thread_cpu();
-    let seconds = start.elapsed().as_secs_f64();
+    let out = timer.stop("sends", n);
     drop(stream);
     reader
         .join()
         .map_err(|_| anyhow::anyhow!("the reader panicked"))?
         .context("the reader")?;
-    println!(
-        "{}",
-        serde_json::json!({
-            "sends": n,
-            "seconds": seconds,
-            "rate": n as f64 / seconds,
-            "user_seconds": cpu1.0 - cpu0.0,
-            "system_seconds": cpu1.1 - cpu0.1,
-            "pid": std::process::id(),
-        })
-    );
+    println!("{out}");
     Ok(())
 }

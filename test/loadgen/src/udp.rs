@@ -37,12 +37,13 @@ use std::{
 use anyhow::{bail, Context, Result};
 use nix::{
     libc,
-    sys::resource::{getrlimit, getrusage, setrlimit, Resource, UsageWho},
+    sys::resource::{getrlimit, setrlimit, Resource},
 };
 
 use crate::{
     pin,
     sink::{self, Sink},
+    timer::{thread_cpu, Timer},
 };
 
 /// `--udp-flows`' settings.
@@ -75,15 +76,6 @@ impl Default for Flows {
             sink: Sink::Loopback,
             pin: true,
         }
-    }
-}
-
-/// User and system CPU seconds of the calling thread.
-pub(crate) fn thread_cpu() -> (f64, f64) {
-    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
-    match getrusage(UsageWho::RUSAGE_THREAD) {
-        Ok(u) => (secs(u.user_time()), secs(u.system_time())),
-        Err(_) => (0.0, 0.0),
     }
 }
 
@@ -274,8 +266,7 @@ pub fn short_lived(n: u64, sink: Sink, cpu: Option<usize>) -> Result<()> {
     let peer = sockaddr_in(peers[0]);
     pin(cpu);
     let byte = [0x5au8; 1];
-    let start = Instant::now();
-    let cpu0 = thread_cpu();
+    let timer = Timer::start();
     for i in 0..n {
         // SAFETY: plain syscalls on a descriptor this loop owns; `peer` and `byte`
         // outlive them.
@@ -299,20 +290,9 @@ pub fn short_lived(n: u64, sink: Sink, cpu: Option<usize>) -> Result<()> {
             }
         }
     }
-    let cpu1 = thread_cpu();
-    let seconds = start.elapsed().as_secs_f64();
-    println!(
-        "{}",
-        serde_json::json!({
-            "sockets": n,
-            "seconds": seconds,
-            "rate": n as f64 / seconds,
-            "user_seconds": cpu1.0 - cpu0.0,
-            "system_seconds": cpu1.1 - cpu0.1,
-            "pid": std::process::id(),
-            "port": u16::from_be(peer.sin_port),
-        })
-    );
+    let mut out = timer.stop("sockets", n);
+    out["port"] = u16::from_be(peer.sin_port).into();
+    println!("{out}");
     Ok(())
 }
 
@@ -324,26 +304,13 @@ pub fn empty_sends(n: u64, sink: Sink, cpu: Option<usize>) -> Result<()> {
     pin(cpu);
     // SAFETY: all-zero is a valid mmsghdr; none is read with a length of 0.
     let mut hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
-    let start = Instant::now();
-    let cpu0 = thread_cpu();
+    let timer = Timer::start();
     for _ in 0..n {
         // SAFETY: a live descriptor and header.
         if unsafe { libc::sendmmsg(socket.as_raw_fd(), &mut hdr, 0, 0) } < 0 {
             return Err(std::io::Error::last_os_error()).context("sendmmsg");
         }
     }
-    let cpu1 = thread_cpu();
-    let seconds = start.elapsed().as_secs_f64();
-    println!(
-        "{}",
-        serde_json::json!({
-            "calls": n,
-            "seconds": seconds,
-            "rate": n as f64 / seconds,
-            "user_seconds": cpu1.0 - cpu0.0,
-            "system_seconds": cpu1.1 - cpu0.1,
-            "pid": std::process::id(),
-        })
-    );
+    println!("{}", timer.stop("calls", n));
     Ok(())
 }

@@ -231,23 +231,22 @@ impl OpenSockets {
         }
     }
 
+    /// Whether `e` opens its UDP socket: the first opening event of a socket of
+    /// this namespace, or the kernel's own listen after the start-up snapshot
+    /// listed the socket (bound while the snapshot was taken): the exact owner.
+    fn opens_udp(&self, e: &ConnEvent) -> bool {
+        match self.udp.get(&e.sock_id) {
+            None => self.here(e),
+            Some(open) => e.kind == EventKind::Listen && open.from_snapshot,
+        }
+    }
+
     /// Follow one event of a UDP socket: its first opening event opens it, later
     /// ones (flows to other peers) are of the same socket; the kernel's close ends it.
     fn follow_udp(&mut self, e: &ConnEvent) {
         match e.kind {
             EventKind::Listen | EventKind::Accept | EventKind::Connect | EventKind::Snapshot
-                if self.here(e) && !self.udp.contains_key(&e.sock_id) =>
-            {
-                let open = self.opening(e);
-                self.udp.insert(e.sock_id, open);
-            }
-            // The kernel's own listen, after the start-up snapshot listed the
-            // socket (bound while the snapshot was taken): the exact owner.
-            EventKind::Listen
-                if self
-                    .udp
-                    .get(&e.sock_id)
-                    .is_some_and(|open| open.from_snapshot) =>
+                if self.opens_udp(e) =>
             {
                 let open = self.opening(e);
                 self.udp.insert(e.sock_id, open);

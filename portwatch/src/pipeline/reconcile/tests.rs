@@ -298,6 +298,38 @@ fn several_flows_of_one_udp_socket_are_one_socket_closed_once() {
     assert_eq!(close.remote.service, Some("domain"));
 }
 
+/// The owner of a UDP socket's inferred close.
+fn udp_close_owner(open: &mut OpenSockets, inode: u64) -> Option<u32> {
+    let now = Utc::now();
+    assert!(udp_look(open, &[], now).is_empty());
+    let closed = udp_look(open, &[], now);
+    let [close] = closed.as_slice() else {
+        panic!("{closed:?}")
+    };
+    assert_eq!(close.sock_id, inode);
+    close.owner.as_ref().map(|o| o.pid)
+}
+
+#[test]
+fn a_udp_socket_takes_its_owner_from_its_first_event_or_the_kernels_listen_after_the_snapshot() {
+    let owned = |kind, role, pid| {
+        let mut e = udp_event(kind, role, 81, 0);
+        e.owner.as_mut().expect("sample owner").pid = pid;
+        e
+    };
+    // Listed by the start-up snapshot, then the kernel's own listen: the listen's.
+    let mut open = OpenSockets::default();
+    open.follow(&owned(EventKind::Snapshot, Role::Listener, 10));
+    open.follow(&owned(EventKind::Listen, Role::Listener, 11));
+    open.follow(&owned(EventKind::Listen, Role::Listener, 12));
+    assert_eq!(udp_close_owner(&mut open, 81), Some(11));
+    // Opened live: later events, listens among them, leave its owner.
+    open.follow(&owned(EventKind::Listen, Role::Listener, 20));
+    open.follow(&owned(EventKind::Listen, Role::Listener, 21));
+    open.follow(&owned(EventKind::Snapshot, Role::Listener, 22));
+    assert_eq!(udp_close_owner(&mut open, 81), Some(20));
+}
+
 #[test]
 fn the_kernels_udp_close_stops_inference() {
     let now = Utc::now();

@@ -69,14 +69,12 @@ pub fn read_as_latest(conn: &Connection, version: i32) -> rusqlite::Result<bool>
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        fs,
-        path::{Path, PathBuf},
-    };
+    use std::path::Path;
 
     use rusqlite::{params, Connection, OpenFlags};
 
     use super::*;
+    use crate::history::scratch::ScratchDb;
     use crate::{
         event::{
             model::{ConnEvent, Role, Transport},
@@ -92,13 +90,6 @@ mod tests {
     };
 
     const SECOND: i64 = 1_000_000_000;
-
-    fn temp(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("pw-migrate-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir.join("h.db")
-    }
 
     /// A database as version 1 wrote it: its tables, one run, one closed socket and
     /// one open listener.
@@ -151,7 +142,8 @@ mod tests {
     #[test]
     fn a_version_1_database_is_read_as_tcp_and_upgraded_in_place() {
         assert_eq!(LATEST, SCHEMA_VERSION);
-        let path = temp("v1");
+        let scratch = ScratchDb::new();
+        let path = scratch.path();
         version_1(&path);
         let want = [
             (
@@ -224,14 +216,16 @@ mod tests {
                 .map(Result::unwrap)
                 .collect()
         };
-        let new = temp("v1-new");
+        let scratch_new = ScratchDb::new();
+        let new = scratch_new.path();
         drop(open_for_recording(&new).unwrap());
         assert_eq!(layout(&reader), layout(&Connection::open(&new).unwrap()));
     }
 
     #[test]
     fn versions_before_the_first_are_refused() {
-        let path = temp("v0");
+        let scratch = ScratchDb::new();
+        let path = scratch.path();
         version_1(&path);
         Connection::open(&path)
             .unwrap()
@@ -245,7 +239,8 @@ mod tests {
 
     #[test]
     fn a_newer_schema_is_refused() {
-        let path = temp("newer");
+        let scratch = ScratchDb::new();
+        let path = scratch.path();
         drop(open_for_recording(&path).unwrap());
         Connection::open(&path)
             .unwrap()

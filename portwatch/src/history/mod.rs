@@ -18,6 +18,8 @@ pub mod recorder;
 pub mod retention;
 pub mod rows;
 pub mod schema;
+#[cfg(test)]
+mod scratch;
 pub mod socket_rows;
 pub mod sockets;
 pub mod summary;

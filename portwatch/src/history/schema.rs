@@ -318,16 +318,12 @@ fn check_or_create(conn: &Connection, path: &Path) -> Result<(), HistoryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn temp(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("pw-schema-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        dir.join("sub").join("h.db")
-    }
+    use crate::history::scratch::ScratchDb;
 
     #[test]
     fn a_new_database_is_made_and_reopened() {
-        let path = temp("new");
+        let scratch = ScratchDb::new();
+        let path = scratch.nested();
         drop(open_for_recording(&path).unwrap());
         let mode = fs::metadata(path.parent().unwrap())
             .unwrap()
@@ -341,7 +337,8 @@ mod tests {
 
     #[test]
     fn other_files_are_refused_untouched() {
-        let path = temp("other");
+        let scratch = ScratchDb::new();
+        let path = scratch.nested();
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(&path, b"not a database at all, just text that is long enough......................................................").unwrap();
         let before = fs::read(&path).unwrap();
@@ -387,7 +384,8 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_not_created_by_query() {
-        let path = temp("missing");
+        let scratch = ScratchDb::new();
+        let path = scratch.nested();
         assert!(matches!(
             open_for_query(&path),
             Err(HistoryError::Missing(_))

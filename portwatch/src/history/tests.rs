@@ -12,6 +12,7 @@ use rusqlite::Connection;
 use super::{
     query::{self, Query},
     schema::{self, OUTCOME_CLOSED, OUTCOME_CLOSED_INFERRED, PROTO_TCP, PROTO_UDP},
+    scratch::ScratchDb,
     sockets::Sockets,
     summary,
     time::{from_ns, to_ns},
@@ -28,24 +29,18 @@ const PEER_A: [u8; 4] = [198, 51, 100, 7];
 const PEER_B: [u8; 4] = [198, 51, 100, 8];
 const SECOND: i64 = 1_000_000_000;
 
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pw-history-{}-{name}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir.join("h.db")
-}
-
-/// A database with one run, and the writer's state for it.
-fn recording(name: &str) -> (PathBuf, Connection, Sockets) {
-    let path = temp(name);
-    let conn = schema::open_for_recording(&path).unwrap();
+/// A database with one run, and the writer's state for it (the database lasts
+/// as long as the `ScratchDb`).
+fn recording() -> (ScratchDb, Connection, Sockets) {
+    let db = ScratchDb::new();
+    let conn = schema::open_for_recording(&db.path()).unwrap();
     conn.execute(
         "INSERT INTO runs (host, kernel, mode, version, started, heartbeat) VALUES ('h', 'k', 'fentry', 'test', 0, 0)",
         [],
     )
     .unwrap();
     let run = conn.last_insert_rowid();
-    (path, conn, Sockets::new(run))
+    (db, conn, Sockets::new(run))
 }
 
 /// One batch (one transaction) of `events`.
@@ -113,7 +108,7 @@ fn rows(conn: &Connection) -> Vec<(i64, i64, u16, Option<i64>, i64)> {
 
 #[test]
 fn udp_rows_are_stored_and_read_back_as_udp() {
-    let (_, mut conn, mut sockets) = recording("udp-rows");
+    let (_db, mut conn, mut sockets) = recording();
     write(
         &mut conn,
         &mut sockets,
@@ -169,7 +164,7 @@ fn udp_rows_are_stored_and_read_back_as_udp() {
 
 #[test]
 fn proto_narrows_queries_and_summaries() {
-    let (_, mut conn, mut sockets) = recording("proto");
+    let (_db, mut conn, mut sockets) = recording();
     write(
         &mut conn,
         &mut sockets,
@@ -212,7 +207,7 @@ fn proto_narrows_queries_and_summaries() {
 
 #[test]
 fn a_udp_close_closes_every_row_of_its_socket() {
-    let (_, mut conn, mut sockets) = recording("udp-close");
+    let (_db, mut conn, mut sockets) = recording();
     // Written open in a first batch: the listener and one flow.
     write(
         &mut conn,
@@ -320,7 +315,7 @@ fn a_udp_close_closes_every_row_of_its_socket() {
 
 #[test]
 fn a_udp_socket_of_the_snapshot_gets_its_opening_from_its_live_event() {
-    let (_, mut conn, mut sockets) = recording("udp-snapshot");
+    let (_db, mut conn, mut sockets) = recording();
     write(
         &mut conn,
         &mut sockets,

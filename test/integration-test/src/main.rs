@@ -116,6 +116,17 @@ fn main() -> ExitCode {
     let passed: u32 = groups.iter().map(|g| g.passed).sum();
     let failed: u32 = groups.iter().map(|g| g.failed).sum();
     println!("{passed} passed, {failed} failed");
+    if failed == 0 {
+        let kept = harness::scratch::remove_all();
+        if kept > 0 {
+            eprintln!("integration-test: {kept} scratch directories could not be removed");
+        }
+    } else {
+        eprintln!(
+            "integration-test: the checks' scratch directories are kept: {}",
+            harness::scratch::scratch_path("*").display()
+        );
+    }
     if let Some(path) = &options.results {
         if let Err(e) = write_results(path, &groups) {
             eprintln!("integration-test: writing the results: {e:#}");

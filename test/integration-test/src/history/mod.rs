@@ -65,7 +65,7 @@ pub fn record_all(checks: &mut Checks, portwatch: &str, loadgen: Option<&str>, m
 
 /// A fresh directory for one check's database.
 pub(crate) fn fresh_db(name: &str) -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("pw-history-{}-{name}", std::process::id()));
+    let dir = crate::harness::scratch::scratch_path(&format!("history-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     Ok(dir.join("history.db"))
 }

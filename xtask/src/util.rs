@@ -61,8 +61,9 @@ pub fn cargo() -> Command {
 }
 
 /// Run a command with its stdout echoed on xtask's stderr line by line as it
-/// comes, and returned.
-pub fn run_streaming(cmd: &mut Command) -> Result<(ExitStatus, Vec<String>)> {
+/// comes, each line after `label` (which names the command when several run at
+/// once), and returned.
+pub fn run_streaming(cmd: &mut Command, label: &str) -> Result<(ExitStatus, Vec<String>)> {
     let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()
@@ -71,7 +72,7 @@ pub fn run_streaming(cmd: &mut Command) -> Result<(ExitStatus, Vec<String>)> {
     for line in BufReader::new(child.stdout.take().context("no stdout pipe")?).lines() {
         // A guest's serial console may emit bytes that are not UTF-8.
         let line = line.unwrap_or_default();
-        eprintln!("{line}");
+        eprintln!("{label}{line}");
         lines.push(line);
     }
     Ok((child.wait()?, lines))

@@ -194,10 +194,10 @@ fn initramfs(portwatch: &Path, integration: &Path) -> Result<PathBuf> {
     Ok(image)
 }
 
-/// Boot `kernel_image` with the suite in `initrd`, its console echoed on stderr;
-/// the guest's results arrive in `results` (its second serial port). Whether the
-/// suite exited with success.
-fn boot(kernel_image: &Path, initrd: &Path, results: &Path) -> Result<bool> {
+/// Boot `kernel_image` with the suite in `initrd`, its console echoed on stderr
+/// after `label`; the guest's results arrive in `results` (its second serial
+/// port). Whether the suite exited with success.
+fn boot(kernel_image: &Path, initrd: &Path, results: &Path, label: &str) -> Result<bool> {
     let mut serial_file = std::ffi::OsString::from("file:");
     serial_file.push(results);
     let (status, lines) = util::run_streaming(
@@ -221,6 +221,7 @@ fn boot(kernel_image: &Path, initrd: &Path, results: &Path) -> Result<bool> {
             ])
             .arg(serial_file)
             .stdin(std::process::Stdio::null()),
+        label,
     )?;
     let exit = lines.iter().find_map(|l| {
         l.trim()
@@ -244,19 +245,78 @@ pub fn vm_test(options: &VmOptions, object: &Path) -> Result<Vec<Suite>> {
     };
     let (portwatch, integration) = static_binaries(object)?;
     let initrd = initramfs(&portwatch, &integration)?;
-    let mut suites = Vec::new();
-    for package in kernels {
-        let image = kernel_image(&package)?;
-        let results = initrd.with_file_name(format!("results-{package}.jsonl"));
-        let _ = fs::remove_file(&results);
-        eprintln!("xtask: booting {package} under QEMU (TCG)");
-        suites.push(match boot(&image, &initrd, &results) {
-            Ok(exited_ok) => Suite::read(package, &results, exited_ok),
-            Err(e) => {
-                eprintln!("xtask: error: {package}: {e:#}");
-                Suite::failed(package)
-            }
-        });
+    let images = kernels
+        .iter()
+        .map(|package| kernel_image(package))
+        .collect::<Result<Vec<_>>>()?;
+    // The guests run at once: much of each suite waits (timeouts, inferred
+    // closes, the history's flushes), so emulated kernels side by side take
+    // little longer than one.
+    let initrd = initrd.as_path();
+    Ok(std::thread::scope(|scope| {
+        let guests: Vec<_> = kernels
+            .iter()
+            .zip(&images)
+            .map(|(package, image)| {
+                scope.spawn(move || {
+                    let results = initrd.with_file_name(format!("results-{package}.jsonl"));
+                    let _ = fs::remove_file(&results);
+                    eprintln!("xtask: booting {package} under QEMU (TCG)");
+                    match boot(image, initrd, &results, &console_label(package)) {
+                        Ok(exited_ok) => Suite::read(package.clone(), &results, exited_ok),
+                        Err(e) => {
+                            eprintln!("xtask: error: {package}: {e:#}");
+                            Suite::failed(package.clone())
+                        }
+                    }
+                })
+            })
+            .collect();
+        kernels
+            .iter()
+            .zip(guests)
+            .map(|(package, guest)| {
+                guest
+                    .join()
+                    .unwrap_or_else(|_| Suite::failed(package.clone()))
+            })
+            .collect()
+    }))
+}
+
+/// `[6.1.0-57] `: what tells one guest's console lines from another's.
+fn console_label(package: &str) -> String {
+    let version = package.strip_prefix("linux-image-").unwrap_or(package);
+    let version = version
+        .split(['+', '-'])
+        .take(2)
+        .filter(|part| part.starts_with(|c: char| c.is_ascii_digit()))
+        .collect::<Vec<_>>()
+        .join("-");
+    format!(
+        "[{}] ",
+        if version.is_empty() {
+            package
+        } else {
+            &version
+        }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::console_label;
+
+    #[test]
+    fn each_guest_is_labelled_by_its_kernel_version() {
+        assert_eq!(
+            console_label("linux-image-6.1.0-57-cloud-amd64-unsigned"),
+            "[6.1.0-57] "
+        );
+        assert_eq!(
+            console_label("linux-image-6.12.118+deb12-cloud-amd64-unsigned"),
+            "[6.12.118] "
+        );
+        assert_eq!(console_label("custom"), "[custom] ");
     }
-    Ok(suites)
 }

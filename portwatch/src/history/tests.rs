@@ -1,11 +1,6 @@
 //! Events written by the writer's batches into a real database and read back by
 //! `query`: UDP rows, their closes, the snapshot's, `--proto`.
-use std::{
-    fs,
-    net::IpAddr,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{net::IpAddr, path::Path, time::Duration};
 
 use rusqlite::Connection;
 
